@@ -1,0 +1,213 @@
+"""The supervisor's own database: apps, versions, facets, quotas, usage and logs.
+
+One SQLite file (``DATA/control.sqlite3``) behind one connection and a lock,
+schema managed with sqlite-utils. Request paths never write here directly:
+logs and usage arrive in batches from background threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from .logs import LEVEL_RANK, LogRecord
+
+SCHEMA_VERSION = 1
+
+
+class ControlDB:
+    def __init__(self, path: str) -> None:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        self._create_schema()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _create_schema(self) -> None:
+        db = self.db
+        with self.transaction():
+            db["apps"].create({"name": str, "created_at": float}, pk="name", if_not_exists=True)
+            db["app_versions"].create({
+                "app": str, "version": int, "sha256": str, "size": int, "exports": str,
+                "imports": str, "source": str, "loaded_at": float,
+            }, pk=("app", "version"), if_not_exists=True)
+            db["facets"].create({"app": str, "name": str, "created_at": float},
+                                pk=("app", "name"), if_not_exists=True)
+            db["quotas"].create({"scope": str, "key": str, "value": float},
+                                pk=("scope", "key"), if_not_exists=True)
+            db["logs"].create({
+                "id": int, "time": float, "app": str, "facet": str, "request_id": str,
+                "level": str, "message": str, "source": str,
+            }, pk="id", if_not_exists=True)
+            db["logs"].create_index(["app", "facet", "id"], if_not_exists=True)
+            db["logs"].create_index(["time"], if_not_exists=True)
+            db["usage"].create({
+                "app": str, "facet": str, "counters": str, "updated_at": float,
+            }, pk=("app", "facet"), if_not_exists=True)
+            db["usage_series"].create({
+                "app": str, "facet": str, "resolution": int, "bucket": int, "values": str,
+            }, pk=("app", "facet", "resolution", "bucket"), if_not_exists=True)
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    # -- apps -----------------------------------------------------------------
+    def app_versions(self, app: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self.db["app_versions"].rows_where("app = ?", [app], order_by="version"))
+        for row in rows:
+            row["exports"] = json.loads(row["exports"])
+            row["imports"] = json.loads(row["imports"])
+        return rows
+
+    def latest_version(self, app: str) -> dict[str, Any] | None:
+        versions = self.app_versions(app)
+        return versions[-1] if versions else None
+
+    def app_names(self) -> list[str]:
+        with self._lock:
+            return [r["name"] for r in self.db["apps"].rows_where(order_by="name")]
+
+    def add_app_version(self, row: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db["apps"].insert({"name": row["app"], "created_at": row["loaded_at"]},
+                                   pk="name", ignore=True)
+            self.db["app_versions"].insert({**row, "exports": json.dumps(row["exports"]),
+                                            "imports": json.dumps(row["imports"])})
+
+    # -- facets ---------------------------------------------------------------
+    def facet_rows(self, app: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            if app is None:
+                return list(self.db["facets"].rows_where(order_by="app, name"))
+            return list(self.db["facets"].rows_where("app = ?", [app], order_by="name"))
+
+    def facet_count(self, app: str) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM facets WHERE app = ?", [app]).fetchone()[0]
+
+    def add_facet(self, app: str, facet: str) -> None:
+        with self.transaction():
+            self.db["facets"].insert({"app": app, "name": facet, "created_at": time.time()},
+                                     pk=("app", "name"), ignore=True)
+
+    def remove_facet(self, app: str, facet: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM facets WHERE app = ? AND name = ?", [app, facet])
+            conn.execute("DELETE FROM quotas WHERE scope = ?", [f"{app}/{facet}"])
+            conn.execute("DELETE FROM usage WHERE app = ? AND facet = ?", [app, facet])
+            conn.execute("DELETE FROM usage_series WHERE app = ? AND facet = ?", [app, facet])
+
+    # -- quotas ---------------------------------------------------------------
+    def quota_settings(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for row in self.db["quotas"].rows:
+                value = row["value"]
+                out.setdefault(row["scope"], {})[row["key"]] = \
+                    value if row["key"] == "rate" else int(value)
+        return out
+
+    def save_quotas(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
+        with self.transaction() as conn:
+            for key, value in sets.items():
+                conn.execute("INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)",
+                             [scope, key, value])
+            for key in unsets:
+                conn.execute("DELETE FROM quotas WHERE scope = ? AND key = ?", [scope, key])
+
+    # -- logs -----------------------------------------------------------------
+    def write_logs(self, batch: list[LogRecord]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO logs(time, app, facet, request_id, level, message, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.time, r.app, r.facet, r.request_id, r.level, r.message, r.source) for r in batch])
+
+    def read_logs(self, *, app: str | None = None, facet: str | None = None,
+                  level: str | None = None, since: float | None = None,
+                  until: float | None = None, search: str | None = None,
+                  limit: int = 100) -> list[LogRecord]:
+        """The newest ``limit`` records matching every filter given, oldest first."""
+        where, params = [], []
+        if app is not None:
+            where.append("app = ?"); params.append(app)
+        if facet is not None:
+            where.append("facet = ?"); params.append(facet)
+        if level is not None:
+            allowed = [name for name, rank in LEVEL_RANK.items() if rank >= LEVEL_RANK[level]]
+            where.append(f"level IN ({', '.join('?' * len(allowed))})"); params.extend(allowed)
+        if since is not None:
+            where.append("time >= ?"); params.append(since)
+        if until is not None:
+            where.append("time <= ?"); params.append(until)
+        if search:
+            where.append("instr(message, ?) > 0"); params.append(search)
+        sql = "SELECT time, app, facet, request_id, level, message, source FROM logs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [LogRecord(*row) for row in reversed(rows)]
+
+    def prune_logs(self, *, keep_per_facet: int, max_age_s: float) -> int:
+        """Apply retention: drop records older than ``max_age_s`` and all but the newest
+        ``keep_per_facet`` of each facet. Returns how many rows went."""
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.execute("DELETE FROM logs WHERE time < ?", [time.time() - max_age_s])
+            conn.execute("""
+                DELETE FROM logs WHERE id IN (
+                  SELECT id FROM (
+                    SELECT id, row_number() OVER (PARTITION BY app, facet ORDER BY id DESC) AS n
+                    FROM logs) WHERE n > ?)""", [keep_per_facet])
+            return conn.total_changes - before
+
+    # -- usage ------------------------------------------------------------------
+    def save_usage(self, rows: list[tuple[str, str, dict[str, Any]]],
+                   series: list[tuple[str, str, int, int, list[float]]]) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO usage(app, facet, counters, updated_at) VALUES (?, ?, ?, ?)",
+                [(app, facet, json.dumps(counters), now) for app, facet, counters in rows])
+            conn.executemany(
+                "INSERT OR REPLACE INTO usage_series(app, facet, resolution, bucket, [values]) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(app, facet, res, bucket, json.dumps(values)) for app, facet, res, bucket, values in series])
+
+    def load_usage(self) -> dict[tuple[str, str], dict[str, Any]]:
+        with self._lock:
+            return {(r["app"], r["facet"]): json.loads(r["counters"]) for r in self.db["usage"].rows}
+
+    def load_series(self, app: str, facet: str, resolution: int) -> list[tuple[int, list[float]]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT bucket, [values] FROM usage_series WHERE app = ? AND facet = ? AND resolution = ? "
+                "ORDER BY bucket", [app, facet, resolution]).fetchall()
+        return [(bucket, json.loads(values)) for bucket, values in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,77 @@
+"""Stable error codes and the exception hierarchy of the runtime.
+
+Every interface (Python API, CLI, console, the ``sql`` host call) reports
+failures with one of the codes below. They are part of the public contract:
+never rename one, only add.
+
+Exceptions raised by the Python API::
+
+    FacetsError                 base class; carries ``.code`` and a message
+    ├── BadRequest              bad_request: malformed name, body, argument
+    ├── NotFound                not_found: no such app or facet
+    ├── BadModule               bad_module: not wasm, or breaks the facet ABI
+    └── QuotaError              bad_quota: a quota value or key was refused
+
+A failed *request* never raises: ``Supervisor.call`` returns a
+``CallResult`` whose ``.error`` is one of the codes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes; the string value is what every interface shows."""
+
+    # Sandbox and request outcome
+    FUEL_EXHAUSTED = "fuel_exhausted"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    STACK_OVERFLOW = "stack_overflow"
+    TRAP = "trap"
+    STORAGE_FULL = "storage_full"
+    BAD_RESPONSE = "bad_response"
+    BAD_REQUEST = "bad_request"
+    BAD_MODULE = "bad_module"
+    NOT_FOUND = "not_found"
+    OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
+    FACET_LIMIT = "facet_limit"
+    BAD_QUOTA = "bad_quota"
+    INTERNAL = "internal"
+    # Codes of the `sql` host call
+    SQL_ERROR = "sql_error"
+    NOT_AUTHORIZED = "not_authorized"
+    TOO_BIG = "too_big"
+
+
+class FacetsError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BadRequest(FacetsError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class NotFound(FacetsError):
+    code = ErrorCode.NOT_FOUND
+
+
+class BadModule(FacetsError):
+    code = ErrorCode.BAD_MODULE
+
+
+class QuotaError(FacetsError):
+    code = ErrorCode.BAD_QUOTA

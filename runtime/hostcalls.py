@@ -1,0 +1,150 @@
+"""The host functions of the facet ABI (``sql``, ``log``, ``now_ms``, ``random``).
+
+A ``RequestContext`` is created for each request (and for each ``facet_init``)
+and handed to the guest instance; the wasm seam routes host calls to it.
+
+Failure rules, so a guest always gets a predictable outcome:
+
+* What the host cannot even read (a range outside guest memory, bytes that are
+  not UTF-8, text that is not JSON) ends the request with ``bad_request``.
+* A readable but wrong ``sql`` request (no ``sql`` key, a non-scalar
+  parameter) and every SQL failure is answered in JSON:
+  ``{"ok": false, "error": {"code": ..., "message": ...}}``.
+* ``storage_full`` and ``timeout`` are answered the same way so the guest can
+  log them, and they also mark the request: it is rolled back and fails with
+  that code however the guest goes on.
+* If the guest's ``facet_alloc`` returns 0 or a range outside memory while the
+  host writes a result, the request ends with ``bad_response``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import abi
+from .errors import ErrorCode
+from .logs import LogRecord, neutralize
+from .storage import FacetDB, SqlFailure, from_json_param
+from .wasm import HostAbort
+
+if TYPE_CHECKING:
+    from .wasm import GuestInstance
+
+MAX_RANDOM_BYTES = 65_536
+TRUNCATION_MARKER = " …[truncated]"
+
+
+@dataclass
+class RequestCounters:
+    """What one request used, besides fuel and wall time (measured by the caller)."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    sql_calls: int = 0
+    log_bytes: int = 0
+    logs_truncated: int = 0
+
+
+@dataclass
+class RequestContext:
+    app: str
+    facet: str
+    request_id: str
+    db: FacetDB
+    log_limit: int
+    max_result_bytes: int
+    counters: RequestCounters = field(default_factory=RequestCounters)
+    logs: list[LogRecord] = field(default_factory=list)
+    #: Set when a host call decided the request must fail whatever the guest does next.
+    poison: tuple[ErrorCode, str] | None = None
+
+    # -- helpers --------------------------------------------------------------
+    def _read(self, guest: "GuestInstance", ptr: int, length: int, what: str) -> bytes:
+        try:
+            return guest.read(ptr, length)
+        except IndexError as exc:
+            raise HostAbort(ErrorCode.BAD_REQUEST, f"{what}: {exc}") from None
+
+    def _reply(self, guest: "GuestInstance", payload: dict[str, Any]) -> int:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        ptr = guest.alloc(len(data))
+        if ptr == 0:
+            raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({len(data)}) returned 0")
+        try:
+            guest.write(ptr, data)
+        except IndexError as exc:
+            raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc returned {exc}") from None
+        return abi.pack(ptr, len(data))
+
+    # -- host functions ------------------------------------------------------
+    def sql(self, guest: "GuestInstance", ptr: int, length: int) -> int:
+        raw = self._read(guest, ptr, length, "sql request")
+        try:
+            request = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise HostAbort(ErrorCode.BAD_REQUEST, "sql request is not valid UTF-8") from None
+        except ValueError as exc:
+            raise HostAbort(ErrorCode.BAD_REQUEST, f"sql request is not JSON: {exc}") from None
+        self.counters.sql_calls += 1
+        try:
+            statement, params = self._parse_sql_request(request)
+            result = self.db.execute_guest(statement, params, max_result_bytes=self.max_result_bytes)
+        except SqlFailure as failure:
+            if failure.code in (ErrorCode.STORAGE_FULL, ErrorCode.TIMEOUT) and self.poison is None:
+                self.poison = (failure.code, failure.message)
+            return self._reply(guest, {"ok": False, "error": {"code": str(failure.code),
+                                                              "message": failure.message}})
+        self.counters.rows_read += result.rows_read
+        self.counters.rows_written += result.rows_written
+        return self._reply(guest, {
+            "ok": True, "columns": result.columns, "rows": result.rows,
+            "rows_read": result.rows_read, "rows_written": result.rows_written,
+            "last_insert_rowid": result.last_insert_rowid,
+        })
+
+    @staticmethod
+    def _parse_sql_request(request: Any) -> tuple[str, list[Any]]:
+        if not isinstance(request, dict) or not isinstance(request.get("sql"), str):
+            raise SqlFailure(ErrorCode.BAD_REQUEST, 'expected {"sql": "...", "params": [...]}')
+        params = request.get("params", [])
+        if params is None:
+            params = []
+        if not isinstance(params, list):
+            raise SqlFailure(ErrorCode.BAD_REQUEST, "params must be a JSON array")
+        try:
+            return request["sql"], [from_json_param(p) for p in params]
+        except ValueError as exc:
+            raise SqlFailure(ErrorCode.BAD_REQUEST, str(exc)) from None
+
+    def log(self, guest: "GuestInstance", level: int, ptr: int, length: int) -> None:
+        raw = self._read(guest, ptr, length, "log message")
+        budget = self.log_limit - self.counters.log_bytes
+        if budget <= 0:
+            self.counters.logs_truncated += 1
+            return
+        if len(raw) > budget:
+            raw = raw[:budget]
+            self.counters.logs_truncated += 1
+            text = raw.decode("utf-8", errors="replace") + TRUNCATION_MARKER
+        else:
+            text = raw.decode("utf-8", errors="replace")
+        self.counters.log_bytes += len(raw)
+        self.logs.append(LogRecord(
+            time=time.time(), app=self.app, facet=self.facet, request_id=self.request_id,
+            level=abi.LOG_LEVELS.get(level, "info"), message=neutralize(text), source="guest",
+        ))
+
+    def now_ms(self, guest: "GuestInstance") -> int:
+        return int(time.time() * 1000)
+
+    def random(self, guest: "GuestInstance", ptr: int, length: int) -> None:
+        if length > MAX_RANDOM_BYTES:
+            raise HostAbort(ErrorCode.BAD_REQUEST, f"random: at most {MAX_RANDOM_BYTES} bytes per call")
+        try:
+            guest.write(ptr, os.urandom(length))
+        except IndexError as exc:
+            raise HostAbort(ErrorCode.BAD_REQUEST, f"random: {exc}") from None

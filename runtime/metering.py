@@ -1,0 +1,243 @@
+"""Usage: per request (``Usage``), accumulated per facet and per app (``Meter``),
+and as time series for sparklines and billing.
+
+What is counted, exactly:
+
+* ``requests``: every request that reached a facet (admitted or refused by a quota).
+* ``errors``: failed requests by error code.
+* ``fuel``: wasm fuel consumed, including instantiation and ``facet_init`` on a cold start.
+* ``wall_ms``: time from the facet's input gate to COMMIT (queueing excluded).
+* ``rows_read``: rows returned to the guest plus one per 100 SQLite VM
+  instructions its statements executed. The VM term is scan work: a full
+  scan of a 10,000-row table costs about 100 "rows" even if it returns one.
+* ``rows_written``: rows inserted, updated or deleted by committed requests
+  (``sqlite3_total_changes``); a rolled-back request writes nothing.
+* ``log_bytes`` / ``logs_truncated``: guest log bytes kept, and log calls cut
+  or dropped by the ``log_bytes`` quota.
+* ``cold_starts``: instantiations (first call, after eviction, after a failure, after an upgrade).
+* gauges ``storage`` (database bytes) and ``memory`` (linear memory bytes), last seen.
+
+Durability: counters live in memory and are flushed to the control database
+every second, so a crash loses at most the last second of counters (the
+facets' data itself is durable at COMMIT). Time series: per-second buckets for
+the last 10 minutes, per-minute for the last day, per-hour for 400 days (the
+hourly ones feed billing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: (bucket seconds, buckets kept)
+RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 600), (60, 1440), (3600, 24 * 400))
+#: Fields of a time-series bucket, in order.
+SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written",
+                 "log_bytes", "storage")
+_STORAGE = SERIES_FIELDS.index("storage")
+LATENCY_WINDOW = 1024
+
+
+@dataclass
+class Usage:
+    """What one request used (see the module docstring for what each field counts)."""
+
+    fuel: int = 0
+    wall_ms: float = 0.0
+    rows_read: int = 0
+    rows_written: int = 0
+    sql_calls: int = 0
+    log_bytes: int = 0
+    logs_truncated: int = 0
+    cold_start: bool = False
+    memory: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+COUNTER_FIELDS = ("requests", "fuel", "wall_ms", "rows_read", "rows_written", "sql_calls",
+                  "log_bytes", "logs_truncated", "cold_starts")
+
+
+class Meter:
+    """Counters, gauges, a latency window and time series for one facet or one app."""
+
+    def __init__(self, saved: dict[str, Any] | None = None) -> None:
+        saved = saved or {}
+        self.counters: dict[str, float] = {k: saved.get(k, 0) for k in COUNTER_FIELDS}
+        self.errors: dict[str, int] = dict(saved.get("errors", {}))
+        self.storage = int(saved.get("storage", 0))
+        self.memory = int(saved.get("memory", 0))
+        self.last_error: str | None = saved.get("last_error")
+        self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        #: resolution -> {bucket start (epoch seconds // resolution): values}
+        self.series: dict[int, dict[int, list[float]]] = {res: {} for res, _ in RESOLUTIONS}
+        self.dirty_buckets: set[tuple[int, int]] = set()
+        self.dirty = False
+
+    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
+        c = self.counters
+        c["requests"] += 1
+        c["fuel"] += usage.fuel
+        c["wall_ms"] += usage.wall_ms
+        c["rows_read"] += usage.rows_read
+        c["rows_written"] += usage.rows_written
+        c["sql_calls"] += usage.sql_calls
+        c["log_bytes"] += usage.log_bytes
+        c["logs_truncated"] += usage.logs_truncated
+        c["cold_starts"] += 1 if usage.cold_start else 0
+        if error:
+            self.errors[error] = self.errors.get(error, 0) + 1
+            self.last_error = error
+        if storage is not None:
+            self.storage = storage
+        self.memory = usage.memory
+        self._latency.append(usage.wall_ms)
+        values = (1, 1 if error else 0, usage.fuel, usage.wall_ms, usage.rows_read,
+                  usage.rows_written, usage.log_bytes)
+        second = int(now)
+        for res, _ in RESOLUTIONS:
+            bucket = second // res
+            row = self.series[res].get(bucket)
+            if row is None:
+                row = self.series[res][bucket] = [0.0] * len(SERIES_FIELDS)
+            for i, v in enumerate(values):
+                row[i] += v
+            row[_STORAGE] = self.storage
+            self.dirty_buckets.add((res, bucket))
+        self.dirty = True
+
+    def percentile(self, p: float) -> float:
+        if not self._latency:
+            return 0.0
+        ordered = sorted(self._latency)
+        index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+        return ordered[index]
+
+    def trim(self, now: float) -> None:
+        for res, keep in RESOLUTIONS:
+            oldest = int(now) // res - keep
+            buckets = self.series[res]
+            if buckets and min(buckets) <= oldest:
+                for bucket in [b for b in buckets if b <= oldest]:
+                    del buckets[bucket]
+
+    def sparkline(self, field: str, resolution: int = 1, points: int = 60,
+                  now: float | None = None) -> list[float]:
+        """The last ``points`` buckets of ``field`` (oldest first; empty buckets are 0)."""
+        index = SERIES_FIELDS.index(field)
+        current = int(now if now is not None else time.time()) // resolution
+        buckets = self.series[resolution]
+        return [buckets[b][index] if b in buckets else 0.0 for b in range(current - points + 1, current + 1)]
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.counters
+        requests = c["requests"]
+        return {
+            **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in c.items()},
+            "errors": dict(self.errors),
+            "error_count": sum(self.errors.values()),
+            "storage": self.storage,
+            "memory": self.memory,
+            "last_error": self.last_error,
+            "p50_ms": round(self.percentile(50), 3),
+            "p99_ms": round(self.percentile(99), 3),
+            "avg_ms": round(c["wall_ms"] / requests, 3) if requests else 0.0,
+        }
+
+    def saved_state(self) -> dict[str, Any]:
+        return {**self.counters, "errors": dict(self.errors), "storage": self.storage,
+                "memory": self.memory, "last_error": self.last_error}
+
+
+class Meters:
+    """All facet meters plus per-app aggregates, safe to use from many threads."""
+
+    def __init__(self, saved: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._facets: dict[tuple[str, str], Meter] = {}
+        self._apps: dict[str, Meter] = {}
+        self._fleet = Meter()
+        for (app, facet), state in (saved or {}).items():
+            self._facets[(app, facet)] = Meter(state)
+            self._add_to_aggregates(app, state)
+
+    def _add_to_aggregates(self, app: str, state: dict[str, Any]) -> None:
+        for meter in (self._apps.setdefault(app, Meter()), self._fleet):
+            for k in COUNTER_FIELDS:
+                meter.counters[k] += state.get(k, 0)
+            for code, n in state.get("errors", {}).items():
+                meter.errors[code] = meter.errors.get(code, 0) + n
+            meter.storage += int(state.get("storage", 0))
+
+    def record(self, app: str, facet: str, usage: Usage, error: str | None,
+               storage: int | None = None) -> None:
+        now = time.time()
+        with self._lock:
+            meter = self._facets.get((app, facet))
+            if meter is None:
+                meter = self._facets[(app, facet)] = Meter()
+            old_storage = meter.storage
+            meter.record(usage, error, now, storage)
+            delta = meter.storage - old_storage
+            for agg in (self._apps.setdefault(app, Meter()), self._fleet):
+                agg.storage += delta
+                agg.record(usage, error, now, agg.storage)
+                agg.memory = 0  # memory is a per-facet gauge; aggregates sum it on demand
+
+    def facet(self, app: str, facet: str) -> Meter | None:
+        return self._facets.get((app, facet))
+
+    def app(self, app: str) -> Meter | None:
+        return self._apps.get(app)
+
+    @property
+    def fleet(self) -> Meter:
+        return self._fleet
+
+    def facet_keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._facets)
+
+    def snapshot(self, app: str | None = None, facet: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            if facet is not None:
+                meter = self._facets.get((app, facet))
+            elif app is not None:
+                meter = self._apps.get(app)
+            else:
+                meter = self._fleet
+            return (meter or Meter()).snapshot()
+
+    def remove(self, app: str, facet: str) -> None:
+        """Forget a deleted facet's meter (its usage stays in the app's totals)."""
+        with self._lock:
+            self._facets.pop((app, facet), None)
+
+    def collect_dirty(self) -> tuple[list[tuple[str, str, dict[str, Any]]],
+                                     list[tuple[str, str, int, int, list[float]]]]:
+        """Take what changed since the last call, for the flusher."""
+        rows, series = [], []
+        now = time.time()
+        with self._lock:
+            for (app, facet), meter in self._facets.items():
+                if not meter.dirty:
+                    continue
+                meter.dirty = False
+                rows.append((app, facet, meter.saved_state()))
+                for res, bucket in meter.dirty_buckets:
+                    if res == 1:
+                        continue  # per-second buckets are for live sparklines only
+                    values = meter.series[res].get(bucket)
+                    if values is not None:
+                        series.append((app, facet, res, bucket, list(values)))
+                meter.dirty_buckets.clear()
+                meter.trim(now)
+            for agg in [*self._apps.values(), self._fleet]:
+                agg.dirty_buckets.clear()
+                agg.trim(now)
+        return rows, series

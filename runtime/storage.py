@@ -1,0 +1,309 @@
+"""A facet's private SQLite database: the guarded write path and read-only browsing.
+
+``FacetDB`` owns the facet's one read-write connection. The platform owns
+transactions (one per request, ``BEGIN IMMEDIATE`` .. ``COMMIT``); guest SQL
+runs inside them under an authorizer, SQLite limits, a page-count cap for the
+storage quota and a progress handler that enforces the request deadline and
+counts VM work for metering.
+
+``FacetReader`` is a separate read-only connection (``mode=ro``) through
+sqlite-utils, so an operator browses a facet while it serves (WAL lets readers
+and the writer run side by side).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from .errors import BadRequest, ErrorCode, NotFound
+
+#: Statements the platform runs carry this comment, so a guest can never send a
+#: byte-identical string and reuse a prepared statement that was authorized
+#: outside guest mode (SQLite authorizes at prepare time; Python caches statements).
+_NONCE = f"/* facets:{secrets.token_hex(8)} */"
+
+RESERVED_PREFIX = "_facets"
+
+#: PRAGMAs a guest may run, read-only: those that take a table/index name argument...
+_PRAGMAS_WITH_ARG = frozenset({
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check", "table_list",
+})
+#: ...and those only read without an argument (``PRAGMA user_version`` yes, ``= 3`` no).
+_PRAGMAS_READ_ONLY = frozenset({
+    "user_version", "schema_version", "application_id", "page_count", "page_size",
+    "freelist_count", "data_version", "encoding", "max_page_count", "foreign_keys",
+}) | _PRAGMAS_WITH_ARG
+_REFUSED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
+_ALLOWED_VTABLE_MODULES = frozenset({"fts5", "rtree"})
+
+#: SQLite limits applied to every facet connection.
+GUEST_LIMITS = {
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: 100_000,
+    sqlite3.SQLITE_LIMIT_LENGTH: 4 * 1024 * 1024,
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100,
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,
+    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 999,
+    sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 10,
+}
+
+#: How many SQLite VM instructions between two progress-handler calls. Metering
+#: counts scan work in these units: ``rows_read`` adds one per call.
+VM_STEP = 100
+
+_DENY = sqlite3.SQLITE_DENY
+_OK = sqlite3.SQLITE_OK
+
+
+class SqlFailure(Exception):
+    """A guest statement failed; ``code`` is one of the ``sql`` host call's codes."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class StatementResult:
+    columns: list[str]
+    rows: list[list[Any]]
+    rows_read: int
+    rows_written: int
+    last_insert_rowid: int
+
+
+class FacetDB:
+    """The facet's read-write connection. Used only under its facet's lock."""
+
+    def __init__(self, path: str, *, durability: str = "full", storage_limit: int | None = None) -> None:
+        if durability not in ("full", "process"):
+            raise BadRequest(f"durability must be 'full' or 'process', not {durability!r}")
+        self.path = path
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                     cached_statements=256)
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA trusted_schema=OFF")
+        conn.execute("PRAGMA foreign_keys=ON")
+        for limit, value in GUEST_LIMITS.items():
+            conn.setlimit(limit, value)
+        self.page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._guest = False
+        self._deadline = math.inf
+        self._vm_calls = 0
+        self.timed_out = False
+        conn.set_authorizer(self._authorize)
+        conn.set_progress_handler(self._progress, VM_STEP)
+        if storage_limit is not None:
+            self.set_storage_limit(storage_limit)
+
+    # -- sandbox hooks -----------------------------------------------------
+    def _authorize(self, action: int, arg1, arg2, dbname, source) -> int:
+        if not self._guest:
+            return _OK
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH,
+                      sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+            return _DENY
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if name in _PRAGMAS_READ_ONLY and (arg2 is None or name in _PRAGMAS_WITH_ARG):
+                return _OK
+            return _DENY
+        if action == sqlite3.SQLITE_FUNCTION:
+            return _DENY if (arg2 or "").lower() in _REFUSED_FUNCTIONS else _OK
+        if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE):
+            if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
+                return _DENY
+        if action in _TEMP_ACTIONS:
+            return _DENY  # temp objects live outside the facet's file and its quota
+        if dbname not in (None, "main"):
+            return _DENY
+        for name in (arg1, arg2):
+            if name and name.lower().startswith(RESERVED_PREFIX):
+                return _DENY
+        return _OK
+
+    def _progress(self) -> int:
+        self._vm_calls += 1
+        if time.monotonic() > self._deadline:
+            self.timed_out = True
+            return 1
+        return 0
+
+    def set_storage_limit(self, limit_bytes: int) -> int:
+        """Cap the database at ``limit_bytes`` (rounded down to pages); returns the cap in pages.
+
+        SQLite never sets ``max_page_count`` below the current page count, so
+        shrinking under the current size freezes growth at the current size.
+        """
+        pages = max(1, limit_bytes // self.page_size)
+        return self._conn.execute(f"PRAGMA max_page_count={int(pages)} {_NONCE}").fetchone()[0]
+
+    def storage_bytes(self) -> int:
+        return self._conn.execute(f"PRAGMA page_count {_NONCE}").fetchone()[0] * self.page_size
+
+    # -- transactions (platform only) ----------------------------------------
+    def begin(self, deadline: float = math.inf) -> None:
+        self._deadline = deadline
+        self.timed_out = False
+        self._conn.execute(f"BEGIN IMMEDIATE {_NONCE}")
+
+    def commit(self) -> None:
+        self._deadline = math.inf
+        self._conn.execute(f"COMMIT {_NONCE}")
+
+    def rollback(self) -> None:
+        self._deadline = math.inf
+        if self._conn.in_transaction:
+            self._conn.execute(f"ROLLBACK {_NONCE}")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    # -- guest SQL ------------------------------------------------------------
+    def execute_guest(self, sql: str, params: list[Any], *, max_result_bytes: int) -> StatementResult:
+        """Run one guest statement; raise ``SqlFailure`` with a stable code."""
+        conn = self._conn
+        changes_before = conn.total_changes
+        vm_before = self._vm_calls
+        self._guest = True
+        try:
+            cursor = conn.execute(sql, params)
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            rows: list[list[Any]] = []
+            size = 0
+            for row in cursor:
+                out = [_to_json_value(v) for v in row]
+                size += sum(len(v) if isinstance(v, str) else 8 for v in out if v is not None) + 8
+                if size > max_result_bytes:
+                    raise SqlFailure(ErrorCode.TOO_BIG,
+                                     f"result exceeds {max_result_bytes} bytes; page it with LIMIT")
+                rows.append(out)
+        except SqlFailure:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._classify(exc) from None
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise SqlFailure(ErrorCode.BAD_REQUEST, f"bad parameter: {exc}") from None
+        finally:
+            self._guest = False
+        return StatementResult(
+            columns=columns, rows=rows,
+            rows_read=len(rows) + (self._vm_calls - vm_before),
+            rows_written=conn.total_changes - changes_before,
+            last_insert_rowid=cursor.lastrowid or 0,
+        )
+
+    def _classify(self, exc: sqlite3.DatabaseError) -> SqlFailure:
+        text = str(exc)
+        if self.timed_out or text == "interrupted":
+            return SqlFailure(ErrorCode.TIMEOUT, "statement stopped at the request deadline")
+        if "not authorized" in text or "authorization denied" in text or "prohibited" in text:
+            return SqlFailure(ErrorCode.NOT_AUTHORIZED, text)
+        if isinstance(exc, sqlite3.OperationalError) and ("full" in text):
+            return SqlFailure(ErrorCode.STORAGE_FULL, "storage quota reached: " + text)
+        if "too big" in text or "too long" in text or "too many" in text:
+            return SqlFailure(ErrorCode.TOO_BIG, text)
+        return SqlFailure(ErrorCode.SQL_ERROR, text)
+
+    def close(self) -> None:
+        try:
+            self.rollback()
+        finally:
+            self._conn.close()
+
+
+_TEMP_ACTIONS = frozenset({
+    sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TABLE,
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW,
+})
+
+
+def _to_json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$blob": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN/Infinity; SQLite stores NaN as NULL already.
+        return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def from_json_param(value: Any) -> Any:
+    """Turn one JSON parameter into a SQLite value; ``ValueError`` for anything not a scalar."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            raise ValueError(f"integer {value} does not fit in 64 bits")
+        return value
+    if isinstance(value, dict) and set(value) == {"$blob"} and isinstance(value["$blob"], str):
+        try:
+            return base64.b64decode(value["$blob"], validate=True)
+        except ValueError:
+            raise ValueError("$blob is not valid base64") from None
+    raise ValueError(f"parameters must be JSON scalars or {{\"$blob\": ...}}, not {type(value).__name__}")
+
+
+class FacetReader:
+    """Read-only access to a facet's database for operators (never used by guests)."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise NotFound("the facet has no database yet")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: the cue to refresh a view."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def table_names(self) -> list[str]:
+        return [n for n in self.db.table_names() if not n.startswith(RESERVED_PREFIX)]
+
+    def tables(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.table_names():
+            table = self.db[name]
+            out.append({"name": name, "count": table.count,
+                        "columns": [c.name for c in table.columns]})
+        return out
+
+    def rows(self, table: str, *, limit: int = 100, offset: int = 0,
+             where: str | None = None) -> dict[str, Any]:
+        if table not in self.table_names():
+            raise NotFound(f"no table {table!r}")
+        if limit < 0 or offset < 0:
+            raise BadRequest("limit and offset must be >= 0")
+        sql = f"SELECT * FROM [{table}]"
+        if where:
+            sql += f" WHERE {where}"
+        sql += " LIMIT ? OFFSET ?"
+        return self.query(sql, [limit, offset])
+
+    def query(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+        try:
+            cursor = self._conn.execute(sql, params or [])
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            return {"columns": columns, "rows": [[_to_json_value(v) for v in row] for row in cursor]}
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "readonly" in text or "query_only" in text or "read-only" in text:
+                raise BadRequest(f"read-only: {text}") from None
+            raise BadRequest(f"SQL error: {text}") from None
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,529 @@
+"""The supervisor: routing, facet lifecycle, the worker pool and housekeeping.
+
+A request's path (see ``call``): name check -> app lookup -> facet creation
+(policy) -> policy admission (rate) -> the facet's input gate (queue quota) ->
+``FacetSlot.handle`` (instance, transaction, guest, COMMIT) -> meters, logs,
+policy observation -> ``CallResult``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .abi import is_valid_name
+from .apps import AppStore, AppVersion
+from .control import ControlDB
+from .errors import BadRequest, ErrorCode, FacetsError, NotFound
+from .facet import CallResult, FacetSlot
+from .logs import LogRecord, LogSink
+from .metering import Meters, Usage
+from .policy import Policy, QuotaPolicy
+from .quotas import QuotaBook, Quotas, parse_target, scope_of
+from .storage import FacetReader
+from .wasm import EngineSettings, WasmRuntime
+
+DURABILITIES = ("full", "process")
+
+
+@dataclass(frozen=True)
+class FacetInfo:
+    app: str
+    name: str
+    state: str
+    created_at: float
+    usage: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "name": self.name, "state": self.state,
+                "created_at": self.created_at, "usage": self.usage}
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    name: str
+    version: AppVersion
+    versions: int
+    facets: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version.version, "versions": self.versions,
+                "facets": self.facets, "sha256": self.version.sha256,
+                "exports": list(self.version.exports), "imports": list(self.version.imports)}
+
+
+def parse_facet_target(target: str) -> tuple[str, str]:
+    """Split ``APP/FACET``; raise ``BadRequest`` before anything touches the disk."""
+    if not isinstance(target, str):
+        raise BadRequest("a facet is addressed as 'APP/FACET'")
+    app, sep, facet = target.partition("/")
+    if not sep:
+        raise BadRequest(f"bad facet address {target!r}: expected APP/FACET")
+    for part, what in ((app, "app"), (facet, "facet")):
+        if not is_valid_name(part):
+            raise BadRequest(f"bad {what} name {part!r}: names match [a-z0-9][a-z0-9_-]{{0,62}}")
+    return app, facet
+
+
+class Supervisor:
+    """Hosts apps and their facets from one data directory.
+
+    Args:
+        data_dir: holds ``control.sqlite3``, ``modules/`` and ``facets/``; created if missing.
+        durability: ``"full"`` (synchronous=FULL: a commit survives power loss) or
+            ``"process"`` (synchronous=NORMAL in WAL: survives a killed process).
+        idle_timeout: seconds after which an idle warm instance is evicted.
+        max_warm: at most this many warm instances; the least recently used go first.
+        workers: threads of the pool behind ``submit``.
+        policy: decisions in front of every request; ``QuotaPolicy`` by default.
+        engine: wasm engine settings.
+        usage_flush_interval: seconds between flushes of usage counters.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, durability: str = "full",
+                 idle_timeout: float = 300.0, max_warm: int = 1000, workers: int | None = None,
+                 policy: Policy | None = None, engine: EngineSettings | None = None,
+                 usage_flush_interval: float = 1.0, log_retention_count: int = 10_000,
+                 log_retention_age: float = 7 * 86400) -> None:
+        if durability not in DURABILITIES:
+            raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "facets").mkdir(exist_ok=True)
+        self.durability = durability
+        self.idle_timeout = idle_timeout
+        self.max_warm = max_warm
+        self.log_retention_count = log_retention_count
+        self.log_retention_age = log_retention_age
+        self.policy = policy or QuotaPolicy()
+        self.control = ControlDB(str(self.data_dir / "control.sqlite3"))
+        self.wasm = WasmRuntime(engine)
+        self.apps = AppStore(self.data_dir, self.control, self.wasm)
+        self.quota_book = QuotaBook(self.control.quota_settings())
+        self.meters = Meters(self.control.load_usage())
+        self.log_sink = LogSink(self.control.write_logs)
+        self._lock = threading.RLock()
+        self._slots: dict[tuple[str, str], FacetSlot] = {}
+        self._created: dict[tuple[str, str], float] = {}
+        for row in self.control.facet_rows():
+            self._created[(row["app"], row["name"])] = row["created_at"]
+        self._warm: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(3)
+        self._pool = ThreadPoolExecutor(max_workers=workers or max(4, (os.cpu_count() or 2) * 2),
+                                        thread_name_prefix="facets-worker")
+        self._closed = threading.Event()
+        self._usage_flush_interval = usage_flush_interval
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="facets-housekeeper",
+                                             daemon=True)
+        self._housekeeper.start()
+
+    # -- context manager ------------------------------------------------------
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish in-flight requests, flush usage and logs, release every file."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._pool.shutdown(wait=True)
+        self._housekeeper.join(timeout=5)
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                slot.close()
+        self.flush_usage()
+        self.log_sink.close()
+        self.wasm.close()
+        self.control.close()
+
+    # -- apps -------------------------------------------------------------------
+    def load_app(self, path: str | os.PathLike, name: str | None = None) -> AppVersion:
+        """Load a ``.wasm`` or ``.wat`` file as a new version of app ``name`` (default: the file's stem)."""
+        data = AppStore.read_source(path)
+        return self.load_app_bytes(data, name or AppStore.default_name(path), source=str(path))
+
+    def load_app_bytes(self, data: bytes | str, name: str, source: str = "") -> AppVersion:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        version, is_new = self.apps.load(data, name, source=source)
+        if is_new:
+            what = "loaded" if version.version == 1 else f"upgraded to version {version.version}"
+            self._supervisor_log(name, "", "info", f"app {name} {what} (sha256 {version.sha256[:12]})")
+        return version
+
+    def app_list(self) -> list[AppInfo]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            for app, _ in self._created:
+                counts[app] = counts.get(app, 0) + 1
+        return [AppInfo(name=n, version=self.apps.current(n), versions=len(self.apps.versions(n)),
+                        facets=counts.get(n, 0)) for n in self.apps.names()]
+
+    def app_versions(self, app: str) -> list[AppVersion]:
+        return self.apps.versions(app)
+
+    # -- facets -----------------------------------------------------------------
+    def facet_list(self, app: str | None = None) -> list[FacetInfo]:
+        if app is not None and not self.apps.has(app):
+            raise NotFound(f"no app named {app!r}")
+        with self._lock:
+            keys = sorted(k for k in self._created if app is None or k[0] == app)
+            out = []
+            for key in keys:
+                slot = self._slots.get(key)
+                out.append(FacetInfo(app=key[0], name=key[1],
+                                     state=slot.state if slot else "cold",
+                                     created_at=self._created[key],
+                                     usage=self.meters.snapshot(*key)))
+        return out
+
+    def facet_exists(self, target: str) -> bool:
+        return parse_facet_target(target) in self._created
+
+    def _slot(self, app: str, facet: str) -> FacetSlot:
+        key = (app, facet)
+        slot = self._slots.get(key)
+        if slot is None:
+            with self._lock:
+                slot = self._slots.get(key)
+                if slot is None:
+                    slot = self._slots[key] = FacetSlot(
+                        app, facet, self.data_dir / "facets" / app / f"{facet}.sqlite3",
+                        durability=self.durability)
+        return slot
+
+    def _create_facet(self, app: str, facet: str) -> CallResult | None:
+        """Create the facet on its first call; a ``CallResult`` when the policy refuses."""
+        with self._lock:
+            if (app, facet) in self._created:
+                return None
+            existing = sum(1 for a, _ in self._created if a == app)
+            refusal = self.policy.admit_facet(app, facet, existing, self.quota_book.effective(app))
+            if refusal is not None:
+                return CallResult.failure(refusal.code, refusal.message)
+            self.control.add_facet(app, facet)
+            self._created[(app, facet)] = time.time()
+        self._supervisor_log(app, facet, "info", f"facet {app}/{facet} created")
+        return None
+
+    def evict(self, target: str) -> bool:
+        """Drop the facet's warm instance and close its database; True if it was warm."""
+        app, facet = parse_facet_target(target)
+        if (app, facet) not in self._created:
+            raise NotFound(f"no facet {target}")
+        slot = self._slots.get((app, facet))
+        if slot is None:
+            return False
+        with slot.lock:
+            was_warm = slot.guest is not None
+            slot.close()
+        with self._lock:
+            self._warm.pop((app, facet), None)
+        if was_warm:
+            self._supervisor_log(app, facet, "info", "evicted by operator")
+        return was_warm
+
+    def delete(self, target: str) -> None:
+        """Delete a facet: its instance, its database files, its quotas and usage rows."""
+        app, facet = parse_facet_target(target)
+        if (app, facet) not in self._created:
+            raise NotFound(f"no facet {target}")
+        slot = self._slot(app, facet)
+        with slot.lock:
+            slot.close()
+            slot.deleted = True
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
+            with self._lock:
+                self._warm.pop((app, facet), None)
+                self._slots.pop((app, facet), None)
+                self._created.pop((app, facet), None)
+                self.control.remove_facet(app, facet)
+                self.quota_book.forget(f"{app}/{facet}")
+        self.meters.remove(app, facet)
+        self.policy.forget(app, facet)
+        self.log_sink.forget(app, facet)
+        self._supervisor_log(app, facet, "warn", f"facet {app}/{facet} deleted")
+
+    def db_path(self, target: str) -> Path:
+        app, facet = parse_facet_target(target)
+        if (app, facet) not in self._created:
+            raise NotFound(f"no facet {target}")
+        return self.data_dir / "facets" / app / f"{facet}.sqlite3"
+
+    # -- requests ---------------------------------------------------------------
+    def _next_request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def call(self, target: str, body: bytes | str = b"") -> CallResult:
+        """Send one request to ``APP/FACET`` and wait for its committed result. Never raises
+        for a failed request: the result carries the error code."""
+        request_id = self._next_request_id()
+        if self._closed.is_set():
+            return CallResult.failure(ErrorCode.OVERLOADED, "the supervisor is shut down", request_id)
+        try:
+            app, facet = parse_facet_target(target)
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            elif not isinstance(body, (bytes, bytearray, memoryview)):
+                raise BadRequest(f"body must be bytes or str, not {type(body).__name__}")
+            body = bytes(body)
+        except BadRequest as exc:
+            return CallResult.failure(exc.code, exc.message, request_id)
+        if not self.apps.has(app):
+            return CallResult.failure(ErrorCode.NOT_FOUND, f"no app named {app!r}", request_id)
+        if (app, facet) not in self._created:
+            refused = self._create_facet(app, facet)
+            if refused is not None:
+                refused.request_id = request_id
+                self._supervisor_log(app, facet, "warn", f"facet creation refused: {refused.message}")
+                return refused
+        quotas = self.quota_book.effective(app, facet)
+        refusal = self.policy.admit_request(app, facet, quotas)
+        if refusal is not None:
+            result = CallResult.failure(refusal.code, refusal.message, request_id)
+            self._record(app, facet, result, None)
+            return result
+        slot = self._slot(app, facet)
+        # The input gate: one request at a time; at most `queue` waiting behind it.
+        if quotas.queue and slot.waiting >= quotas.queue:
+            result = CallResult.failure(ErrorCode.OVERLOADED,
+                                        f"{target} already has {slot.waiting} requests waiting "
+                                        f"(queue={quotas.queue})", request_id)
+            self._record(app, facet, result, None)
+            return result
+        slot.waiting += 1
+        acquired = slot.lock.acquire(timeout=quotas.timeout_ms / 1000)
+        slot.waiting -= 1
+        if not acquired:
+            result = CallResult.failure(ErrorCode.OVERLOADED,
+                                        f"{target} stayed busy for the whole timeout of "
+                                        f"{quotas.timeout_ms} ms", request_id)
+            self._record(app, facet, result, None)
+            return result
+        try:
+            if slot.deleted:
+                return CallResult.failure(ErrorCode.NOT_FOUND, f"facet {target} was deleted", request_id)
+            try:
+                module = self.apps.module(app)
+            except FacetsError as exc:
+                return CallResult.failure(exc.code, exc.message, request_id)
+            result, logs = slot.handle(self.wasm, module, quotas, body, request_id)
+            storage = slot.storage_bytes() if slot.db is not None else None
+        finally:
+            slot.lock.release()
+        self._after_request(slot, result, logs, storage)
+        return result
+
+    def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
+        """Run ``call`` on the worker pool; different facets run in parallel."""
+        return self._pool.submit(self.call, target, body)
+
+    def _after_request(self, slot: FacetSlot, result: CallResult, logs: list[LogRecord],
+                       storage: int | None) -> None:
+        key = (slot.app, slot.name)
+        if slot.guest is not None:
+            with self._lock:
+                self._warm[key] = slot
+                self._warm.move_to_end(key)
+                overflow = len(self._warm) - self.max_warm
+            if overflow > 0:
+                self._evict_lru(overflow)
+        else:
+            with self._lock:
+                self._warm.pop(key, None)
+        self._record(slot.app, slot.name, result, storage)
+        if logs:
+            self.log_sink.add(logs)
+        try:
+            self.policy.observe(slot.app, slot.name, result)
+        except Exception as exc:  # a broken custom policy must not fail the request after COMMIT
+            self._supervisor_log(slot.app, slot.name, "error", f"policy.observe failed: {exc!r}")
+
+    def _record(self, app: str, facet: str, result: CallResult, storage: int | None) -> None:
+        self.meters.record(app, facet, result.usage, result.error, storage)
+        if result.error in (ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED):
+            # Refused before reaching the facet, so the slot logged nothing.
+            self._supervisor_log(app, facet, "warn", f"quota breached ({result.error}): {result.message}",
+                                 result.request_id)
+
+    def _evict_lru(self, count: int) -> None:
+        evicted = 0
+        with self._lock:
+            candidates = list(self._warm.items())
+        for key, slot in candidates:
+            if evicted >= count:
+                break
+            if slot.lock.acquire(blocking=False):
+                try:
+                    slot.close()
+                finally:
+                    slot.lock.release()
+                with self._lock:
+                    self._warm.pop(key, None)
+                evicted += 1
+                self._supervisor_log(key[0], key[1], "debug", "evicted (least recently used)")
+
+    # -- housekeeping -------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        last_prune = 0.0
+        while not self._closed.wait(self._usage_flush_interval):
+            try:
+                self.flush_usage()
+                self._evict_idle()
+                if time.monotonic() - last_prune > 60:
+                    last_prune = time.monotonic()
+                    self.control.prune_logs(keep_per_facet=self.log_retention_count,
+                                            max_age_s=self.log_retention_age)
+            except Exception as exc:  # keep housekeeping alive; report through the logs
+                self._supervisor_log("", "", "error", f"housekeeping failed: {exc!r}")
+
+    def _evict_idle(self) -> None:
+        cutoff = time.monotonic() - self.idle_timeout
+        with self._lock:
+            idle = [(k, s) for k, s in self._warm.items() if s.last_used < cutoff]
+        for key, slot in idle:
+            if slot.lock.acquire(blocking=False):
+                try:
+                    if slot.last_used < cutoff:
+                        slot.close()
+                        with self._lock:
+                            self._warm.pop(key, None)
+                        self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
+                finally:
+                    slot.lock.release()
+
+    def flush_usage(self) -> None:
+        """Persist usage counters and series changed since the last flush."""
+        rows, series = self.meters.collect_dirty()
+        if rows or series:
+            self.control.save_usage(rows, series)
+
+    @property
+    def warm_count(self) -> int:
+        return len(self._warm)
+
+    # -- quotas -------------------------------------------------------------------
+    def quotas(self, target: str = "*") -> Quotas:
+        """Effective quotas at ``*``, ``APP`` or ``APP/FACET``."""
+        app, facet = parse_target(target)
+        return self.quota_book.effective(app, facet)
+
+    def explicit_quotas(self, target: str = "*") -> dict[str, Any]:
+        app, facet = parse_target(target)
+        return self.quota_book.explicit(scope_of(app, facet))
+
+    def set_quotas(self, target: str, changes: dict[str, Any] | None = None, **kwargs: Any) -> Quotas:
+        """Change quotas at one level; every value is validated before any is applied.
+
+        Takes effect at the next request of a running facet. Returns the
+        effective quotas at ``target`` after the change.
+        """
+        changes = {**(changes or {}), **kwargs}
+        scope, sets, unsets = self.quota_book.plan(target, changes)
+        with self._lock:
+            self.control.save_quotas(scope, sets, unsets)
+            self.quota_book.apply(scope, sets, unsets)
+        app, _, facet = scope.partition("/")
+        described = ", ".join([f"{k}={v}" for k, v in sets.items()] + [f"{k}=default" for k in unsets])
+        self._supervisor_log(app if scope != "*" else "", facet, "info",
+                             f"quota changed at {scope}: {described}")
+        return self.quotas(target)
+
+    # -- usage and logs --------------------------------------------------------------
+    def usage(self, target: str | None = None) -> dict[str, Any]:
+        """Accumulated usage of the fleet, an ``APP`` or an ``APP/FACET``."""
+        if not target or target == "*":
+            return self.meters.snapshot()
+        if "/" in target:
+            app, facet = parse_facet_target(target)
+            if (app, facet) not in self._created:
+                raise NotFound(f"no facet {target}")
+            snap = self.meters.snapshot(app, facet)
+            slot = self._slots.get((app, facet))
+            if slot is not None:
+                snap["memory"] = slot.memory_bytes()
+            return snap
+        if not self.apps.has(target):
+            raise NotFound(f"no app named {target!r}")
+        return self.meters.snapshot(target)
+
+    def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
+             since: float | None = None, until: float | None = None,
+             search: str | None = None) -> list[LogRecord]:
+        """Stored log records, newest ``limit`` (oldest first), filtered."""
+        app = facet = None
+        if target and target != "*":
+            if "/" in target:
+                app, facet = parse_facet_target(target)
+            elif is_valid_name(target):
+                app = target
+            else:
+                raise BadRequest(f"bad log target {target!r}: expected APP or APP/FACET")
+        from .logs import LEVEL_RANK
+        if level is not None and level not in LEVEL_RANK:
+            raise BadRequest(f"bad level {level!r}: expected one of {', '.join(LEVEL_RANK)}")
+        self.log_sink.flush()
+        return self.control.read_logs(app=app, facet=facet, level=level, since=since, until=until,
+                                      search=search, limit=limit)
+
+    def subscribe_logs(self, callback: Callable[[list[LogRecord]], None]) -> Callable[[], None]:
+        """Stream new log batches to ``callback`` (called on the log thread); returns unsubscribe."""
+        return self.log_sink.subscribe(callback)
+
+    def _supervisor_log(self, app: str, facet: str, level: str, message: str,
+                        request_id: str = "") -> None:
+        self.log_sink.add([LogRecord(time=time.time(), app=app, facet=facet, request_id=request_id,
+                                     level=level, message=message, source="supervisor")])
+
+    # -- browsing (read-only) --------------------------------------------------------
+    def reader(self, target: str) -> FacetReader:
+        """A read-only connection to the facet's database; close it when done."""
+        return FacetReader(str(self.db_path(target)))
+
+    def tables(self, target: str) -> list[dict[str, Any]]:
+        reader = self.reader(target)
+        try:
+            return reader.tables()
+        finally:
+            reader.close()
+
+    def rows(self, target: str, table: str, *, limit: int = 100, offset: int = 0,
+             where: str | None = None) -> dict[str, Any]:
+        reader = self.reader(target)
+        try:
+            return reader.rows(table, limit=limit, offset=offset, where=where)
+        finally:
+            reader.close()
+
+    def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+        """Run a read-only operator query on the facet's database."""
+        reader = self.reader(target)
+        try:
+            return reader.query(sql, params)
+        finally:
+            reader.close()
+
+    def iter_facets(self) -> Iterator[tuple[str, str]]:
+        with self._lock:
+            return iter(sorted(self._created))
+
+
+def default_data_dir() -> Path:
+    """``$FACETS_DATA`` or ``.facets-data`` in the current directory."""
+    return Path(os.environ.get("FACETS_DATA") or ".facets-data")
+
