@@ -159,6 +159,8 @@ class Meters:
 
     def __init__(self, saved: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
         self._lock = threading.Lock()
+        #: Held while a meter is read or changed; readers outside take it for series.
+        self.lock = self._lock
         self._facets: dict[tuple[str, str], Meter] = {}
         self._apps: dict[str, Meter] = {}
         self._fleet = Meter()

@@ -8,6 +8,7 @@ policy observation -> ``CallResult``.
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import os
 import secrets
@@ -21,11 +22,12 @@ from typing import Any, Callable, Iterator
 
 from .abi import is_valid_name
 from .apps import AppStore, AppVersion
+from .billing import PriceSheet, compute_bill, prometheus_text
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .facet import CallResult, FacetSlot
-from .logs import LogRecord, LogSink
-from .metering import Meters, Usage
+from .logs import LEVEL_RANK, LogRecord, LogSink
+from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .storage import FacetReader
@@ -86,13 +88,18 @@ class Supervisor:
         policy: decisions in front of every request; ``QuotaPolicy`` by default.
         engine: wasm engine settings.
         usage_flush_interval: seconds between flushes of usage counters.
+        log_retention_count: log records kept per facet.
+        log_retention_age: seconds a log record is kept.
+        prices: a ``PriceSheet`` or a JSON file of prices; default ``DATA/prices.json``
+            when it exists, else the built-in sheet.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, durability: str = "full",
                  idle_timeout: float = 300.0, max_warm: int = 1000, workers: int | None = None,
                  policy: Policy | None = None, engine: EngineSettings | None = None,
                  usage_flush_interval: float = 1.0, log_retention_count: int = 10_000,
-                 log_retention_age: float = 7 * 86400) -> None:
+                 log_retention_age: float = 7 * 86400,
+                 prices: PriceSheet | str | os.PathLike | None = None) -> None:
         if durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
         self.data_dir = Path(data_dir)
@@ -104,6 +111,10 @@ class Supervisor:
         self.log_retention_count = log_retention_count
         self.log_retention_age = log_retention_age
         self.policy = policy or QuotaPolicy()
+        if prices is None and (self.data_dir / "prices.json").exists():
+            prices = self.data_dir / "prices.json"
+        self.prices = prices if isinstance(prices, PriceSheet) else \
+            PriceSheet.from_file(prices) if prices is not None else PriceSheet()
         self.control = ControlDB(str(self.data_dir / "control.sqlite3"))
         self.wasm = WasmRuntime(engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm)
@@ -306,13 +317,15 @@ class Supervisor:
                                         f"(queue={quotas.queue})", request_id)
             self._record(app, facet, result, None)
             return result
+        # Each request ahead holds the gate for at most its instantiation + init and its
+        # handling, each bounded by timeout_ms; waiting longer means something is wrong.
+        max_wait = (slot.waiting + 1) * 2 * quotas.timeout_ms / 1000
         slot.waiting += 1
-        acquired = slot.lock.acquire(timeout=quotas.timeout_ms / 1000)
+        acquired = slot.lock.acquire(timeout=max_wait)
         slot.waiting -= 1
         if not acquired:
             result = CallResult.failure(ErrorCode.OVERLOADED,
-                                        f"{target} stayed busy for the whole timeout of "
-                                        f"{quotas.timeout_ms} ms", request_id)
+                                        f"{target} stayed busy for {max_wait:g} s", request_id)
             self._record(app, facet, result, None)
             return result
         try:
@@ -462,6 +475,53 @@ class Supervisor:
             raise NotFound(f"no app named {target!r}")
         return self.meters.snapshot(target)
 
+    def series(self, target: str | None, field: str, *, resolution: int = 1,
+               points: int = 60) -> list[float]:
+        """Recent values of ``field`` (a ``metering.SERIES_FIELDS`` name) per bucket, oldest first,
+        for the fleet (None or ``*``), an ``APP`` or an ``APP/FACET``."""
+        if field not in SERIES_FIELDS:
+            raise BadRequest(f"unknown series {field!r}; known: {', '.join(SERIES_FIELDS)}")
+        if resolution not in {r for r, _ in RESOLUTIONS}:
+            raise BadRequest(f"resolution must be one of {[r for r, _ in RESOLUTIONS]} seconds")
+        if not target or target == "*":
+            meter = self.meters.fleet
+        elif "/" in target:
+            meter = self.meters.facet(*parse_facet_target(target))
+        else:
+            meter = self.meters.app(target)
+        if meter is None:
+            return [0.0] * points
+        with self.meters.lock:
+            return meter.sparkline(field, resolution, points)
+
+    def bill(self, target: str | None = None, *, since: float | None = None,
+             until: float | None = None) -> dict[str, Any]:
+        """Cost per facet and per app over ``[since, until)`` (epoch seconds; default: this
+        calendar month so far, UTC). See ``runtime.billing`` for what is counted."""
+        now = time.time()
+        until = now if until is None else until
+        if since is None:
+            t = time.gmtime(now)
+            since = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        if since > until:
+            raise BadRequest("since must not be after until")
+        app = None
+        if target and target != "*":
+            if not self.apps.has(target):
+                raise NotFound(f"no app named {target!r}")
+            app = target
+        self.flush_usage()
+        with self._lock:
+            keys = sorted(k for k in self._created if app is None or k[0] == app)
+        per_facet = ((a, f, self.control.load_series(a, f, 3600)) for a, f in keys)
+        return compute_bill(per_facet, self.prices, since, until)
+
+    def prometheus(self) -> str:
+        """Usage of every facet as Prometheus text exposition format."""
+        with self._lock:
+            keys = sorted(self._created)
+        return prometheus_text((a, f, self.usage(f"{a}/{f}")) for a, f in keys)
+
     def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
              since: float | None = None, until: float | None = None,
              search: str | None = None) -> list[LogRecord]:
@@ -474,7 +534,6 @@ class Supervisor:
                 app = target
             else:
                 raise BadRequest(f"bad log target {target!r}: expected APP or APP/FACET")
-        from .logs import LEVEL_RANK
         if level is not None and level not in LEVEL_RANK:
             raise BadRequest(f"bad level {level!r}: expected one of {', '.join(LEVEL_RANK)}")
         self.log_sink.flush()

@@ -329,6 +329,10 @@ class GuestInstance:
         def run(store):
             ptr = self._alloc(store, len(body)) & 0xFFFFFFFF
             if ptr == 0 and len(body) > 0:
+                if self.memory_size + len(body) > self.memory_limit:
+                    raise HostAbort(ErrorCode.MEMORY_LIMIT,
+                                    f"a request of {len(body)} bytes does not fit in the memory "
+                                    f"quota of {self.memory_limit} bytes")
                 raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({len(body)}) returned 0")
             if body:
                 self.write(ptr, body, store)

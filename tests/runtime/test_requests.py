@@ -107,7 +107,7 @@ def test_other_facets_keep_serving_while_one_spins(probe):
     spinning = probe.submit("probe/spin", b"I")
     started = threading.Event()
     served = []
-    for i in range(20):
+    for _ in range(20):
         result = probe.call("probe/other", b"Eping")
         served.append(result.ok)
         if not spinning.done():

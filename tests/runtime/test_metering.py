@@ -1,0 +1,102 @@
+"""Metering: counters against known work, scans, latency, series, durability across restarts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from runtime import Supervisor
+from tests.conftest import COUNTER_WAT, ROOT, sql_body
+
+
+def test_counters_match_known_work(probe):
+    probe.call("probe/w", sql_body("CREATE TABLE t(x)"))
+    for _ in range(10):
+        probe.call("probe/w", sql_body("INSERT INTO t VALUES (1), (2), (3)"))
+    probe.call("probe/w", b"X")
+    probe.call("probe/w", b"X")
+    probe.call("probe/w", b"P")
+    for _ in range(4):
+        probe.call("probe/w", b"K\x03")          # 3 logs of 4 bytes each
+    u = probe.usage("probe/w")
+    assert u["requests"] == 1 + 10 + 4 + 3
+    assert u["rows_written"] == 30
+    assert u["log_bytes"] == 4 * 3 * 4
+    assert u["errors"] == {"trap": 2, "bad_response": 1}
+    assert u["error_count"] == 3
+    assert u["cold_starts"] == 1 + 3          # the first call, then after each failure
+    assert u["sql_calls"] == 11
+    assert u["fuel"] > 0 and u["p50_ms"] > 0 and u["p99_ms"] >= u["p50_ms"]
+    assert u["storage"] > 0 and u["memory"] > 0
+    app = probe.usage("probe")
+    assert app["requests"] == u["requests"] and app["rows_written"] == 30
+
+
+def test_app_and_fleet_aggregate_facets(probe):
+    probe.load_app(COUNTER_WAT)
+    for _ in range(3):
+        probe.call("counter/a")
+    probe.call("counter/b")
+    probe.call("probe/x", b"E")
+    assert probe.usage("counter")["requests"] == 4
+    assert probe.usage("counter/b")["requests"] == 1
+    assert probe.usage()["requests"] == 5
+
+
+def test_full_table_scan_shows_in_rows_read(probe):
+    probe.call("probe/scan", sql_body("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)"))
+    probe.call("probe/scan", sql_body(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10000) "
+        "INSERT INTO t(v) SELECT n FROM r"))
+    by_key = probe.call("probe/scan", sql_body("SELECT v FROM t WHERE id = 5000"))
+    scan = probe.call("probe/scan", sql_body("SELECT id FROM t WHERE v = 5000"))
+    assert by_key.usage.rows_read < 5
+    assert scan.usage.rows_read >= 100, scan.usage     # 10,000 rows visited, one returned
+
+
+def test_series_counts_requests(probe):
+    for _ in range(7):
+        probe.call("probe/s", b"E")
+    points = probe.series("probe/s", "requests", points=120)
+    assert len(points) == 120 and sum(points) == 7
+    assert sum(probe.series("probe", "requests", points=120)) == 7
+    assert sum(probe.series(None, "requests", resolution=60, points=5)) == 7
+    assert probe.series("probe/none", "requests", points=3) == [0.0, 0.0, 0.0]
+
+
+def test_usage_and_logs_survive_restart(tmp_path):
+    with Supervisor(tmp_path / "d") as sup:
+        sup.load_app(COUNTER_WAT)
+        for _ in range(5):
+            sup.call("counter/a")
+    with Supervisor(tmp_path / "d") as sup:
+        assert sup.usage("counter/a")["requests"] == 5
+        assert sup.usage("counter")["requests"] == 5
+        assert any("created" in r.message for r in sup.logs("counter/a"))
+        sup.call("counter/a")
+        assert sup.usage("counter/a")["requests"] == 6
+
+
+def test_crash_loses_at_most_one_second_of_counters(tmp_path):
+    """Kill the process without any shutdown: counters older than the flush interval are kept."""
+    data = tmp_path / "d"
+    script = textwrap.dedent(f"""
+        import os, time, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from runtime import Supervisor
+        sup = Supervisor({str(data)!r}, usage_flush_interval=1.0)
+        sup.load_app({str(COUNTER_WAT)!r})
+        for _ in range(20):
+            sup.call("counter/a")
+        time.sleep(2.5)                   # more than one flush interval
+        for _ in range(5):
+            sup.call("counter/a")
+        os._exit(9)                       # crash: no close(), no final flush
+    """)
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    with Supervisor(data) as sup:
+        requests = sup.usage("counter/a")["requests"]
+        committed = int(sup.call("counter/a").response.decode().split(":")[1].rstrip("}")) - 1
+    assert committed == 25                  # every committed request's data is there
+    assert 20 <= requests <= 25             # counters: at most the last second lost
