@@ -1,32 +1,116 @@
-"""The ``facets`` command. (The full operator CLI and the console grow from here.)"""
+"""The ``facets`` command: the console, script runs, and every operator command.
+
+    facets [--data DIR] [console]          the Textual console (the default)
+    facets [--data DIR] run SCRIPT|-       a script, JSON Lines out
+    facets [--data DIR] COMMAND ARGS...    one command (--json for JSON)
+
+``FACETS_DATA`` sets the data directory (default ``.facets-data``).
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
-from runtime import Supervisor, default_data_dir
+import click
+from rich.console import Console
 
-SAMPLE_APPS = Path(__file__).resolve().parent.parent / "sample_apps"
+from runtime import FacetsError, Supervisor, default_data_dir
 
-
-def demo(data_dir: Path) -> None:
-    """Load the sample apps, send a few requests, show the fleet."""
-    with Supervisor(data_dir) as sup:
-        for wat in sorted(SAMPLE_APPS.glob("*/*.wat")):
-            version = sup.load_app(wat)
-            print(f"loaded {version.app} v{version.version} ({version.sha256[:12]})")
-        for facet in ("alice", "bob", "alice"):
-            result = sup.call(f"counter/{facet}")
-            print(f"counter/{facet} -> {result.response.decode()}  "
-                  f"fuel={result.usage.fuel} wall={result.usage.wall_ms:.2f}ms")
-        for info in sup.facet_list():
-            print(json.dumps({"facet": f"{info.app}/{info.name}", "state": info.state,
-                              "requests": info.usage["requests"]}))
+from .commands import SPECS, CommandError, UsageError, execute, parse
+from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
+from .render import render
 
 
-def main() -> None:
-    demo(default_data_dir())
+def open_supervisor(data: str | None) -> Supervisor:
+    return Supervisor(Path(data) if data else default_data_dir())
+
+
+@click.group(invoke_without_command=True, help=__doc__)
+@click.option("--data", envvar="FACETS_DATA", type=click.Path(file_okay=False),
+              help="data directory (default: $FACETS_DATA or .facets-data)")
+@click.pass_context
+def main(ctx: click.Context, data: str | None) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["data"] = data
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(console)
+
+
+@main.command()
+@click.option("--readonly", is_flag=True, help="hide and refuse every write")
+@click.option("--no-samples", is_flag=True, help="do not load the sample apps into an empty data directory")
+@click.pass_context
+def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
+    """Start the operator console."""
+    from .app import run_console
+    run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples)
+
+
+@main.command("run")
+@click.argument("script")
+@click.option("--fail-fast", is_flag=True, help="stop at the first failed command")
+@click.option("--readonly", is_flag=True, help="refuse every write")
+@click.pass_context
+def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) -> None:
+    """Run SCRIPT (a file, or - for stdin): one command per line, JSON Lines out."""
+    if script == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(script).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            click.echo(json.dumps({"cmd": None, "ok": False,
+                                   "error": {"code": "usage", "message": f"cannot read script: {exc}"}}))
+            sys.exit(EXIT_USAGE)
+    with open_supervisor(ctx.obj["data"]) as sup:
+        status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
+    sys.exit(status)
+
+
+def _make_command(name: str) -> click.Command:
+    spec = SPECS[name]
+
+    @click.command(name=name, help=f"{spec.summary}\n\nUsage: {spec.usage}",
+                   context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+    @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+        if "--json" in args:  # accepted anywhere on the line, like the other flags
+            as_json = True
+            args = tuple(a for a in args if a != "--json")
+        line = shlex.join([name, *args])
+        try:
+            cmd = parse(line)
+        except UsageError as exc:
+            _print({"cmd": line, "ok": False, "error": {"code": exc.code, "message": exc.message}}, as_json)
+            sys.exit(EXIT_USAGE)
+        try:
+            with open_supervisor(ctx.obj["data"]) as sup:
+                result = {"cmd": line, "ok": True, **execute(sup, cmd)}
+        except CommandError as exc:
+            result = {"cmd": line, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+        except FacetsError as exc:
+            result = {"cmd": line, "ok": False, "error": {"code": str(exc.code), "message": exc.message}}
+        _print(result, as_json)
+        sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
+
+    return command
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=True, default=str))
+    else:
+        width = None if sys.stdout.isatty() else 160
+        Console(highlight=False, soft_wrap=False, width=width).print(render(result))
+
+
+for _name in SPECS:
+    main.add_command(_make_command(_name))
 
 
 if __name__ == "__main__":

@@ -305,5 +305,9 @@ class FacetReader:
                 raise BadRequest(f"read-only: {text}") from None
             raise BadRequest(f"SQL error: {text}") from None
 
+    def backup(self, dest: sqlite3.Connection) -> None:
+        """Copy the database into ``dest`` with SQLite's online backup API (a consistent snapshot)."""
+        self._conn.backup(dest)
+
     def close(self) -> None:
         self._conn.close()

@@ -12,6 +12,7 @@ import calendar
 import itertools
 import os
 import secrets
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
-from .storage import FacetReader
+from .storage import RESERVED_PREFIX, FacetReader
 from .wasm import EngineSettings, WasmRuntime
 
 DURABILITIES = ("full", "process")
@@ -270,6 +271,78 @@ class Supervisor:
         self.log_sink.forget(app, facet)
         self._supervisor_log(app, facet, "warn", f"facet {app}/{facet} deleted")
 
+    def export_facet(self, target: str, path: str | os.PathLike) -> int:
+        """Write a consistent copy of the facet's database to ``path`` (SQLite's backup API,
+        safe while the facet serves). Never overwrites. Returns the copy's size in bytes."""
+        dest_path = Path(path)
+        if dest_path.exists():
+            raise BadRequest(f"{dest_path} already exists; export never overwrites")
+        if not dest_path.parent.is_dir():
+            raise NotFound(f"no directory {str(dest_path.parent)!r}")
+        reader = self.reader(target)
+        try:
+            dest = sqlite3.connect(dest_path)
+            try:
+                reader.backup(dest)
+            finally:
+                dest.close()
+        finally:
+            reader.close()
+        return dest_path.stat().st_size
+
+    def import_facet(self, path: str | os.PathLike, target: str) -> list[str]:
+        """Create facet ``target`` from a SQLite database file (copied, never moved).
+
+        The app must be loaded and the facet must not exist yet; the file must
+        pass ``PRAGMA quick_check``, use no reserved ``_facets`` names, and fit
+        the facet's storage quota. Returns the imported table names.
+        """
+        app, facet = parse_facet_target(target)
+        if not self.apps.has(app):
+            raise NotFound(f"no app named {app!r}")
+        if (app, facet) in self._created:
+            raise BadRequest(f"facet {target} already exists; delete it first")
+        source_path = Path(path)
+        if not source_path.is_file():
+            raise NotFound(f"no file at {str(source_path)!r}")
+        quotas = self.quota_book.effective(app, facet)
+        if source_path.stat().st_size > quotas.storage:
+            raise BadRequest(f"{source_path.name} is larger than the storage quota of {quotas.storage} bytes")
+        try:
+            source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise BadRequest(f"cannot open {source_path.name}: {exc}") from None
+        try:
+            try:
+                check = source.execute("PRAGMA quick_check").fetchone()[0]
+                schema = source.execute(
+                    "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view', 'index', 'trigger')"
+                ).fetchall()
+                names = [name for _, name in schema]
+            except sqlite3.DatabaseError as exc:
+                raise BadRequest(f"{source_path.name} is not a SQLite database: {exc}") from None
+            if check != "ok":
+                raise BadRequest(f"{source_path.name} failed its integrity check: {check}")
+            reserved = [n for n in names if n.lower().startswith(RESERVED_PREFIX)]
+            if reserved:
+                raise BadRequest(f"{source_path.name} uses reserved names: {', '.join(reserved)}")
+            refused = self._create_facet(app, facet)
+            if refused is not None:
+                raise FacetsError(refused.message, refused.code)
+            slot = self._slot(app, facet)
+            with slot.lock:
+                slot.db_path.parent.mkdir(parents=True, exist_ok=True)
+                dest = sqlite3.connect(slot.db_path)
+                try:
+                    source.backup(dest)
+                    dest.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    dest.close()
+        finally:
+            source.close()
+        self._supervisor_log(app, facet, "info", f"facet {target} imported from {source_path.name}")
+        return sorted(name for kind, name in schema if kind == "table" and not name.startswith("sqlite_"))
+
     def db_path(self, target: str) -> Path:
         app, facet = parse_facet_target(target)
         if (app, facet) not in self._created:
@@ -461,7 +534,9 @@ class Supervisor:
     def usage(self, target: str | None = None) -> dict[str, Any]:
         """Accumulated usage of the fleet, an ``APP`` or an ``APP/FACET``."""
         if not target or target == "*":
-            return self.meters.snapshot()
+            snap = self.meters.snapshot()
+            snap["memory"] = self._memory_of(None)
+            return snap
         if "/" in target:
             app, facet = parse_facet_target(target)
             if (app, facet) not in self._created:
@@ -473,7 +548,15 @@ class Supervisor:
             return snap
         if not self.apps.has(target):
             raise NotFound(f"no app named {target!r}")
-        return self.meters.snapshot(target)
+        snap = self.meters.snapshot(target)
+        snap["memory"] = self._memory_of(target)
+        return snap
+
+    def _memory_of(self, app: str | None) -> int:
+        """Linear memory held by warm instances (of one app, or all)."""
+        with self._lock:
+            warm = [s for (a, _), s in self._warm.items() if app is None or a == app]
+        return sum(s.memory_bytes() for s in warm)
 
     def series(self, target: str | None, field: str, *, resolution: int = 1,
                points: int = 60) -> list[float]:

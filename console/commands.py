@@ -1,0 +1,321 @@
+"""The operator command language, shared by scripts, the CLI and the console's ``:`` bar.
+
+One command per line, shell-style quoting, ``#`` starts a comment::
+
+    load sample_apps/counter/counter.wat as counter
+    call counter/alice '{"op": "incr"}'
+    quota counter/alice fuel=5M storage=64MiB
+    rows todo/alice items limit=20 where="done = 0"
+    delete counter/alice --yes
+
+``parse`` turns a line into a ``Command`` (or raises ``UsageError``);
+``execute`` runs it on a ``Supervisor`` and returns a JSON-ready dict. Both
+raise ``CommandError`` subclasses carrying a stable code; ``run_line`` wraps
+them into ``{"cmd", "ok", ...}`` results.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import shlex
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from runtime import FacetsError, Supervisor
+from runtime.logs import LEVELS
+
+
+class CommandError(Exception):
+    """A command failed; ``code`` is stable (runtime codes plus the ones below)."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UsageError(CommandError):
+    """The line cannot be understood (bad quoting, unknown command, wrong arguments)."""
+
+    code = "usage"
+
+
+class RefusedError(CommandError):
+    """A destructive command without ``--yes``, or a write in read-only mode."""
+
+    code = "refused"
+
+
+@dataclass
+class Command:
+    line: str
+    name: str
+    args: list[str]
+    options: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a command is written: positional arguments, KEY=VALUE options, flags."""
+
+    usage: str
+    summary: str
+    min_args: int
+    max_args: int
+    options: frozenset[str] = frozenset()
+    flags: frozenset[str] = frozenset()
+    free_options: bool = False   # quota takes any KEY=VALUE (validated by the runtime)
+    writes: bool = False
+
+
+SPECS: dict[str, Spec] = {
+    "load": Spec("load PATH [as NAME]", "load or upgrade an app from a .wasm or .wat file", 1, 3, writes=True),
+    "call": Spec("call APP/FACET [BODY]", "send one request", 1, 2, writes=True),
+    "quota": Spec("quota TARGET [KEY=VALUE ...]", "show or change quotas (TARGET: *, APP, APP/FACET)",
+                  1, 1, free_options=True),
+    "apps": Spec("apps", "list apps and versions", 0, 0),
+    "facets": Spec("facets [APP]", "list facets with state and usage", 0, 1),
+    "tables": Spec("tables APP/FACET", "list a facet's tables", 1, 1),
+    "rows": Spec("rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]", "page through a table", 2, 2,
+                 options=frozenset({"limit", "offset", "where"})),
+    "sql": Spec("sql APP/FACET QUERY", "run a read-only query", 2, 2),
+    "logs": Spec("logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", 0, 1,
+                 options=frozenset({"tail", "level", "search"})),
+    "usage": Spec("usage [APP[/FACET]]", "show accumulated usage", 0, 1),
+    "bill": Spec("bill [APP] [since=WHEN] [until=WHEN]", "cost per facet and app for a period", 0, 1,
+                 options=frozenset({"since", "until"})),
+    "evict": Spec("evict APP/FACET", "drop a facet's warm instance", 1, 1),
+    "delete": Spec("delete APP/FACET --yes", "delete a facet and its data", 1, 1,
+                   flags=frozenset({"--yes"}), writes=True),
+    "export": Spec("export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", 2, 2),
+    "import": Spec("import PATH as APP/FACET", "create a facet from a SQLite database file", 3, 3,
+                   writes=True),
+    "metrics": Spec("metrics", "usage in Prometheus text format", 0, 0),
+    "help": Spec("help", "list commands", 0, 0),
+}
+_OPTION = re.compile(r"^([a-z_]+)=(.*)$", re.S)
+
+
+def parse(line: str) -> Command | None:
+    """Parse one line; None for blank lines and comments. Raises ``UsageError``."""
+    try:
+        tokens = shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse line: {exc}") from None
+    if not tokens:
+        return None
+    name, rest = tokens[0], tokens[1:]
+    spec = SPECS.get(name)
+    if spec is None:
+        raise UsageError(f"unknown command {name!r}; commands: {', '.join(SPECS)}")
+    args: list[str] = []
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    for token in rest:
+        match = _OPTION.match(token)
+        if token.startswith("--"):
+            if token not in spec.flags:
+                raise UsageError(f"{name}: unknown flag {token}; usage: {spec.usage}")
+            flags.add(token)
+        elif match and (spec.free_options or match.group(1) in spec.options) and args_complete(name, args):
+            options[match.group(1)] = match.group(2)
+        else:
+            args.append(token)
+    if name in ("load", "import") and len(args) > 1 and (len(args) != 3 or args[1] != "as"):
+        raise UsageError(f"{name}: wrong arguments; usage: {spec.usage}")
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise UsageError(f"{name}: wrong number of arguments; usage: {spec.usage}")
+    return Command(line=line.strip(), name=name, args=args, options=options, flags=flags)
+
+
+def args_complete(name: str, args: list[str]) -> bool:
+    """KEY=VALUE tokens are options only once the positional arguments are there
+    (so ``call app/f a=b`` sends the body ``a=b``)."""
+    if name == "call":
+        return False
+    spec = SPECS[name]
+    return len(args) >= spec.min_args
+
+
+# -- execution -------------------------------------------------------------------------
+def _int_option(cmd: Command, key: str, default: int, minimum: int = 0) -> int:
+    raw = cmd.options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CommandError(f"{key} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise CommandError(f"{key} must be at least {minimum}")
+    return value
+
+
+def parse_when(raw: str, now: float | None = None) -> float:
+    """``2026-11-01``, ``2026-11-01T12:00``, epoch seconds, or relative ``7d``/``24h``/``30m``."""
+    now = time.time() if now is None else now
+    text = raw.strip()
+    rel = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", text)
+    if rel:
+        return now - float(rel.group(1)) * {"d": 86400, "h": 3600, "m": 60}[rel.group(2)]
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return float(calendar.timegm(time.strptime(text, fmt)))
+        except ValueError:
+            continue
+    raise CommandError(f"bad time {raw!r}: expected 2026-11-01, 2026-11-01T12:00, epoch seconds, "
+                       "or 7d / 24h / 30m ago")
+
+
+def _response_value(data: bytes) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return data.decode("utf-8", errors="replace")
+
+
+def _exec_load(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    name = cmd.args[2] if len(cmd.args) == 3 else None
+    version = sup.load_app(cmd.args[0], name)
+    return {"app": version.app, "version": version.version, "sha256": version.sha256,
+            "exports": list(version.exports), "imports": list(version.imports)}
+
+
+def _exec_call(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    body = cmd.args[1] if len(cmd.args) > 1 else ""
+    result = sup.call(cmd.args[0], body.encode("utf-8"))
+    if not result.ok:
+        raise CommandError(result.message, result.error)
+    return {"response": _response_value(result.response), "usage": result.usage.as_dict(),
+            "request_id": result.request_id}
+
+
+def _exec_quota(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    target = cmd.args[0]
+    if cmd.options:
+        quotas = sup.set_quotas(target, dict(cmd.options))
+    else:
+        quotas = sup.quotas(target)
+    return {"target": target, "quotas": quotas.as_dict(), "explicit": sup.explicit_quotas(target)}
+
+
+def _exec_apps(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return {"apps": [a.as_dict() for a in sup.app_list()]}
+
+
+def _exec_facets(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    app = cmd.args[0] if cmd.args else None
+    return {"facets": [f.as_dict() for f in sup.facet_list(app)]}
+
+
+def _exec_tables(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return {"tables": sup.tables(cmd.args[0])}
+
+
+def _exec_rows(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    limit = _int_option(cmd, "limit", 100)
+    offset = _int_option(cmd, "offset", 0)
+    return sup.rows(cmd.args[0], cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))
+
+
+def _exec_sql(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return sup.query(cmd.args[0], cmd.args[1])
+
+
+def _exec_logs(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    level = cmd.options.get("level")
+    if level is not None and level not in LEVELS:
+        raise CommandError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
+    records = sup.logs(cmd.args[0] if cmd.args else None, level=level,
+                       limit=_int_option(cmd, "tail", 50, 1), search=cmd.options.get("search"))
+    return {"logs": [r.as_dict() for r in records]}
+
+
+def _exec_usage(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    target = cmd.args[0] if cmd.args else None
+    return {"target": target or "*", "usage": sup.usage(target)}
+
+
+def _exec_bill(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    since = parse_when(cmd.options["since"]) if "since" in cmd.options else None
+    until = parse_when(cmd.options["until"]) if "until" in cmd.options else None
+    return sup.bill(cmd.args[0] if cmd.args else None, since=since, until=until)
+
+
+def _exec_evict(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return {"facet": cmd.args[0], "was_warm": sup.evict(cmd.args[0])}
+
+
+def _exec_delete(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    if "--yes" not in cmd.flags:
+        raise RefusedError(f"delete removes {cmd.args[0]} and all its data; repeat with --yes")
+    sup.delete(cmd.args[0])
+    return {"facet": cmd.args[0], "deleted": True}
+
+
+def _exec_export(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    size = sup.export_facet(cmd.args[0], cmd.args[1])
+    return {"facet": cmd.args[0], "path": cmd.args[1], "bytes": size}
+
+
+def _exec_import(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    tables = sup.import_facet(cmd.args[0], cmd.args[2])
+    return {"facet": cmd.args[2], "path": cmd.args[0], "tables": tables}
+
+
+def _exec_metrics(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return {"text": sup.prometheus()}
+
+
+def _exec_help(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+    return {"commands": [{"usage": s.usage, "summary": s.summary} for s in SPECS.values()]}
+
+
+EXECUTORS: dict[str, Callable[[Supervisor, Command], dict[str, Any]]] = {
+    name: globals()[f"_exec_{name}"] for name in SPECS
+}
+
+
+def is_write(cmd: Command) -> bool:
+    """Commands refused in read-only mode: anything that changes apps, facets, data or quotas."""
+    return SPECS[cmd.name].writes or cmd.name == "evict" or (cmd.name == "quota" and bool(cmd.options))
+
+
+def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[str, Any]:
+    """Run a parsed command. Raises ``CommandError`` (runtime errors are converted)."""
+    if readonly and is_write(cmd):
+        raise RefusedError(f"{cmd.name}: refused in read-only mode")
+    try:
+        return EXECUTORS[cmd.name](sup, cmd)
+    except CommandError:
+        raise
+    except FacetsError as exc:
+        raise CommandError(exc.message, str(exc.code)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}", "io_error") from None
+
+
+def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str, Any] | None:
+    """Parse and run one line; the result always has ``cmd`` and ``ok``. None for blank lines."""
+    try:
+        cmd = parse(line)
+        if cmd is None:
+            return None
+        result = execute(sup, cmd, readonly=readonly)
+    except CommandError as exc:
+        return {"cmd": line.strip(), "ok": False, "error": {"code": exc.code, "message": exc.message}}
+    return {"cmd": cmd.line, "ok": True, **result}
+

@@ -1,0 +1,50 @@
+"""The headless script runner: one command per line in, one JSON object per line out.
+
+Exit status: 0 when every command succeeded, 1 when any failed (the script
+goes on unless ``fail_fast``), 2 for a usage error: the script file is
+missing, or a line cannot be parsed. The whole script is parsed before the
+first command runs, so a typo on line 40 does not leave lines 1-39 half done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Iterable
+
+from runtime import Supervisor
+
+from .commands import UsageError, execute, parse, CommandError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _emit(out: IO[str], payload: dict) -> None:
+    out.write(json.dumps(payload, ensure_ascii=True, default=str) + "\n")
+    out.flush()  # a reader sees each result before the next command runs
+
+
+def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *,
+               fail_fast: bool = False, readonly: bool = False) -> int:
+    """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status."""
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            cmd = parse(line)
+        except UsageError as exc:
+            _emit(out, {"cmd": line.strip(), "ok": False, "line": number,
+                        "error": {"code": exc.code, "message": f"line {number}: {exc.message}"}})
+            return EXIT_USAGE
+        if cmd is not None:
+            parsed.append(cmd)
+    status = EXIT_OK
+    for cmd in parsed:
+        try:
+            result = {"cmd": cmd.line, "ok": True, **execute(sup, cmd, readonly=readonly)}
+        except CommandError as exc:
+            result = {"cmd": cmd.line, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+            status = EXIT_FAILED
+        _emit(out, result)
+        if fail_fast and status != EXIT_OK:
+            break
+    return status
