@@ -1,17 +1,111 @@
-"""Entry point of the console (the Textual TUI lands with the console issue; until then a demo)."""
+"""FacetsConsole: the operator's Textual app, embedding a Supervisor.
+
+The event loop never calls into wasm or SQLite: views gather data in thread
+workers and hand results back with ``call_from_thread``; log records stream
+in as messages. ``--readonly`` hides and refuses every write.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
 from runtime import Supervisor, default_data_dir
 
+from .commands import run_line
+from .palette import ConsoleCommands
 from .samples import load_samples
+from .screens.apps import AppsScreen
+from .screens.billing import BillingScreen
+from .screens.facet_detail import FacetDetailScreen
+from .screens.facets import FacetsScreen
+from .screens.help import HelpScreen
+from .screens.logs import LogsScreen
+from .screens.result import CommandResultScreen
+from .traffic import TrafficGenerator
+from .widgets.command_bar import CommandBar
+
+
+class FacetsConsole(App):
+    """Keyboard-driven console over one supervisor."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "Facets"
+    MODES = {"facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
+    DEFAULT_MODE = "facets"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [
+        Binding("1", "switch_mode('facets')", "Facets"),
+        Binding("2", "switch_mode('apps')", "Apps"),
+        Binding("3", "switch_mode('logs')", "Logs"),
+        Binding("4", "switch_mode('billing')", "Billing"),
+        Binding("colon", "command_bar", "Command"),
+        Binding("question_mark", "help", "Keys"),
+        Binding("t", "traffic", "Traffic"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, sup: Supervisor, *, readonly: bool = False, traffic_rate: float = 200.0) -> None:
+        super().__init__()
+        self.sup = sup
+        self.readonly = readonly
+        self.traffic = TrafficGenerator(sup, rate=traffic_rate)
+        if readonly:
+            self.sub_title = "read-only"
+
+    def on_mount(self) -> None:
+        self.title = f"Facets · {self.sup.data_dir}" + (" · read-only" if self.readonly else "")
+
+    def on_unmount(self) -> None:
+        self.traffic.stop()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.readonly and action == "traffic":
+            return False
+        return True
+
+    # -- navigation ---------------------------------------------------------------------
+    def open_facet(self, target: str) -> None:
+        if self.current_mode != "facets":
+            self.switch_mode("facets")
+        self.push_screen(FacetDetailScreen(target))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- command bar ----------------------------------------------------------------------
+    def action_command_bar(self, text: str = "") -> None:
+        bars = self.screen.query(CommandBar)
+        if bars:
+            bars.first().open(text)
+
+    def run_command_line(self, line: str) -> None:
+        self._run_line(line)
+
+    @work(thread=True, group="command-bar")
+    def _run_line(self, line: str) -> None:
+        result = run_line(self.sup, line, readonly=self.readonly)
+        if result is not None:
+            self.call_from_thread(self.push_screen, CommandResultScreen(line, result))
+
+    # -- traffic --------------------------------------------------------------------------
+    def action_traffic(self) -> None:
+        if self.readonly:
+            self.notify("read-only console: no traffic", severity="warning")
+            return
+        running = self.traffic.toggle()
+        self.notify(f"traffic {'on' if running else 'off'} (~{self.traffic.rate:.0f} req/s on the sample apps)")
+
+    def traffic_status(self) -> str:
+        return f"traffic on · {self.traffic.sent:,} sent" if self.traffic.running else "traffic off (t)"
 
 
 def run_console(data: str | None, *, readonly: bool = False, samples: bool = True) -> None:
+    """Open the data directory (loading the sample apps into an empty one) and run the console."""
     with Supervisor(Path(data) if data else default_data_dir()) as sup:
-        if samples:
+        if samples and not readonly:
             load_samples(sup)
-        for info in sup.facet_list():
-            print(f"{info.app}/{info.name}: {info.usage['requests']} requests")
+        FacetsConsole(sup, readonly=readonly).run()

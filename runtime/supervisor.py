@@ -39,14 +39,22 @@ DURABILITIES = ("full", "process")
 
 @dataclass(frozen=True)
 class FacetInfo:
+    """A facet as listed: ``state`` is cold, warm, busy or failed; ``version`` the app
+    version its warm instance runs (None when cold)."""
+
     app: str
     name: str
     state: str
     created_at: float
     usage: dict[str, Any]
+    version: int | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.app}/{self.name}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "name": self.name, "state": self.state,
+        return {"app": self.app, "name": self.name, "state": self.state, "version": self.version,
                 "created_at": self.created_at, "usage": self.usage}
 
 
@@ -197,10 +205,13 @@ class Supervisor:
             out = []
             for key in keys:
                 slot = self._slots.get(key)
+                warm = slot is not None and slot.guest is not None
+                usage = self.meters.snapshot(*key)
+                usage["memory"] = slot.memory_bytes() if slot is not None else 0
                 out.append(FacetInfo(app=key[0], name=key[1],
                                      state=slot.state if slot else "cold",
-                                     created_at=self._created[key],
-                                     usage=self.meters.snapshot(*key)))
+                                     created_at=self._created[key], usage=usage,
+                                     version=slot.guest_version if warm else None))
         return out
 
     def facet_exists(self, target: str) -> bool:

@@ -1,0 +1,173 @@
+"""AppsScreen: loaded apps and their versions, which facets run which version, loading new code."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.suggester import Suggester
+from textual.widgets import DataTable, Input, Label, Static
+
+from runtime import FacetsError
+
+from ..render import safe
+from .base import ConsoleScreen
+
+
+class PathSuggester(Suggester):
+    """Completes file paths as they are typed (the first match in the directory)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value or " " in value:
+            return None
+        path = Path(os.path.expanduser(value))
+        directory, prefix = (path, "") if value.endswith("/") else (path.parent, path.name)
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.startswith(prefix) and not n.startswith("."))
+        except OSError:
+            return None
+        for name in names:
+            full = directory / name
+            if full.is_dir() or name.endswith((".wasm", ".wat")):
+                suggestion = value[: len(value) - len(prefix)] + name + ("/" if full.is_dir() else "")
+                return suggestion if suggestion != value else None
+        return None
+
+
+class AppsScreen(ConsoleScreen):
+    BINDINGS = [
+        Binding("L", "load", "Load / upgrade"),
+        Binding("r", "reload", "Refresh"),
+    ]
+    WRITE_ACTIONS = frozenset({"load"})
+
+    DEFAULT_CSS = """
+    AppsScreen #apps-table { height: 1fr; }
+    AppsScreen #apps-detail { height: 1fr; }
+    AppsScreen #apps-detail DataTable { width: 1fr; }
+    AppsScreen #load-row { height: 1; display: none; }
+    AppsScreen #load-row.-open { display: block; }
+    AppsScreen #load-row Label { width: auto; padding: 0 1; }
+    AppsScreen #load-path { border: none; height: 1; width: 1fr; }
+    AppsScreen #apps-status { height: 1; padding: 0 1; }
+    """
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="load-row"):
+            yield Label("load PATH [as NAME]:")
+            yield Input(placeholder="sample_apps/todo/todo.wasm as todo", id="load-path",
+                        suggester=PathSuggester())
+        yield Static("", id="apps-status")
+        yield DataTable(cursor_type="row", zebra_stripes=True, id="apps-table")
+        with Horizontal(id="apps-detail"):
+            yield DataTable(cursor_type="row", id="versions-table")
+            yield DataTable(cursor_type="row", id="app-facets-table")
+
+    def on_mount(self) -> None:
+        self.sub_title = "apps"
+        apps = self.query_one("#apps-table", DataTable)
+        for key, title in (("name", "app"), ("version", "version"), ("versions", "versions"),
+                           ("facets", "facets"), ("imports", "imports"), ("exports", "exports"),
+                           ("sha", "sha256")):
+            apps.add_column(title, key=key)
+        versions = self.query_one("#versions-table", DataTable)
+        for title in ("version", "sha256", "bytes", "source"):
+            versions.add_column(title)
+        facets = self.query_one("#app-facets-table", DataTable)
+        for title in ("facet", "state", "running version"):
+            facets.add_column(title)
+        self.action_reload()
+        apps.focus()
+
+    def action_reload(self) -> None:
+        self._load_apps()
+
+    @work(thread=True, exclusive=True, group="apps")
+    def _load_apps(self) -> None:
+        infos = self.sup.app_list()
+        self.app.call_from_thread(self._show_apps, infos)
+
+    def _show_apps(self, infos) -> None:
+        table = self.query_one("#apps-table", DataTable)
+        selected = self._selected_app()
+        table.clear()
+        for info in infos:
+            v = info.version
+            table.add_row(info.name, v.version, info.versions, info.facets, ", ".join(v.imports) or "-",
+                          ", ".join(e for e in v.exports if e.startswith("facet_")), v.sha256[:12], key=info.name)
+        if selected and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected))
+        self.query_one("#apps-status", Static).update(f"{len(infos)} apps · L loads or upgrades an app")
+        if infos:
+            self._load_detail(self._selected_app() or infos[0].name)
+
+    def _selected_app(self) -> str | None:
+        table = self.query_one("#apps-table", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    @on(DataTable.RowHighlighted, "#apps-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None:
+            self._load_detail(str(event.row_key.value))
+
+    @work(thread=True, exclusive=True, group="apps-detail")
+    def _load_detail(self, app: str) -> None:
+        try:
+            versions = self.sup.app_versions(app)
+            facets = self.sup.facet_list(app)
+        except FacetsError:
+            return
+        self.app.call_from_thread(self._show_detail, versions, facets)
+
+    def _show_detail(self, versions, facets) -> None:
+        table = self.query_one("#versions-table", DataTable)
+        table.clear()
+        for v in reversed(versions):
+            table.add_row(v.version, v.sha256[:12], v.size, safe(Path(v.source).name if v.source else "-"))
+        table = self.query_one("#app-facets-table", DataTable)
+        table.clear()
+        for f in facets:
+            table.add_row(f.name, f.state, str(f.version) if f.version is not None else "- (cold)")
+
+    # -- loading -------------------------------------------------------------------------
+    def action_load(self) -> None:
+        self.query_one("#load-row").add_class("-open")
+        self.query_one("#load-path", Input).focus()
+
+    @on(Input.Submitted, "#load-path")
+    def _submit_load(self, event: Input.Submitted) -> None:
+        if self.readonly:
+            return
+        try:
+            words = shlex.split(event.value)
+        except ValueError as exc:
+            self.query_one("#apps-status", Static).update(Text(f"cannot parse: {exc}", style="red"))
+            return
+        if not words or len(words) not in (1, 3) or (len(words) == 3 and words[1] != "as"):
+            self.query_one("#apps-status", Static).update(Text("expected PATH [as NAME]", style="red"))
+            return
+        self._load(words[0], words[2] if len(words) == 3 else None)
+
+    @work(thread=True, exclusive=True, group="apps-load")
+    def _load(self, path: str, name: str | None) -> None:
+        try:
+            version = self.sup.load_app(path, name)
+        except FacetsError as exc:
+            self.app.call_from_thread(self.query_one("#apps-status", Static).update,
+                                      Text(f"{exc.code}: {exc.message}", style="red"))
+            return
+        message = f"{version.app} is at version {version.version} ({version.sha256[:12]})"
+        self.app.call_from_thread(self.query_one("#apps-status", Static).update, Text(message, style="green"))
+        self.app.call_from_thread(self.query_one("#load-row").remove_class, "-open")
+        self.app.call_from_thread(self.action_reload)

@@ -1,0 +1,49 @@
+"""ConsoleScreen: what every main view shares (header, command bar, footer, the supervisor)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from runtime import Supervisor
+
+from ..widgets.command_bar import CommandBar
+
+if TYPE_CHECKING:
+    from ..app import FacetsConsole
+
+
+class ConsoleScreen(Screen):
+    """Subclasses implement ``compose_body``; writes are refused in read-only mode via
+    ``WRITE_ACTIONS`` (hidden from the footer and refused if invoked)."""
+
+    WRITE_ACTIONS: frozenset[str] = frozenset()
+
+    @property
+    def console(self) -> "FacetsConsole":
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def sup(self) -> Supervisor:
+        return self.console.sup
+
+    @property
+    def readonly(self) -> bool:
+        return self.console.readonly
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield from self.compose_body()
+        yield CommandBar()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        return iter(())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.readonly and action in self.WRITE_ACTIONS:
+            return False
+        return True

@@ -1,0 +1,156 @@
+"""FacetDetailScreen: one facet in tabs: Data, Logs, Usage, Quotas, Call."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
+
+from runtime import FacetsError
+
+from ..render import safe
+from ..widgets.call_panel import CallPanel
+from ..widgets.log_view import LogView
+from ..widgets.quota_form import QuotaForm
+from ..widgets.table_browser import TableBrowser
+from ..widgets.usage_panel import UsagePanel
+from .base import ConsoleScreen
+
+TABS = (("data", "Data"), ("logs", "Logs"), ("usage", "Usage"), ("quotas", "Quotas"), ("call", "Call"))
+
+
+class FacetDetailScreen(ConsoleScreen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("d", "tab('data')", "Data"),
+        Binding("l", "tab('logs')", "Logs"),
+        Binding("u", "tab('usage')", "Usage"),
+        Binding("o", "tab('quotas')", "Quotas"),
+        Binding("c", "tab('call')", "Call"),
+        Binding("x", "sql", "SQL"),
+    ]
+
+    DEFAULT_CSS = """
+    FacetDetailScreen #data-split { height: 1fr; }
+    FacetDetailScreen #tables-list { width: 32; height: 1fr; border-right: vkey $primary-background; }
+    FacetDetailScreen #data-main { width: 1fr; }
+    FacetDetailScreen #browser-slot { height: 1fr; }
+    FacetDetailScreen #sql-box { height: 1; border: none; padding: 0 1; background: $boost; }
+    FacetDetailScreen #sql-result { height: 12; display: none; }
+    FacetDetailScreen #sql-result.-shown { display: block; }
+    FacetDetailScreen #sql-status { height: 1; padding: 0 1; }
+    """
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def compose_body(self) -> ComposeResult:
+        with TabbedContent(id="facet-tabs"):
+            with TabPane("Data (d)", id="data"):
+                with Horizontal(id="data-split"):
+                    yield DataTable(cursor_type="row", id="tables-list")
+                    with Vertical(id="data-main"):
+                        yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
+                        yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
+                        yield Static("", id="sql-status")
+                        yield DataTable(id="sql-result")
+            with TabPane("Logs (l)", id="logs"):
+                app_name, _, facet = self.target.partition("/")
+                yield LogView(self.sup, app_name=app_name, facet=facet)
+            with TabPane("Usage (u)", id="usage"):
+                yield UsagePanel(self.sup, self.target)
+            with TabPane("Quotas (o)", id="quotas"):
+                yield QuotaForm(self.sup, self.target, readonly=self.readonly)
+            with TabPane("Call (c)", id="call"):
+                yield CallPanel(self.sup, self.target, readonly=self.readonly)
+
+    def on_mount(self) -> None:
+        self.sub_title = self.target
+        tables = self.query_one("#tables-list", DataTable)
+        tables.add_column("table", key="name")
+        tables.add_column("rows", key="count")
+        self._load_tables()
+        tables.focus()
+
+    @work(thread=True, exclusive=True, group="detail-tables")
+    def _load_tables(self) -> None:
+        try:
+            found = self.sup.tables(self.target)
+        except FacetsError as exc:
+            self.app.call_from_thread(self.query_one("#browser-hint", Static).update, safe(exc.message))
+            return
+        self.app.call_from_thread(self._show_tables, found)
+
+    def _show_tables(self, found: list[dict]) -> None:
+        tables = self.query_one("#tables-list", DataTable)
+        tables.clear()
+        for t in found:
+            tables.add_row(safe(t["name"]), t["count"], key=t["name"])
+        if not found:
+            self.query_one("#browser-hint", Static).update("this facet has no tables yet")
+
+    @on(DataTable.RowSelected, "#tables-list")
+    def _open_table(self, event: DataTable.RowSelected) -> None:
+        self.open_table(str(event.row_key.value))
+
+    def open_table(self, name: str) -> None:
+        slot = self.query_one("#browser-slot", Vertical)
+        slot.remove_children()
+        browser = TableBrowser(self.sup, self.target, name, id="table-browser")
+        slot.mount(browser)   # the browser focuses its grid once mounted
+
+    # -- SQL box ----------------------------------------------------------------------
+    def action_sql(self) -> None:
+        self.action_tab("data")
+        self.query_one("#sql-box", Input).focus()
+
+    @on(Input.Submitted, "#sql-box")
+    def _run_sql(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.query_one("#sql-status", Static).update("running…")
+            self._query(event.value)
+
+    @work(thread=True, exclusive=True, group="detail-sql")
+    def _query(self, sql: str) -> None:
+        try:
+            result = self.sup.query(self.target, sql)
+        except FacetsError as exc:
+            self.app.call_from_thread(self._sql_failed, exc.message)
+            return
+        self.app.call_from_thread(self._sql_done, result)
+
+    def _sql_failed(self, message: str) -> None:
+        self.query_one("#sql-status", Static).update(safe(message))
+
+    def _sql_done(self, result: dict) -> None:
+        grid = self.query_one("#sql-result", DataTable)
+        grid.clear(columns=True)
+        for column in result["columns"]:
+            grid.add_column(safe(column))
+        shown = result["rows"][:1000]
+        grid.add_rows([[safe(v) for v in row] for row in shown])
+        grid.add_class("-shown")
+        more = f" (first {len(shown)} shown)" if len(result["rows"]) > len(shown) else ""
+        self.query_one("#sql-status", Static).update(f"{len(result['rows'])} rows{more}")
+
+    # -- navigation -------------------------------------------------------------------
+    #: What gets the focus when a tab opens, so its keys work at once.
+    FOCUS_ON_TAB = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
+                    "quotas": "#quota-fuel", "call": "#call-body"}
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        selector = self.FOCUS_ON_TAB.get(event.pane.id or "")
+        if selector:
+            widget = self.query_one(selector)
+            if widget.focusable:
+                widget.focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
