@@ -25,7 +25,9 @@ class ControlDB:
     def __init__(self, path: str) -> None:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
+        # created just before it is re-registered from its file at the next start).
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self.db = sqlite_utils.Database(conn)
@@ -105,10 +107,10 @@ class ControlDB:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM facets WHERE app = ?", [app]).fetchone()[0]
 
-    def add_facet(self, app: str, facet: str) -> None:
-        with self.transaction():
-            self.db["facets"].insert({"app": app, "name": facet, "created_at": time.time()},
-                                     pk=("app", "name"), ignore=True)
+    def add_facet(self, app: str, facet: str, created_at: float | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO facets(app, name, created_at) VALUES (?, ?, ?)",
+                         [app, facet, time.time() if created_at is None else created_at])
 
     def remove_facet(self, app: str, facet: str) -> None:
         with self.transaction() as conn:

@@ -23,6 +23,10 @@ from .quotas import Quotas
 from .storage import FacetDB
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
+#: Seconds between two measurements of a busy facet's database size.
+STORAGE_GAUGE_PERIOD = 0.1
+
+
 @dataclass
 class CallResult:
     """The outcome of one request.
@@ -69,6 +73,9 @@ class FacetSlot:
         self.guest: GuestInstance | None = None
         self.guest_version = 0
         self._storage_limit_applied: int | None = None
+        #: Database size in bytes as of the last committed write (None: not measured yet).
+        self.storage: int | None = None
+        self._storage_measured = float("-inf")
         #: Supervisor events produced while handling (instantiated, trapped...).
         self.events: list[LogRecord] = []
 
@@ -99,6 +106,10 @@ class FacetSlot:
     def close(self) -> None:
         """Evict: drop the instance and close the database connection."""
         self.guest = None
+        self.close_db()
+
+    def close_db(self) -> None:
+        """Close the database connection (the warm instance, if any, stays)."""
         if self.db is not None:
             self.db.close()
             self.db = None
@@ -196,6 +207,13 @@ class FacetSlot:
                                                  host=ctx)
                     if ctx.poison is not None:
                         raise GuestFault(*ctx.poison)
+                    if usage.cold_start or (ctx.counters.rows_written
+                                            and started - self._storage_measured > STORAGE_GAUGE_PERIOD):
+                        # Read inside the write transaction (cheap here; a fresh read lock after
+                        # COMMIT), at most every STORAGE_GAUGE_PERIOD: it is a gauge, and the quota
+                        # itself is enforced by SQLite's max_page_count on every write.
+                        self.storage = db.storage_bytes()
+                        self._storage_measured = started
                     db.commit()
                 finally:
                     if self.guest is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import abi
@@ -35,32 +34,39 @@ if TYPE_CHECKING:
     from .wasm import GuestInstance
 
 MAX_RANDOM_BYTES = 65_536
+#: Built once: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 TRUNCATION_MARKER = " …[truncated]"
 
 
-@dataclass
 class RequestCounters:
     """What one request used, besides fuel and wall time (measured by the caller)."""
 
-    rows_read: int = 0
-    rows_written: int = 0
-    sql_calls: int = 0
-    log_bytes: int = 0
-    logs_truncated: int = 0
+    __slots__ = ("rows_read", "rows_written", "sql_calls", "log_bytes", "logs_truncated")
+
+    def __init__(self) -> None:
+        self.rows_read = self.rows_written = self.sql_calls = 0
+        self.log_bytes = self.logs_truncated = 0
 
 
-@dataclass
 class RequestContext:
-    app: str
-    facet: str
-    request_id: str
-    db: FacetDB
-    log_limit: int
-    max_result_bytes: int
-    counters: RequestCounters = field(default_factory=RequestCounters)
-    logs: list[LogRecord] = field(default_factory=list)
-    #: Set when a host call decided the request must fail whatever the guest does next.
-    poison: tuple[ErrorCode, str] | None = None
+    """The state host functions share during one request (or one ``facet_init``)."""
+
+    __slots__ = ("app", "facet", "request_id", "db", "log_limit", "max_result_bytes", "counters",
+                 "logs", "poison")
+
+    def __init__(self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int,
+                 max_result_bytes: int) -> None:
+        self.app = app
+        self.facet = facet
+        self.request_id = request_id
+        self.db = db
+        self.log_limit = log_limit
+        self.max_result_bytes = max_result_bytes
+        self.counters = RequestCounters()
+        self.logs: list[LogRecord] = []
+        #: Set when a host call decided the request must fail whatever the guest does next.
+        self.poison: tuple[ErrorCode, str] | None = None
 
     # -- helpers --------------------------------------------------------------
     def _read(self, guest: "GuestInstance", ptr: int, length: int, what: str) -> bytes:
@@ -70,7 +76,7 @@ class RequestContext:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"{what}: {exc}") from None
 
     def _reply(self, guest: "GuestInstance", payload: dict[str, Any]) -> int:
-        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        data = _ENCODE(payload).encode()
         ptr = guest.alloc(len(data))
         if ptr == 0:
             raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({len(data)}) returned 0")

@@ -38,6 +38,9 @@ RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 600), (60, 1440), (3600, 24 * 40
 SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written",
                  "log_bytes", "storage")
 _STORAGE = SERIES_FIELDS.index("storage")
+ALL_RESOLUTIONS = tuple(res for res, _ in RESOLUTIONS)
+#: App and fleet aggregates keep live (per-second) series only; billing reads facets'.
+LIVE_ONLY = (1,)
 LATENCY_WINDOW = 1024
 
 
@@ -81,37 +84,53 @@ class Meter:
         self.dirty_buckets: set[tuple[int, int]] = set()
         self.dirty = False
 
-    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
+    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None,
+               resolutions: tuple[int, ...] = ALL_RESOLUTIONS) -> None:
+        """Count one request. This is on every request's path: keep it flat."""
         c = self.counters
         c["requests"] += 1
-        c["fuel"] += usage.fuel
-        c["wall_ms"] += usage.wall_ms
-        c["rows_read"] += usage.rows_read
-        c["rows_written"] += usage.rows_written
+        fuel, wall, read, written, logged = (usage.fuel, usage.wall_ms, usage.rows_read,
+                                             usage.rows_written, usage.log_bytes)
+        c["fuel"] += fuel
+        c["wall_ms"] += wall
+        c["rows_read"] += read
+        c["rows_written"] += written
         c["sql_calls"] += usage.sql_calls
-        c["log_bytes"] += usage.log_bytes
-        c["logs_truncated"] += usage.logs_truncated
-        c["cold_starts"] += 1 if usage.cold_start else 0
+        c["log_bytes"] += logged
+        if usage.logs_truncated:
+            c["logs_truncated"] += usage.logs_truncated
+        if usage.cold_start:
+            c["cold_starts"] += 1
+        failed = 0
         if error:
+            failed = 1
             self.errors[error] = self.errors.get(error, 0) + 1
             self.last_error = error
         if storage is not None:
             self.storage = storage
         self.memory = usage.memory
-        self._latency.append(usage.wall_ms)
+        self._latency.append(wall)
         self._samples += 1
-        values = (1, 1 if error else 0, usage.fuel, usage.wall_ms, usage.rows_read,
-                  usage.rows_written, usage.log_bytes)
         second = int(now)
-        for res, _ in RESOLUTIONS:
+        series, dirty, stored = self.series, self.dirty_buckets, self.storage
+        for res in resolutions:
             bucket = second // res
-            row = self.series[res].get(bucket)
+            buckets = series[res]
+            row = buckets.get(bucket)
             if row is None:
-                row = self.series[res][bucket] = [0.0] * len(SERIES_FIELDS)
-            for i, v in enumerate(values):
-                row[i] += v
-            row[_STORAGE] = self.storage
-            self.dirty_buckets.add((res, bucket))
+                row = buckets[bucket] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+                if res != 1:
+                    dirty.add((res, bucket))
+            elif res != 1 and (res, bucket) not in dirty:
+                dirty.add((res, bucket))
+            row[0] += 1
+            row[1] += failed
+            row[2] += fuel
+            row[3] += wall
+            row[4] += read
+            row[5] += written
+            row[6] += logged
+            row[7] = stored
         self.dirty = True
 
     def percentile(self, p: float) -> float:
@@ -183,18 +202,34 @@ class Meters:
         self.lock = self._lock
         self._facets: dict[tuple[str, str], Meter] = {}
         self._apps: dict[str, Meter] = {}
-        self._fleet = Meter()
         for (app, facet), state in (saved or {}).items():
             self._facets[(app, facet)] = Meter(state)
             self._add_to_aggregates(app, state)
 
     def _add_to_aggregates(self, app: str, state: dict[str, Any]) -> None:
-        for meter in (self._apps.setdefault(app, Meter()), self._fleet):
-            for k in COUNTER_FIELDS:
-                meter.counters[k] += state.get(k, 0)
-            for code, n in state.get("errors", {}).items():
-                meter.errors[code] = meter.errors.get(code, 0) + n
-            meter.storage += int(state.get("storage", 0))
+        meter = self._apps.setdefault(app, Meter())
+        for k in COUNTER_FIELDS:
+            meter.counters[k] += state.get(k, 0)
+        for code, n in state.get("errors", {}).items():
+            meter.errors[code] = meter.errors.get(code, 0) + n
+        meter.storage += int(state.get("storage", 0))
+
+    def _fleet(self) -> Meter:
+        """The whole fleet, added up from the apps on demand (off the request path)."""
+        fleet = Meter()
+        for meter in self._apps.values():
+            for k, v in meter.counters.items():
+                fleet.counters[k] += v
+            for code, n in meter.errors.items():
+                fleet.errors[code] = fleet.errors.get(code, 0) + n
+            fleet.storage += meter.storage
+            fleet._latency.extend(meter._latency)
+            fleet._samples += meter._samples
+            for bucket, row in meter.series[1].items():
+                total = fleet.series[1].setdefault(bucket, [0.0] * len(SERIES_FIELDS))
+                for i, v in enumerate(row):
+                    total[i] += v
+        return fleet
 
     def record(self, app: str, facet: str, usage: Usage, error: str | None,
                storage: int | None = None) -> None:
@@ -206,20 +241,36 @@ class Meters:
             old_storage = meter.storage
             meter.record(usage, error, now, storage)
             delta = meter.storage - old_storage
-            for agg in (self._apps.setdefault(app, Meter()), self._fleet):
-                agg.storage += delta
-                agg.record(usage, error, now, agg.storage)
-                agg.memory = 0  # memory is a per-facet gauge; aggregates sum it on demand
+            agg = self._apps.get(app)
+            if agg is None:
+                agg = self._apps[app] = Meter()
+            agg.storage += delta
+            agg.record(usage, error, now, agg.storage, LIVE_ONLY)
+
+    def series(self, app: str | None, facet: str | None, field: str, resolution: int,
+               points: int) -> list[float]:
+        """Recent buckets of ``field`` for a facet, an app (``facet`` None) or the fleet (both None)."""
+        now = time.time()
+        with self._lock:
+            if facet is not None:
+                meter = self._facets.get((app, facet))
+                return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
+            if resolution in LIVE_ONLY:
+                meter = self._fleet() if app is None else self._apps.get(app)
+                return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
+            # Aggregates keep no minute/hour series: add up their facets'.
+            total = [0.0] * points
+            for (a, _), meter in self._facets.items():
+                if app is None or a == app:
+                    for i, v in enumerate(meter.sparkline(field, resolution, points, now)):
+                        total[i] += v
+            return total
 
     def facet(self, app: str, facet: str) -> Meter | None:
         return self._facets.get((app, facet))
 
     def app(self, app: str) -> Meter | None:
         return self._apps.get(app)
-
-    @property
-    def fleet(self) -> Meter:
-        return self._fleet
 
     def facet_keys(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -232,7 +283,7 @@ class Meters:
             elif app is not None:
                 meter = self._apps.get(app)
             else:
-                meter = self._fleet
+                meter = self._fleet()
             return (meter or Meter()).snapshot()
 
     def remove(self, app: str, facet: str) -> None:
@@ -251,15 +302,13 @@ class Meters:
                     continue
                 meter.dirty = False
                 rows.append((app, facet, meter.saved_state()))
-                for res, bucket in meter.dirty_buckets:
-                    if res == 1:
-                        continue  # per-second buckets are for live sparklines only
+                for res, bucket in meter.dirty_buckets:   # per-second buckets are never stored
                     values = meter.series[res].get(bucket)
                     if values is not None:
                         series.append((app, facet, res, bucket, list(values)))
                 meter.dirty_buckets.clear()
                 meter.trim(now)
-            for agg in [*self._apps.values(), self._fleet]:
+            for agg in self._apps.values():
                 agg.dirty_buckets.clear()
                 agg.trim(now)
         return rows, series

@@ -141,13 +141,23 @@ class QuotaBook:
                  base: Quotas | None = None) -> None:
         self._base = base or Quotas()
         self._settings: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (settings or {}).items()}
+        self._cache: dict[tuple[str | None, str | None], Quotas] = {}
 
     def effective(self, app: str | None = None, facet: str | None = None) -> Quotas:
+        """The effective quotas (cached until the next change: this runs on every request)."""
+        key = (app, facet)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         merged: dict[str, Any] = {}
         for scope in ("*", app, f"{app}/{facet}" if app and facet else None):
             if scope is not None:
                 merged.update(self._settings.get(scope, {}))
-        return replace(self._base, **merged) if merged else self._base
+        quotas = replace(self._base, **merged) if merged else self._base
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = quotas
+        return quotas
 
     def explicit(self, scope: str) -> dict[str, Any]:
         return dict(self._settings.get(scope, {}))
@@ -172,6 +182,7 @@ class QuotaBook:
         return scope_of(app, facet), sets, unsets
 
     def apply(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
+        self._cache = {}   # replaced, not cleared: readers on other threads may hold the old one
         current = self._settings.setdefault(scope, {})
         current.update(sets)
         for key in unsets:
@@ -180,6 +191,7 @@ class QuotaBook:
             del self._settings[scope]
 
     def forget(self, scope: str) -> None:
+        self._cache = {}
         self._settings.pop(scope, None)
 
 

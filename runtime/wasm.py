@@ -2,16 +2,26 @@
 
 Engine configuration, the epoch ticker, compiling and caching modules, binding
 the host functions, calling guest exports and reading/writing guest memory.
-Nothing else in the runtime imports ``wasmtime``, so a faster call path (for
-example ctypes straight onto wasmtime's C API instead of ``Func.__call__``,
-which rebuilds the function type on every call) can replace the stock
-wrappers here without touching the rest.
+Nothing else in the runtime imports ``wasmtime``.
 
-Threads: wasmtime-py's calls go through ctypes, which releases the GIL while
-wasm runs, so different facets run in parallel and the epoch ticker keeps
-ticking while a guest spins. Host functions run on the calling thread; the
-instance being entered is kept in a thread-local so the linker's
-store-independent host functions find their request context.
+The hot path talks to wasmtime's C API directly through the ctypes bindings
+wasmtime-py ships (``wasmtime._bindings``), instead of its object wrappers:
+
+* guest exports are called with ``wasmtime_func_call_unchecked`` on a
+  preallocated ``wasmtime_val_raw_t`` array (``Func.__call__`` rebuilds the
+  function type and converts every value on each call: 6-13 us);
+* host functions are ``wasmtime_linker_define_func_unchecked`` callbacks
+  reading raw i32s (the stock trampoline builds a ``Caller`` and ``Val``s per
+  call, and reports Python errors through a process-wide global, which is
+  unsafe with concurrent facets);
+* memory is read and written through ``wasmtime_memory_data`` with our own
+  bounds checks.
+
+The cold path (compiling, instantiating, inspecting modules) uses the stock
+API. Threads: ctypes releases the GIL while wasm runs, so different facets run
+in parallel and the epoch ticker keeps ticking while a guest spins. Host
+functions run on the calling thread; the instance being entered is kept in a
+thread-local so the linker's store-independent host functions find it.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import wasmtime
+from wasmtime import _bindings as capi
 
 from . import abi
 from .errors import BadModule, ErrorCode
@@ -88,32 +99,67 @@ class HostHandler(Protocol):
 _active = threading.local()
 
 
-def _host_function(name: str):
-    """Build the linker callback for host import ``name``.
+def _trap_address(message: str) -> int:
+    """A new wasm trap (owned by wasmtime from here on) as the callback's return value."""
+    data = message.encode("utf-8", errors="replace")
+    return ctypes.cast(capi._wasmtime_trap_new(data, len(data)), ctypes.c_void_p).value or 0
 
-    The callback never lets an arbitrary exception reach wasmtime-py's
-    trampoline (whose error slot is a process-wide global): it records the
-    abort on the instance first, so the outcome is decided per instance.
+
+def _host_callback(name: str, nparams: int, has_result: bool):
+    """Build the raw (unchecked) linker callback for host import ``name``.
+
+    It never lets an exception reach wasmtime: a ``HostAbort`` (or any bug in
+    a host function) is recorded on the instance and turned into a trap, so
+    the outcome is decided per instance.
     """
+    caller_context = capi._wasmtime_caller_context
+    mask = 0xFFFFFFFF  # every i32 of the ABI is a pointer, a length or a level: unsigned
 
-    def callback(caller, *args):
+    def callback(env, caller, args, nargs):
         guest: GuestInstance | None = getattr(_active, "guest", None)
         if guest is None or guest.host is None:
-            raise HostAbort(ErrorCode.INTERNAL, f"host function {name} called outside a request")
-        guest._caller = caller
+            return _trap_address(f"host function {name} called outside a request")
+        outer = guest._inside
+        guest._inside = caller_context(caller)
+        guest._span_cache = None     # the guest ran since we last looked: memory may have grown
         try:
-            # Every i32 of the ABI is a pointer, a length or a level: unsigned.
-            return getattr(guest.host, name)(guest, *(a & 0xFFFFFFFF for a in args))
+            method = getattr(guest.host, name)
+            if nparams == 2:
+                result = method(guest, args[0].i32 & mask, args[1].i32 & mask)
+            elif nparams == 3:
+                result = method(guest, args[0].i32 & mask, args[1].i32 & mask, args[2].i32 & mask)
+            else:
+                result = method(guest, *[args[i].i32 & mask for i in range(nparams)])
+            if has_result:
+                args[0].i64 = result - (1 << 64) if result >= (1 << 63) else result
+            return 0
         except HostAbort as exc:
             guest._abort = exc
-            raise
-        except Exception as exc:  # a bug in a host function must not crash anything
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # the guest trapped in a nested call
+            fault = guest._fault(exc, during="facet_alloc")
+            guest._abort = HostAbort(fault.code, fault.message)
+        except BaseException as exc:  # a bug in a host function must not crash anything
             guest._abort = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed: {exc!r}")
-            raise guest._abort from exc
         finally:
-            guest._caller = None
+            guest._inside = outer
+            guest._span_cache = None
+        return _trap_address(guest._abort.message)
 
-    return callback
+    return capi.wasmtime_func_unchecked_callback_t(callback)
+
+
+#: The callbacks must outlive every linker that uses them: keep them here.
+_CALLBACKS = {name: _host_callback(name, len(params), bool(results))
+              for name, (params, results) in abi.HOST_IMPORTS.items()}
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None)
+_call_unchecked = capi._wasmtime_func_call_unchecked
+_memory_data = capi._wasmtime_memory_data
+_memory_size = capi._wasmtime_memory_data_size
+_set_fuel = capi._wasmtime_context_set_fuel
+_get_fuel = capi._wasmtime_context_get_fuel
+_set_epoch_deadline = capi._wasmtime_context_set_epoch_deadline
+_TrapPtr = ctypes.POINTER(capi.wasm_trap_t)
+_ValRaw2 = capi.wasmtime_val_raw_t * 2
 
 
 class _Ticker(threading.Thread):
@@ -145,11 +191,19 @@ class WasmRuntime:
         config.parallel_compilation = False
         self.engine = wasmtime.Engine(config)
         self.cache_key = self.settings.cache_key()
+        self._ticks: dict[int, int] = {}
         self._linker = wasmtime.Linker(self.engine)
+        self._func_types = []
+        module = abi.IMPORT_MODULE.encode()
         for name, (params, results) in abi.HOST_IMPORTS.items():
             # FuncTypes are built per Engine: sharing one across engines aborts.
             ty = wasmtime.FuncType([_VALTYPES[p] for p in params], [_VALTYPES[r] for r in results])
-            self._linker.define_func(abi.IMPORT_MODULE, name, ty, _host_function(name), access_caller=True)
+            self._func_types.append(ty)
+            error = capi._wasmtime_linker_define_func_unchecked(
+                self._linker.ptr(), module, len(module), name.encode(), len(name), ty.ptr(),
+                _CALLBACKS[name], None, _NO_FINALIZER)
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
         self._ticker = _Ticker(self.engine, self.settings.epoch_tick_ms / 1000)
         self._ticker.start()
 
@@ -214,7 +268,11 @@ class WasmRuntime:
         return self._linker.instantiate_pre(module)
 
     def deadline_ticks(self, timeout_ms: int) -> int:
-        return max(1, math.ceil(timeout_ms / self.settings.epoch_tick_ms)) + 1
+        """Epoch ticks for a deadline of ``timeout_ms`` (one extra: the current tick is partial)."""
+        ticks = self._ticks.get(timeout_ms)
+        if ticks is None:
+            ticks = self._ticks[timeout_ms] = max(1, math.ceil(timeout_ms / self.settings.epoch_tick_ms)) + 1
+        return ticks
 
     def instantiate(self, pre: wasmtime.InstancePre, *, fuel: int, memory_limit: int,
                     timeout_ms: int, table_limit: int = 100_000) -> "GuestInstance":
@@ -247,20 +305,34 @@ class GuestInstance:
     def __init__(self, runtime: WasmRuntime, store: wasmtime.Store, memory_limit: int) -> None:
         self._runtime = runtime
         self._store = store
+        self._ctx = store._context()
+        #: The caller's context while a host function runs (wasmtime wants that one
+        #: used for re-entering the guest and touching its memory), else None.
+        self._inside = None
         self.memory_limit = memory_limit
         self.host: HostHandler | None = None
         self.fuel_used = 0
-        self._caller = None
         self._abort: HostAbort | None = None
-        self._memory: wasmtime.Memory | None = None
+        self._memory = None
         self._alloc = self._handle = self._init = None
+        self._raw = _ValRaw2()
+        self._raw_nested = _ValRaw2()
+        #: (base address, size) of linear memory, valid until the guest runs again.
+        self._span_cache: tuple[int, int] | None = None
+        #: the last (base, size) seen, reused while the size stays the same
+        self._span_known: tuple[int, int] | None = None
+        self._fuel_out = ctypes.c_uint64()
+        self._fuel_ref = ctypes.byref(self._fuel_out)
+        self._trap = _TrapPtr()
+        self._trap_ref = ctypes.byref(self._trap)
 
     def _bind(self, instance: wasmtime.Instance) -> None:
         exports = instance.exports(self._store)
-        self._memory = exports[abi.MEMORY_EXPORT]
-        self._alloc = exports["facet_alloc"]
-        self._handle = exports["facet_handle"]
-        self._init = exports.get("facet_init")
+        self._memory = ctypes.pointer(exports[abi.MEMORY_EXPORT]._memory)
+        self._alloc = ctypes.pointer(exports["facet_alloc"]._func)
+        self._handle = ctypes.pointer(exports["facet_handle"]._func)
+        init = exports.get("facet_init")
+        self._init = ctypes.pointer(init._func) if init is not None else None
 
     # -- limits -------------------------------------------------------------
     def set_memory_limit(self, limit: int) -> None:
@@ -270,23 +342,58 @@ class GuestInstance:
 
     @property
     def memory_size(self) -> int:
-        return self._memory.data_len(self._store) if self._memory is not None else 0
+        if self._memory is None:
+            return 0
+        return self._memory_span()[1]
 
-    # -- entering the guest ------------------------------------------------
-    def _enter(self, func, args: tuple, *, fuel: int, timeout_ms: int, host: HostHandler | None):
-        store = self._store
-        store.set_fuel(fuel)
-        store.set_epoch_deadline(self._runtime.deadline_ticks(timeout_ms))
+    def _memory_span(self) -> tuple[int, int]:
+        cached = self._span_cache
+        if cached is None:
+            ctx = self._inside or self._ctx
+            size = _memory_size(ctx, self._memory)
+            known = self._span_known
+            if known is not None and known[1] == size:
+                # Linear memory only moves when it grows, and then its size changes.
+                cached = known
+            else:
+                cached = (ctypes.addressof(_memory_data(ctx, self._memory).contents), size)
+            self._span_cache = self._span_known = cached
+        return cached
+
+    # -- calls ------------------------------------------------------------------
+    def _call(self, ctx, func, raw, nargs: int) -> None:
+        """Call a guest function on raw values; wasmtime errors and traps are raised."""
+        error = _call_unchecked(ctx, func, raw, nargs, self._trap_ref)
+        self._span_cache = None   # the guest may have grown (and so moved) its memory
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        trap = self._trap
+        if trap:
+            # the Trap object owns the pointer from now on: take a fresh out-slot
+            self._trap = _TrapPtr()
+            self._trap_ref = ctypes.byref(self._trap)
+            raise wasmtime.Trap._from_ptr(trap)
+
+    def _enter(self, run, *, fuel: int, timeout_ms: int, host: HostHandler | None):
+        ctx = self._ctx
+        error = _set_fuel(ctx, fuel)
+        if error:
+            raise GuestFault(ErrorCode.INTERNAL, str(wasmtime.WasmtimeError._from_ptr(error)))
+        _set_epoch_deadline(ctx, self._runtime.deadline_ticks(timeout_ms))
         self.host = host
         self._abort = None
         _active.guest = self
         try:
-            return func(store, *args)
+            return run()
+        except GuestFault:
+            raise
         except Exception as exc:
             raise self._fault(exc, during="call") from None
         finally:
             _active.guest = None
-            self.fuel_used = fuel - store.get_fuel()
+            self._inside = None
+            _get_fuel(ctx, self._fuel_ref)
+            self.fuel_used = fuel - self._fuel_out.value
 
     def _fault(self, exc: Exception, during: str) -> GuestFault:
         if self._abort is not None:  # decided by our own host function, whatever surfaced
@@ -320,61 +427,69 @@ class GuestInstance:
 
     def call_init(self, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> None:
         if self._init is not None:
-            self._enter(self._init, (), fuel=fuel, timeout_ms=timeout_ms, host=host)
+            self._enter(lambda: self._call(self._ctx, self._init, self._raw, 0),
+                        fuel=fuel, timeout_ms=timeout_ms, host=host)
         else:
             self.fuel_used = 0
 
     def handle(self, body: bytes, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> bytes:
         """Run one request through ``facet_alloc`` + ``facet_handle`` and return the response bytes."""
-        def run(store):
-            ptr = self._alloc(store, len(body)) & 0xFFFFFFFF
-            if ptr == 0 and len(body) > 0:
-                if self.memory_size + len(body) > self.memory_limit:
-                    raise HostAbort(ErrorCode.MEMORY_LIMIT,
-                                    f"a request of {len(body)} bytes does not fit in the memory "
-                                    f"quota of {self.memory_limit} bytes")
-                raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({len(body)}) returned 0")
-            if body:
-                self.write(ptr, body, store)
-            packed = self._handle(store, ptr, len(body))
-            resp_ptr, resp_len = abi.unpack(packed)
+        return self._enter(lambda: self._handle_request(body), fuel=fuel, timeout_ms=timeout_ms, host=host)
+
+    def _handle_request(self, body: bytes) -> bytes:
+        raw, ctx, length = self._raw, self._ctx, len(body)
+        raw[0].i32 = length
+        self._call(ctx, self._alloc, raw, 1)
+        ptr = raw[0].i32 & 0xFFFFFFFF
+        if ptr == 0 and length > 0:
+            if self.memory_size + length > self.memory_limit:
+                raise HostAbort(ErrorCode.MEMORY_LIMIT,
+                                f"a request of {length} bytes does not fit in the memory "
+                                f"quota of {self.memory_limit} bytes")
+            raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({length}) returned 0")
+        if length:
             try:
-                return self.read(resp_ptr, resp_len, store)
+                self.write(ptr, body)
             except IndexError:
                 raise HostAbort(ErrorCode.BAD_RESPONSE,
-                                f"response {resp_ptr}+{resp_len} lies outside guest memory "
-                                f"({self.memory_size} bytes)") from None
-        return self._enter(lambda store: run(store), (), fuel=fuel, timeout_ms=timeout_ms, host=host)
+                                f"facet_alloc returned {ptr}, which cannot hold {length} bytes") from None
+        raw[0].i32 = ptr
+        raw[1].i32 = length
+        self._call(ctx, self._handle, raw, 2)
+        resp_ptr, resp_len = abi.unpack(raw[0].i64)
+        try:
+            return self.read(resp_ptr, resp_len)
+        except IndexError:
+            raise HostAbort(ErrorCode.BAD_RESPONSE,
+                            f"response {resp_ptr}+{resp_len} lies outside guest memory "
+                            f"({self.memory_size} bytes)") from None
 
     # -- guest memory (bounds-checked) ---------------------------------------
-    def _ctx(self, store=None):
-        if store is not None:
-            return store
-        return self._caller if self._caller is not None else self._store
-
-    def read(self, ptr: int, length: int, store=None) -> bytes:
-        """Copy ``length`` bytes at ``ptr``; ``IndexError`` if any byte is outside memory."""
-        ctx = self._ctx(store)
-        size = self._memory.data_len(ctx)
+    def _span(self, ptr: int, length: int) -> int:
+        """The host address of ``ptr..ptr+length``; ``IndexError`` if any byte is outside memory."""
+        if self._memory is None:
+            raise IndexError("guest memory is not available yet")
+        base, size = self._memory_span()
         if ptr < 0 or length < 0 or ptr + length > size:
             raise IndexError(f"range {ptr}+{length} outside memory of {size} bytes")
-        if length == 0:
-            return b""
-        base = ctypes.addressof(self._memory.data_ptr(ctx).contents)
-        return ctypes.string_at(base + ptr, length)
+        return base + ptr
 
-    def write(self, ptr: int, data: bytes, store=None) -> None:
-        ctx = self._ctx(store)
-        size = self._memory.data_len(ctx)
-        if ptr < 0 or ptr + len(data) > size:
-            raise IndexError(f"range {ptr}+{len(data)} outside memory of {size} bytes")
+    def read(self, ptr: int, length: int) -> bytes:
+        """Copy ``length`` bytes at ``ptr``; ``IndexError`` if any byte is outside memory."""
+        address = self._span(ptr, length)
+        return ctypes.string_at(address, length) if length else b""
+
+    def write(self, ptr: int, data: bytes) -> None:
+        address = self._span(ptr, len(data))
         if data:
-            base = ctypes.addressof(self._memory.data_ptr(ctx).contents)
-            ctypes.memmove(base + ptr, data, len(data))
+            ctypes.memmove(address, data, len(data))
 
     def alloc(self, size: int) -> int:
         """Call the guest's ``facet_alloc`` from inside a host function."""
-        return self._alloc(self._ctx(), size) & 0xFFFFFFFF
+        raw = self._raw_nested
+        raw[0].i32 = size
+        self._call(self._inside or self._ctx, self._alloc, raw, 1)
+        return raw[0].i32 & 0xFFFFFFFF
 
 
 def _func_type_is(ty, params: tuple[str, ...], results: tuple[str, ...]) -> bool:

@@ -60,7 +60,8 @@ class TableBrowser(Vertical):
         self._first_rowid: int | None = None
         self._last_rowid: int | None = None
         self._offset = 0
-        self._total = 0
+        #: rows in the table; counted after the first page is shown (a count walks the table)
+        self._total: int | None = None
         self._version: int | None = None
         self._loading = False
 
@@ -104,8 +105,9 @@ class TableBrowser(Vertical):
         assert reader is not None
         name = self.table.replace("]", "]]")
         n = self.PAGE_SIZE
-        self._total = reader.query(f"SELECT count(*) FROM [{name}]")["rows"][0][0]
         if not self._keyset:
+            if self._total is None or direction == "last":
+                self._total = self._count()
             if direction == "first":
                 self._offset = 0
             elif direction == "last":
@@ -140,6 +142,10 @@ class TableBrowser(Vertical):
             self._first_rowid = self._last_rowid = None
         return ["rowid", *result["columns"][1:]], rows
 
+    def _count(self) -> int:
+        assert self._reader is not None
+        return self._reader.query(f"SELECT count(*) FROM [{self.table.replace(']', ']]')}]")["rows"][0][0]
+
     @work(thread=True, exclusive=True, group="table-browser")
     def _load(self, direction: str) -> None:
         if self._reader is None:
@@ -147,10 +153,13 @@ class TableBrowser(Vertical):
         try:
             columns, rows = self._fetch(direction)
             self._version = self._reader.data_version()
+            self.app.call_from_thread(self._show, columns, rows)
+            # The page is on screen; now the total, which walks the whole table.
+            self._total = self._count()
         except FacetsError as exc:
             self.app.call_from_thread(self._show_error, exc.message)
             return
-        self.app.call_from_thread(self._show, columns, rows)
+        self.app.call_from_thread(self._show_status, len(rows))
 
     def _show(self, columns: list[str], rows: list[list[Any]]) -> None:
         grid = self.query_one(DataTable)
@@ -161,11 +170,15 @@ class TableBrowser(Vertical):
         grid.add_rows([[safe(v) for v in row] for row in rows])
         if rows:
             grid.move_cursor(row=min(cursor, len(rows) - 1))
+        self._show_status(len(rows))
+
+    def _show_status(self, shown: int) -> None:
         if self._keyset:
-            where = f"rowid {self._first_rowid}–{self._last_rowid}" if rows else "empty"
+            where = f"rowid {self._first_rowid}–{self._last_rowid}" if shown else "empty"
         else:
-            where = f"rows {self._offset + 1}–{self._offset + len(rows)}" if rows else "empty"
-        self.status = f"{self.table}  ·  {where}  ·  {self._total:,} rows  ·  PgUp/PgDn page, g/G first/last"
+            where = f"rows {self._offset + 1}–{self._offset + shown}" if shown else "empty"
+        total = "counting…" if self._total is None else f"{self._total:,} rows"
+        self.status = f"{self.table}  ·  {where}  ·  {total}  ·  PgUp/PgDn page, g/G first/last"
 
     def _show_error(self, message: str) -> None:
         self.status = f"{self.table}: {message}"

@@ -1,0 +1,26 @@
+;; The benchmark module: every request makes one SQL write and answers with
+;; the host's reply. facet_init creates the table. Used by both the supervisor
+;; and the bare stock host, so they run exactly the same guest code.
+(module
+  (import "facet" "sql" (func $sql (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (global $done (mut i32) (i32.const 0))
+  (data (i32.const 0) "{\"sql\":\"CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v INTEGER)\"}")
+  (data (i32.const 128) "{\"sql\":\"INSERT INTO t(v) VALUES (?)\",\"params\":[42]}")
+  (func $alloc (export "facet_alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (if (global.get $done)
+      (then (global.set $heap (i32.const 1024)) (global.set $done (i32.const 0))))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (if (i32.gt_u (global.get $heap) (i32.const 65536)) (then (return (i32.const 0))))
+    (local.get $p))
+  (func (export "facet_init")
+    (drop (call $sql (i32.const 0) (i32.const 73))))
+  (func (export "facet_handle") (param i32 i32) (result i64)
+    (local $r i64)
+    (local.set $r (call $sql (i32.const 128) (i32.const 51)))
+    (global.set $done (i32.const 1))
+    (local.get $r))
+)
