@@ -27,7 +27,7 @@ from .wasm import GuestFault, GuestInstance, WasmRuntime
 STORAGE_GAUGE_PERIOD = 0.1
 
 
-@dataclass
+@dataclass(slots=True)
 class CallResult:
     """The outcome of one request.
 

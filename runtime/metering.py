@@ -44,7 +44,7 @@ LIVE_ONLY = (1,)
 LATENCY_WINDOW = 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     """What one request used (see the module docstring for what each field counts)."""
 

@@ -117,7 +117,7 @@ class SqlFailure(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(slots=True)
 class StatementResult:
     columns: list[str]
     rows: list[list[Any]]
