@@ -33,6 +33,8 @@ from .errors import BadRequest, ErrorCode, NotFound
 #: outside guest mode (SQLite authorizes at prepare time; Python caches statements).
 _NONCE = f"/* facets:{secrets.token_hex(8)} */"
 
+_BEGIN, _COMMIT, _ROLLBACK = (f"{verb} {_NONCE}" for verb in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+
 RESERVED_PREFIX = "_facets"
 
 #: PRAGMAs a guest may run, read-only: those that take a table/index name argument...
@@ -207,16 +209,16 @@ class FacetDB:
     def begin(self, deadline: float = math.inf) -> None:
         self._deadline = deadline
         self.timed_out = False
-        self._conn.execute(f"BEGIN IMMEDIATE {_NONCE}")
+        self._conn.execute(_BEGIN)
 
     def commit(self) -> None:
         self._deadline = math.inf
-        self._conn.execute(f"COMMIT {_NONCE}")
+        self._conn.execute(_COMMIT)
 
     def rollback(self) -> None:
         self._deadline = math.inf
         if self._conn.in_transaction:
-            self._conn.execute(f"ROLLBACK {_NONCE}")
+            self._conn.execute(_ROLLBACK)
 
     @property
     def in_transaction(self) -> bool:

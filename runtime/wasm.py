@@ -374,7 +374,7 @@ class GuestInstance:
             self._trap_ref = ctypes.byref(self._trap)
             raise wasmtime.Trap._from_ptr(trap)
 
-    def _enter(self, run, *, fuel: int, timeout_ms: int, host: HostHandler | None):
+    def _enter(self, run, *args, fuel: int, timeout_ms: int, host: HostHandler | None):
         ctx = self._ctx
         error = _set_fuel(ctx, fuel)
         if error:
@@ -384,7 +384,7 @@ class GuestInstance:
         self._abort = None
         _active.guest = self
         try:
-            return run()
+            return run(*args)
         except GuestFault:
             raise
         except Exception as exc:
@@ -427,14 +427,14 @@ class GuestInstance:
 
     def call_init(self, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> None:
         if self._init is not None:
-            self._enter(lambda: self._call(self._ctx, self._init, self._raw, 0),
+            self._enter(self._call, self._ctx, self._init, self._raw, 0,
                         fuel=fuel, timeout_ms=timeout_ms, host=host)
         else:
             self.fuel_used = 0
 
     def handle(self, body: bytes, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> bytes:
         """Run one request through ``facet_alloc`` + ``facet_handle`` and return the response bytes."""
-        return self._enter(lambda: self._handle_request(body), fuel=fuel, timeout_ms=timeout_ms, host=host)
+        return self._enter(self._handle_request, body, fuel=fuel, timeout_ms=timeout_ms, host=host)
 
     def _handle_request(self, body: bytes) -> bytes:
         raw, ctx, length = self._raw, self._ctx, len(body)

@@ -97,6 +97,8 @@ class AppsScreen(ConsoleScreen):
         self.app.call_from_thread(self._show_apps, infos)
 
     def _show_apps(self, infos) -> None:
+        if not self.is_attached:
+            return
         table = self.query_one("#apps-table", DataTable)
         selected = self._selected_app()
         table.clear()
@@ -131,6 +133,8 @@ class AppsScreen(ConsoleScreen):
         self.app.call_from_thread(self._show_detail, versions, facets)
 
     def _show_detail(self, versions, facets) -> None:
+        if not self.is_attached:
+            return
         table = self.query_one("#versions-table", DataTable)
         table.clear()
         for v in reversed(versions):
@@ -164,10 +168,15 @@ class AppsScreen(ConsoleScreen):
         try:
             version = self.sup.load_app(path, name)
         except FacetsError as exc:
-            self.app.call_from_thread(self.query_one("#apps-status", Static).update,
-                                      Text(f"{exc.code}: {exc.message}", style="red"))
+            self.app.call_from_thread(self._loaded, Text(f"{exc.code}: {exc.message}", style="red"), False)
             return
         message = f"{version.app} is at version {version.version} ({version.sha256[:12]})"
-        self.app.call_from_thread(self.query_one("#apps-status", Static).update, Text(message, style="green"))
-        self.app.call_from_thread(self.query_one("#load-row").remove_class, "-open")
-        self.app.call_from_thread(self.action_reload)
+        self.app.call_from_thread(self._loaded, Text(message, style="green"), True)
+
+    def _loaded(self, message: Text, ok: bool) -> None:
+        if not self.is_attached:
+            return
+        self.query_one("#apps-status", Static).update(message)
+        if ok:
+            self.query_one("#load-row").remove_class("-open")
+            self.action_reload()

@@ -70,11 +70,17 @@ class BillingScreen(ConsoleScreen):
             bill = self.sup.bill(since=since)
             usage = self.sup.usage()
         except FacetsError as exc:
-            self.app.call_from_thread(self.query_one("#bill-summary", Static).update, Text(exc.message, style="red"))
+            self.app.call_from_thread(self._failed, exc.message)
             return
         self.app.call_from_thread(self._show, bill, usage)
 
+    def _failed(self, message: str) -> None:
+        if self.is_attached:
+            self.query_one("#bill-summary", Static).update(Text(message, style="red"))
+
     def _show(self, bill: dict[str, Any], usage: dict[str, Any]) -> None:
+        if not self.is_attached:
+            return
         period = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['since']))} → " \
                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['until']))} UTC"
         self.query_one("#bill-summary", Static).update(

@@ -80,11 +80,17 @@ class FacetDetailScreen(ConsoleScreen):
         try:
             found = self.sup.tables(self.target)
         except FacetsError as exc:
-            self.app.call_from_thread(self.query_one("#browser-hint", Static).update, safe(exc.message))
+            self.app.call_from_thread(self._tables_failed, exc.message)
             return
         self.app.call_from_thread(self._show_tables, found)
 
+    def _tables_failed(self, message: str) -> None:
+        if self.is_attached:
+            self.query_one("#browser-hint", Static).update(safe(message))
+
     def _show_tables(self, found: list[dict]) -> None:
+        if not self.is_attached:
+            return
         tables = self.query_one("#tables-list", DataTable)
         tables.clear()
         for t in found:
@@ -123,9 +129,13 @@ class FacetDetailScreen(ConsoleScreen):
         self.app.call_from_thread(self._sql_done, result)
 
     def _sql_failed(self, message: str) -> None:
+        if not self.is_attached:
+            return
         self.query_one("#sql-status", Static).update(safe(message))
 
     def _sql_done(self, result: dict) -> None:
+        if not self.is_attached:
+            return
         grid = self.query_one("#sql-result", DataTable)
         grid.clear(columns=True)
         for column in result["columns"]:

@@ -145,6 +145,8 @@ class FacetsScreen(ConsoleScreen):
 
     def _apply(self, rows: dict[str, FacetRow], totals: str, rps_series: list[float], traffic: str) -> None:
         self._refreshing = False
+        if not self.is_attached:
+            return
         self.query_one(FleetHeader).show(totals, rps_series, traffic)
         table = self.query_one(DataTable)
         previous = self._rows

@@ -63,4 +63,8 @@ class CallPanel(Vertical):
     @work(thread=True, exclusive=True, group="call-panel")
     def _call(self, body: str) -> None:
         result = self.sup.call(self.target, body.encode("utf-8"))
-        self.app.call_from_thread(self.query_one("#call-response", Static).update, describe(result))
+        self.app.call_from_thread(self._show, describe(result))
+
+    def _show(self, text: Text) -> None:
+        if self.is_attached:   # the view may have closed while the request ran
+            self.query_one("#call-response", Static).update(text)

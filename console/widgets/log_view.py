@@ -103,6 +103,8 @@ class LogView(Vertical):
         self.app.call_from_thread(self._replace, records)
 
     def _replace(self, records: list[LogRecord]) -> None:
+        if not self.is_attached:
+            return
         self._history.clear()
         self._history.extend(records)
         self._redraw()

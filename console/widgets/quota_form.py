@@ -75,6 +75,8 @@ class QuotaForm(Vertical):
         self.app.call_from_thread(self._fill, effective, explicit)
 
     def _fill(self, effective: dict[str, Any], explicit: dict[str, Any]) -> None:
+        if not self.is_attached:
+            return
         level = "this facet" if "/" in self.target else "this app" if self.target != "*" else "global"
         for key in self.keys:
             text = show_value(key, effective[key])
@@ -138,10 +140,14 @@ class QuotaForm(Vertical):
         self.app.call_from_thread(self._applied, changes)
 
     def _refused(self, message: str) -> None:
+        if not self.is_attached:
+            return
         result = self.query_one("#quota-result", Static)
         result.update(Text(f"refused, nothing changed: {message}", style="bold red"))
 
     def _applied(self, changes: dict[str, str]) -> None:
+        if not self.is_attached:
+            return
         described = ", ".join(f"{k}={v}" for k, v in changes.items())
         self.query_one("#quota-result", Static).update(
             Text(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))

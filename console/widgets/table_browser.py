@@ -70,7 +70,8 @@ class TableBrowser(Vertical):
         yield DataTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
 
     def watch_status(self, status: str) -> None:
-        self.query_one("#browser-status", Static).update(status)
+        for label in self.query("#browser-status").results(Static):   # none once unmounted
+            label.update(status)
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
@@ -162,6 +163,8 @@ class TableBrowser(Vertical):
         self.app.call_from_thread(self._show_status, len(rows))
 
     def _show(self, columns: list[str], rows: list[list[Any]]) -> None:
+        if not self.is_attached:   # closed while the page was loading
+            return
         grid = self.query_one(DataTable)
         cursor = grid.cursor_row
         grid.clear(columns=True)
@@ -173,6 +176,8 @@ class TableBrowser(Vertical):
         self._show_status(len(rows))
 
     def _show_status(self, shown: int) -> None:
+        if not self.is_attached:
+            return
         if self._keyset:
             where = f"rowid {self._first_rowid}–{self._last_rowid}" if shown else "empty"
         else:
@@ -181,6 +186,8 @@ class TableBrowser(Vertical):
         self.status = f"{self.table}  ·  {where}  ·  {total}  ·  PgUp/PgDn page, g/G first/last"
 
     def _show_error(self, message: str) -> None:
+        if not self.is_attached:
+            return
         self.status = f"{self.table}: {message}"
 
     # -- live refresh ---------------------------------------------------------------

@@ -88,10 +88,14 @@ class UsagePanel(Vertical):
         self.app.call_from_thread(self._show, usage, quotas.as_dict(), series)
 
     def _failed(self, message: str) -> None:
+        if not self.is_attached:
+            return
         self._busy = False
         self.query_one("#usage-counters", Static).update(message)
 
     def _show(self, usage: dict[str, Any], quotas: dict[str, Any], series: dict[str, list[float]]) -> None:
+        if not self.is_attached:
+            return
         self._busy = False
         requests = usage["requests"] or 0
 
