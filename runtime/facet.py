@@ -75,6 +75,7 @@ class FacetSlot:
         self._storage_limit_applied: int | None = None
         #: Database size in bytes as of the last committed write (None: not measured yet).
         self.storage: int | None = None
+        self.memory = 0
         self._storage_measured = float("-inf")
         #: Supervisor events produced while handling (instantiated, trapped...).
         self.events: list[LogRecord] = []
@@ -88,21 +89,11 @@ class FacetSlot:
         return "warm" if self.guest is not None else "cold"
 
     def memory_bytes(self) -> int:
-        guest = self.guest
-        return guest.memory_size if guest is not None else 0
-
-    def storage_bytes(self) -> int:
-        if self.db is not None:
-            return self.db.storage_bytes()
-        try:
-            return self.db_path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        """Linear memory of the warm instance as of its last request. Safe from any thread:
+        a wasmtime store must not be touched while another thread runs in it."""
+        return self.memory if self.guest is not None else 0
 
     # -- lifecycle ------------------------------------------------------------
-    def drop_instance(self) -> None:
-        self.guest = None
-
     def close(self) -> None:
         """Evict: drop the instance and close the database connection."""
         self.guest = None
@@ -257,7 +248,7 @@ class FacetSlot:
             usage.rows_written = 0  # rolled back: nothing was written
         usage.wall_ms = (time.perf_counter() - started) * 1000
         if self.guest is not None:
-            usage.memory = self.guest.memory_size
+            usage.memory = self.memory = self.guest.memory_size
         if self.events:
             logs.extend(self.events)
             self.events = []

@@ -272,10 +272,6 @@ class Meters:
     def app(self, app: str) -> Meter | None:
         return self._apps.get(app)
 
-    def facet_keys(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._facets)
-
     def snapshot(self, app: str | None = None, facet: str | None = None) -> dict[str, Any]:
         with self._lock:
             if facet is not None:

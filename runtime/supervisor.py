@@ -19,7 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .abi import is_valid_name
 from .apps import AppStore, AppVersion
@@ -753,9 +753,6 @@ class Supervisor:
         finally:
             reader.close()
 
-    def iter_facets(self) -> Iterator[tuple[str, str]]:
-        with self._lock:
-            return iter(sorted(self._created))
 
 
 def raise_fd_limit() -> int:

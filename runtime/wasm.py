@@ -30,7 +30,6 @@ import ctypes
 import hashlib
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -507,6 +506,3 @@ def _first_line(exc: BaseException) -> str:
         return lines[-1]
     return lines[0]
 
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000
