@@ -135,15 +135,21 @@ class FacetsScreen(ConsoleScreen):
                       f"{fleet['requests']:,} requests · {fleet['error_count']:,} errors · "
                       f"{human_bytes(fleet['storage'])} stored · {rps_series[-2]:.0f} req/s")
             traffic = self.console.traffic_status()
+            # Compare here, in the worker: the UI thread then touches only what changed,
+            # which keeps keys answered quickly with thousands of facets.
+            previous = self._rows
+            changed = [key for key, row in rows.items() if previous.get(key) != row]
+            removed = [key for key in previous if key not in rows]
         except Exception as exc:  # the supervisor is shutting down
             self.app.call_from_thread(self._refresh_failed, exc)
             return
-        self.app.call_from_thread(self._apply, rows, totals, rps_series[:-1], traffic)
+        self.app.call_from_thread(self._apply, rows, changed, removed, totals, rps_series[:-1], traffic)
 
     def _refresh_failed(self, exc: Exception) -> None:
         self._refreshing = False
 
-    def _apply(self, rows: dict[str, FacetRow], totals: str, rps_series: list[float], traffic: str) -> None:
+    def _apply(self, rows: dict[str, FacetRow], changed: list[str], removed: list[str], totals: str,
+               rps_series: list[float], traffic: str) -> None:
         self._refreshing = False
         if not self.is_attached:
             return
@@ -152,10 +158,11 @@ class FacetsScreen(ConsoleScreen):
         previous = self._rows
         self._rows = rows
         resort = False
-        for key in list(previous):
-            if key not in rows and key in table.rows:
+        for key in removed:
+            if key in table.rows:
                 table.remove_row(key)
-        for key, row in rows.items():
+        for key in changed:
+            row = rows[key]
             visible = self._matches(row)
             in_table = key in table.rows
             if visible and not in_table:
@@ -166,14 +173,13 @@ class FacetsScreen(ConsoleScreen):
                 table.remove_row(key)
             elif in_table:
                 old = previous.get(key)
-                if old != row:
-                    new_cells = row.cells()
-                    old_cells = old.cells() if old else {}
-                    for column, _ in COLUMNS:
-                        if old_cells.get(column) != new_cells[column]:
-                            table.update_cell(key, column, new_cells[column])
-                    if old is None or old.sort_value(self.sort_column) != row.sort_value(self.sort_column):
-                        resort = True
+                new_cells = row.cells()
+                old_cells = old.cells() if old else {}
+                for column, _ in COLUMNS:
+                    if old_cells.get(column) != new_cells[column]:
+                        table.update_cell(key, column, new_cells[column])
+                if old is None or old.sort_value(self.sort_column) != row.sort_value(self.sort_column):
+                    resort = True
         if resort:
             self._sort()
 
