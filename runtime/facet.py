@@ -248,7 +248,7 @@ class FacetSlot:
             usage.rows_written = 0  # rolled back: nothing was written
         usage.wall_ms = (time.perf_counter() - started) * 1000
         if self.guest is not None:
-            usage.memory = self.memory = self.guest.memory_size
+            self.memory = usage.memory   # measured when the guest returned (handle's finally)
         if self.events:
             logs.extend(self.events)
             self.events = []

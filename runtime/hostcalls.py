@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .wasm import GuestInstance
 
 MAX_RANDOM_BYTES = 65_536
+_INT64 = 2**63
 #: Built once: json.dumps with options builds a new encoder on every call.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 TRUNCATION_MARKER = " …[truncated]"
@@ -114,17 +115,24 @@ class RequestContext:
 
     @staticmethod
     def _parse_sql_request(request: Any) -> tuple[str, list[Any]]:
-        if not isinstance(request, dict) or not isinstance(request.get("sql"), str):
+        statement = request.get("sql") if type(request) is dict else None
+        if type(statement) is not str:
             raise SqlFailure(ErrorCode.BAD_REQUEST, 'expected {"sql": "...", "params": [...]}')
-        params = request.get("params", [])
+        params = request.get("params")
         if params is None:
-            params = []
-        if not isinstance(params, list):
+            return statement, []
+        if type(params) is not list:
             raise SqlFailure(ErrorCode.BAD_REQUEST, "params must be a JSON array")
-        try:
-            return request["sql"], [from_json_param(p) for p in params]
-        except ValueError as exc:
-            raise SqlFailure(ErrorCode.BAD_REQUEST, str(exc)) from None
+        for value in params:   # the common case: plain scalars, used as they are
+            kind = type(value)
+            if kind is str or kind is float or kind is bool or value is None or \
+                    (kind is int and -_INT64 <= value < _INT64):
+                continue
+            try:
+                return statement, [from_json_param(p) for p in params]
+            except ValueError as exc:
+                raise SqlFailure(ErrorCode.BAD_REQUEST, str(exc)) from None
+        return statement, params
 
     def log(self, guest: "GuestInstance", level: int, ptr: int, length: int) -> None:
         raw = self._read(guest, ptr, length, "log message")

@@ -346,6 +346,9 @@ class GuestInstance:
         return self._memory_span()[1]
 
     def _memory_span(self) -> tuple[int, int]:
+        """(base address, size) of linear memory, asked of wasmtime once per guest run."""
+        if self._memory is None:
+            raise IndexError("guest memory is not available yet")
         cached = self._span_cache
         if cached is None:
             ctx = self._inside or self._ctx
@@ -464,24 +467,21 @@ class GuestInstance:
                             f"({self.memory_size} bytes)") from None
 
     # -- guest memory (bounds-checked) ---------------------------------------
-    def _span(self, ptr: int, length: int) -> int:
-        """The host address of ``ptr..ptr+length``; ``IndexError`` if any byte is outside memory."""
-        if self._memory is None:
-            raise IndexError("guest memory is not available yet")
-        base, size = self._memory_span()
-        if ptr < 0 or length < 0 or ptr + length > size:
-            raise IndexError(f"range {ptr}+{length} outside memory of {size} bytes")
-        return base + ptr
-
     def read(self, ptr: int, length: int) -> bytes:
         """Copy ``length`` bytes at ``ptr``; ``IndexError`` if any byte is outside memory."""
-        address = self._span(ptr, length)
-        return ctypes.string_at(address, length) if length else b""
+        base, size = self._span_cache or self._memory_span()
+        if ptr < 0 or length < 0 or ptr + length > size:
+            raise IndexError(f"range {ptr}+{length} outside memory of {size} bytes")
+        return ctypes.string_at(base + ptr, length) if length else b""
 
     def write(self, ptr: int, data: bytes) -> None:
-        address = self._span(ptr, len(data))
-        if data:
-            ctypes.memmove(address, data, len(data))
+        """Copy ``data`` to ``ptr``; ``IndexError`` if any byte would land outside memory."""
+        base, size = self._span_cache or self._memory_span()
+        length = len(data)
+        if ptr < 0 or ptr + length > size:
+            raise IndexError(f"range {ptr}+{length} outside memory of {size} bytes")
+        if length:
+            ctypes.memmove(base + ptr, data, length)
 
     def alloc(self, size: int) -> int:
         """Call the guest's ``facet_alloc`` from inside a host function."""
