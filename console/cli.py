@@ -19,7 +19,7 @@ from rich.console import Console
 
 from runtime import FacetsError, Supervisor, default_data_dir
 
-from .commands import SPECS, CommandError, UsageError, execute, parse
+from .commands import SPECS, CommandError, UsageError, execute, failure, parse
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
 from .render import render
 
@@ -86,15 +86,13 @@ def _make_command(name: str) -> click.Command:
         try:
             cmd = parse(line)
         except UsageError as exc:
-            _print({"cmd": line, "ok": False, "error": {"code": exc.code, "message": exc.message}}, as_json)
+            _print(failure(line, exc), as_json)
             sys.exit(EXIT_USAGE)
         try:
             with open_supervisor(ctx.obj["data"]) as sup:
                 result = {"cmd": line, "ok": True, **execute(sup, cmd)}
-        except CommandError as exc:
-            result = {"cmd": line, "ok": False, "error": {"code": exc.code, "message": exc.message}}
-        except FacetsError as exc:
-            result = {"cmd": line, "ok": False, "error": {"code": str(exc.code), "message": exc.message}}
+        except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
+            result = failure(line, exc)
         _print(result, as_json)
         sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 

@@ -308,6 +308,11 @@ def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[st
         raise CommandError(f"{type(exc).__name__}: {exc}", "io_error") from None
 
 
+def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:
+    """The result of a command that failed: ``{"cmd", "ok": false, "error": {code, message}}``."""
+    return {"cmd": line, "ok": False, "error": {"code": str(exc.code), "message": exc.message}}
+
+
 def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str, Any] | None:
     """Parse and run one line; the result always has ``cmd`` and ``ok``. None for blank lines."""
     try:
@@ -316,6 +321,6 @@ def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str,
             return None
         result = execute(sup, cmd, readonly=readonly)
     except CommandError as exc:
-        return {"cmd": line.strip(), "ok": False, "error": {"code": exc.code, "message": exc.message}}
+        return failure(line.strip(), exc)
     return {"cmd": cmd.line, "ok": True, **result}
 

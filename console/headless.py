@@ -14,7 +14,7 @@ from typing import IO, Iterable
 
 from runtime import Supervisor
 
-from .commands import UsageError, execute, parse, CommandError
+from .commands import CommandError, UsageError, execute, failure, parse
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,8 +32,7 @@ def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout,
         try:
             cmd = parse(line)
         except UsageError as exc:
-            _emit(out, {"cmd": line.strip(), "ok": False, "line": number,
-                        "error": {"code": exc.code, "message": f"line {number}: {exc.message}"}})
+            _emit(out, {**failure(line.strip(), UsageError(f"line {number}: {exc.message}")), "line": number})
             return EXIT_USAGE
         if cmd is not None:
             parsed.append(cmd)
@@ -42,7 +41,7 @@ def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout,
         try:
             result = {"cmd": cmd.line, "ok": True, **execute(sup, cmd, readonly=readonly)}
         except CommandError as exc:
-            result = {"cmd": cmd.line, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+            result = failure(cmd.line, exc)
             status = EXIT_FAILED
         _emit(out, result)
         if fail_fast and status != EXIT_OK:

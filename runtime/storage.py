@@ -366,3 +366,9 @@ class FacetReader:
 
     def close(self) -> None:
         self._conn.close()
+
+    def __enter__(self) -> "FacetReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

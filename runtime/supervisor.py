@@ -331,15 +331,12 @@ class Supervisor:
             raise BadRequest(f"{dest_path} already exists; export never overwrites")
         if not dest_path.parent.is_dir():
             raise NotFound(f"no directory {str(dest_path.parent)!r}")
-        reader = self.reader(target)
-        try:
+        with self.reader(target) as reader:
             dest = sqlite3.connect(dest_path)
             try:
                 reader.backup(dest)
             finally:
                 dest.close()
-        finally:
-            reader.close()
         return dest_path.stat().st_size
 
     def import_facet(self, path: str | os.PathLike, target: str) -> list[str]:
@@ -731,27 +728,18 @@ class Supervisor:
         return FacetReader(str(self.db_path(target)))
 
     def tables(self, target: str) -> list[dict[str, Any]]:
-        reader = self.reader(target)
-        try:
+        with self.reader(target) as reader:
             return reader.tables()
-        finally:
-            reader.close()
 
     def rows(self, target: str, table: str, *, limit: int = 100, offset: int = 0,
              where: str | None = None) -> dict[str, Any]:
-        reader = self.reader(target)
-        try:
+        with self.reader(target) as reader:
             return reader.rows(table, limit=limit, offset=offset, where=where)
-        finally:
-            reader.close()
 
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """Run a read-only operator query on the facet's database."""
-        reader = self.reader(target)
-        try:
+        with self.reader(target) as reader:
             return reader.query(sql, params)
-        finally:
-            reader.close()
 
 
 

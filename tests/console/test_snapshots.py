@@ -13,21 +13,14 @@ from console.screens.facet_detail import FacetDetailScreen
 from console.widgets.table_browser import TableBrowser
 from textual.widgets import DataTable
 
+from tests.console.waiting import until
+
 SIZE = (130, 34)
 
 
-async def settle(pilot, condition, timeout=10.0):
-    waited = 0.0
-    while True:
-        try:
-            if condition():
-                break
-        except Exception:
-            pass
-        if waited > timeout:
-            raise AssertionError("the view did not settle")
-        await pilot.pause(0.05)
-        waited += 0.05
+async def settle(pilot, condition):
+    """Wait for ``condition``, then let the screen finish drawing."""
+    await until(pilot, condition)
     await pilot.pause(0.3)
 
 

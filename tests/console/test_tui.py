@@ -9,7 +9,6 @@ import json
 
 import pytest
 from rich.console import Console
-from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from console.app import FacetsConsole
@@ -20,6 +19,7 @@ from console.screens.help import HelpScreen
 from console.screens.result import CommandResultScreen
 from console.widgets.table_browser import TableBrowser
 from tests.conftest import fixture, sql_body
+from tests.console.waiting import until
 
 SIZE = (140, 40)
 
@@ -30,23 +30,6 @@ def run_async(test):
     def wrapper(*args, **kwargs):
         return asyncio.run(test(*args, **kwargs))
     return wrapper
-
-
-async def until(pilot, condition, timeout=10.0):
-    """Let the app run until ``condition()`` holds (workers finish, timers fire)."""
-    waited = 0.0
-    while not _holds(condition):
-        if waited > timeout:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.05)
-        waited += 0.05
-
-
-def _holds(condition) -> bool:
-    try:
-        return bool(condition())
-    except NoMatches:      # the view is still being composed
-        return False
 
 
 def table_keys(table: DataTable) -> list[str]:
