@@ -10,9 +10,10 @@ Failure rules, so a guest always gets a predictable outcome:
 * A readable but wrong ``sql`` request (no ``sql`` key, a non-scalar
   parameter) and every SQL failure is answered in JSON:
   ``{"ok": false, "error": {"code": ..., "message": ...}}``.
-* ``storage_full`` and ``timeout`` are answered the same way so the guest can
-  log them, and they also mark the request: it is rolled back and fails with
-  that code however the guest goes on.
+* ``storage_full``, ``timeout`` and a statement that rolled back the whole
+  transaction (``ON CONFLICT ROLLBACK``, ``RAISE(ROLLBACK)``) are answered the
+  same way so the guest can log them, and they also mark the request: it is
+  rolled back and fails with that code however the guest goes on.
 * If the guest's ``facet_alloc`` returns 0 or a range outside memory while the
   host writes a result, the request ends with ``bad_response``.
 """
@@ -101,7 +102,7 @@ class RequestContext:
             statement, params = self._parse_sql_request(request)
             result = self.db.execute_guest(statement, params, max_result_bytes=self.max_result_bytes)
         except SqlFailure as failure:
-            if failure.code in (ErrorCode.STORAGE_FULL, ErrorCode.TIMEOUT) and self.poison is None:
+            if failure.fatal and self.poison is None:
                 self.poison = (failure.code, failure.message)
             return self._reply(guest, {"ok": False, "error": {"code": str(failure.code),
                                                               "message": failure.message}})

@@ -34,6 +34,9 @@ from .errors import BadRequest, ErrorCode, NotFound
 _NONCE = f"/* facets:{secrets.token_hex(8)} */"
 
 _BEGIN, _COMMIT, _ROLLBACK = (f"{verb} {_NONCE}" for verb in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
+#: One request of a commit group runs between these (see ``FacetDB.savepoint``).
+_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} facets_request {_NONCE}" for verb in
+                                      ("SAVEPOINT", "RELEASE", "ROLLBACK TO"))
 
 RESERVED_PREFIX = "_facets"
 
@@ -110,13 +113,23 @@ def skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
         return False
 
 
-class SqlFailure(Exception):
-    """A guest statement failed; ``code`` is one of the ``sql`` host call's codes."""
+#: Why a request fails after one of its statements rolled back the whole transaction.
+TXN_LOST = ("no transaction: a statement rolled back the request's transaction "
+            "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)), so the request fails")
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+
+class SqlFailure(Exception):
+    """A guest statement failed; ``code`` is one of the ``sql`` host call's codes.
+
+    ``fatal`` failures (storage full, the deadline, a lost transaction) are answered
+    to the guest like the others but also end the request, whatever the guest does next.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.fatal = fatal
 
 
 @dataclass(slots=True)
@@ -220,14 +233,41 @@ class FacetDB:
         if self._conn.in_transaction:
             self._conn.execute(_ROLLBACK)
 
+    def savepoint(self, deadline: float = math.inf) -> None:
+        """Start one request inside the open transaction (a commit group, see ``FacetSlot``)."""
+        self._deadline = deadline
+        self.timed_out = False
+        self._conn.execute(_SAVEPOINT)
+
+    def release(self) -> None:
+        """Keep the request's writes in the transaction; they are durable at its COMMIT."""
+        self._deadline = math.inf
+        self._conn.execute(_RELEASE)
+
+    def rollback_to(self) -> None:
+        """Undo the request's writes, keeping the rest of the transaction."""
+        self._deadline = math.inf
+        if self._conn.in_transaction:
+            self._conn.execute(_ROLLBACK_TO)
+            self._conn.execute(_RELEASE)
+
     @property
     def in_transaction(self) -> bool:
         return self._conn.in_transaction
 
     # -- guest SQL ------------------------------------------------------------
     def execute_guest(self, sql: str, params: list[Any], *, max_result_bytes: int) -> StatementResult:
-        """Run one guest statement; raise ``SqlFailure`` with a stable code."""
+        """Run one guest statement; raise ``SqlFailure`` with a stable code.
+
+        Guest SQL only ever runs inside the platform's transaction. A statement can still
+        end it: ``INSERT OR ROLLBACK``, a column declared ``ON CONFLICT ROLLBACK`` or a
+        trigger's ``RAISE(ROLLBACK)`` roll back everything when they fire. Afterwards
+        SQLite would run the next statement in autocommit mode, written at once and beyond
+        the platform's reach, so that is refused and the request must fail (``TXN_LOST``).
+        """
         conn = self._conn
+        if not conn.in_transaction:
+            raise SqlFailure(ErrorCode.SQL_ERROR, TXN_LOST, fatal=True)
         changes_before = conn.total_changes
         vm_before = self._vm_calls
         self._guest = True
@@ -247,7 +287,12 @@ class FacetDB:
         except SqlFailure:
             raise
         except sqlite3.DatabaseError as exc:
-            raise self._classify(exc) from None
+            failure = self._classify(exc)
+            if not conn.in_transaction:   # SQLite rolled back everything (see above, and SQLITE_FULL)
+                failure.fatal = True
+                if failure.code != ErrorCode.STORAGE_FULL:
+                    failure.message += "; " + TXN_LOST
+            raise failure from None
         except (OverflowError, ValueError, TypeError) as exc:
             raise SqlFailure(ErrorCode.BAD_REQUEST, f"bad parameter: {exc}") from None
         finally:
@@ -262,11 +307,11 @@ class FacetDB:
     def _classify(self, exc: sqlite3.DatabaseError) -> SqlFailure:
         text = str(exc)
         if self.timed_out or text == "interrupted":
-            return SqlFailure(ErrorCode.TIMEOUT, "statement stopped at the request deadline")
+            return SqlFailure(ErrorCode.TIMEOUT, "statement stopped at the request deadline", fatal=True)
         if "not authorized" in text or "authorization denied" in text or "prohibited" in text:
             return SqlFailure(ErrorCode.NOT_AUTHORIZED, text)
         if isinstance(exc, sqlite3.OperationalError) and ("full" in text):
-            return SqlFailure(ErrorCode.STORAGE_FULL, "storage quota reached: " + text)
+            return SqlFailure(ErrorCode.STORAGE_FULL, "storage quota reached: " + text, fatal=True)
         if "too big" in text or "too long" in text or "too many" in text:
             return SqlFailure(ErrorCode.TOO_BIG, text)
         return SqlFailure(ErrorCode.SQL_ERROR, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -32,12 +33,13 @@ def test_vacuum_into_writes_no_file(probe, tmp_path):
     assert not target.exists()
 
 
-def test_vacuum_into_refused_even_outside_a_transaction(tmp_path):
+def test_guest_sql_never_runs_outside_the_platform_transaction(tmp_path):
+    # VACUUM INTO can only run outside a transaction, where guest SQL is refused outright.
     db = FacetDB(str(tmp_path / "f.sqlite3"))
     from runtime.storage import SqlFailure
     with pytest.raises(SqlFailure) as info:
         db.execute_guest(f"VACUUM INTO '{tmp_path / 'copy.sqlite3'}'", [], max_result_bytes=10_000)
-    assert info.value.code == "not_authorized"
+    assert info.value.fatal and "no transaction" in info.value.message
     assert not (tmp_path / "copy.sqlite3").exists()
     db.close()
 
@@ -69,6 +71,31 @@ def test_guest_commit_cannot_escape_the_request_transaction(probe):
     # A trap after an attempted COMMIT still rolls everything back.
     probe.call("probe/t", sql_body("INSERT INTO t VALUES (1)", op="W"))
     assert sql_reply(probe.call("probe/t", sql_body("SELECT count(*) FROM t")))["rows"] == [[0]]
+
+
+def two_statements(first: str, second: str) -> bytes:
+    """A probe request that runs two statements in one request."""
+    a = json.dumps({"sql": first}).encode()
+    return b"D" + bytes([len(a)]) + a + json.dumps({"sql": second}).encode()
+
+
+@pytest.mark.parametrize("rollback", [
+    "INSERT OR ROLLBACK INTO t VALUES (1)",
+    "INSERT INTO guarded VALUES (1)",          # a trigger that runs RAISE(ROLLBACK)
+])
+def test_statement_that_rolls_back_cannot_let_later_writes_escape(probe, rollback):
+    setup = ["CREATE TABLE t(x UNIQUE)", "INSERT INTO t VALUES (1)", "CREATE TABLE guarded(x)",
+             "CREATE TRIGGER no BEFORE INSERT ON guarded BEGIN SELECT RAISE(ROLLBACK, 'no'); END"]
+    for statement in setup:
+        sql_reply(probe.call("probe/r", sql_body(statement)))
+    # The first statement ends the platform's transaction; the second would then be
+    # written at once in autocommit mode. It is refused and the request fails.
+    result = probe.call("probe/r", two_statements(rollback, "INSERT INTO t VALUES (2)"))
+    assert not result.ok and result.error == "sql_error"
+    assert "rolled back the request's transaction" in result.message
+    assert sql_reply(probe.call("probe/r", sql_body("SELECT x FROM t")))["rows"] == [[1]]
+    # the facet goes on serving
+    assert sql_reply(probe.call("probe/r", sql_body("INSERT INTO t VALUES (3)")))["rows_written"] == 1
 
 
 def test_load_extension_is_refused(probe):
