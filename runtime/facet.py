@@ -1,16 +1,24 @@
-"""``FacetSlot``: one facet's warm instance, its database and the request transaction.
+"""``FacetSlot``: one facet's warm instance, its database and the request transactions.
 
-The slot's lock is the input gate (one request at a time per facet); the
-caller takes it. ``handle`` is the output gate: the response leaves only
-after ``COMMIT`` returned, and any failure rolls the whole request back and
-drops the instance, so the next request starts from a fresh instantiation on
-an untouched database.
+The slot's ``lock`` is the input gate: one thread at a time runs requests on a
+facet. Requests that arrive while it is held wait in ``queue``. With commit
+groups (on with ``full`` durability, see ``Supervisor.call``) whoever takes the
+gate next runs everything queued as one group: one ``BEGIN IMMEDIATE``, each
+request in its own ``SAVEPOINT``, one ``COMMIT``. A request that fails rolls
+back to its savepoint and only its own writes are undone; the others commit.
+So a busy facet pays one disk sync per group, not per request.
+
+``run`` is the output gate: a response is handed out only after the ``COMMIT``
+that made its writes durable, and any failure drops the instance, so the next
+request starts from a fresh instantiation on a database without the failed
+writes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +31,12 @@ from .quotas import Quotas
 from .storage import FacetDB
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
-#: Seconds between two measurements of a busy facet's database size.
-STORAGE_GAUGE_PERIOD = 0.1
+#: Seconds between two measurements of a busy facet's database size. A gauge for the
+#: console and the meters; the quota itself is enforced by SQLite on every write.
+STORAGE_GAUGE_PERIOD = 1.0
+
+#: At most this many queued requests share one COMMIT.
+MAX_GROUP = 64
 
 
 @dataclass(slots=True)
@@ -54,8 +66,32 @@ class CallResult:
                    usage=usage or Usage())
 
 
+class Request:
+    """One request on its way through a facet's gate; ``result`` is set once it is answered."""
+
+    __slots__ = ("body", "request_id", "quotas", "result", "logs", "storage", "taken", "done",
+                 "wake", "woken")
+
+    def __init__(self, body: bytes, request_id: str, quotas: Quotas) -> None:
+        self.body = body
+        self.request_id = request_id
+        self.quotas = quotas
+        self.result: CallResult | None = None
+        self.logs: list[LogRecord] = []
+        #: The facet's database size if this request changed the gauge, else None.
+        self.storage: int | None = None
+        #: Taken from the queue into a commit group (it can no longer be withdrawn).
+        self.taken = False
+        #: ``result`` is final and may be handed out (its COMMIT returned).
+        self.done = False
+        #: A queued request's thread sleeps on this (held) lock until ``FacetSlot.wake``.
+        self.wake: threading.Lock | None = None
+        self.woken = False
+
+
 class FacetSlot:
-    """Runtime state of one facet. Every method except ``state`` needs ``lock`` held."""
+    """Runtime state of one facet. Every method except ``state``, ``memory_bytes`` and the
+    queue operations needs ``lock`` (the input gate) held."""
 
     def __init__(self, app: str, name: str, db_path: Path, *, durability: str) -> None:
         self.app = app
@@ -63,7 +99,9 @@ class FacetSlot:
         self.db_path = db_path
         self.durability = durability
         self.lock = threading.Lock()
-        self.waiting = 0
+        #: Requests waiting for the gate, oldest first (guarded by ``queue_lock``).
+        self.queue: deque[Request] = deque()
+        self.queue_lock = threading.Lock()
         self.busy = False
         self.failed = False
         self.deleted = False
@@ -79,6 +117,61 @@ class FacetSlot:
         self._storage_measured = float("-inf")
         #: Supervisor events produced while handling (instantiated, trapped...).
         self.events: list[LogRecord] = []
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the gate (not counting those already running)."""
+        return len(self.queue)
+
+    def enqueue(self, request: Request, sleeps: bool = True) -> None:
+        """Queue a request; its thread then ``sleep``s until woken, unless not ``sleeps``
+        (it waits on the gate itself and is only counted)."""
+        if sleeps:
+            request.wake = threading.Lock()
+            request.wake.acquire()
+        with self.queue_lock:
+            self.queue.append(request)
+
+    def wake(self, request: Request) -> None:
+        """Wake a queued request's thread (once until it slept again; see ``sleep``)."""
+        with self.queue_lock:
+            if request.wake is not None and not request.woken:
+                request.woken = True
+                request.wake.release()
+
+    def wake_next(self) -> None:
+        """After the gate was released: wake the oldest queued request, whose thread then
+        takes the gate and runs the next group (unless someone else took it first)."""
+        if self.queue:
+            try:
+                self.wake(self.queue[0])
+            except IndexError:   # emptied meanwhile: nobody to wake
+                pass
+
+    def sleep(self, request: Request, timeout: float | None) -> bool:
+        """Sleep until woken (True) or ``timeout`` seconds passed (False)."""
+        if not request.wake.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        with self.queue_lock:
+            request.woken = False
+        return True
+
+    def withdraw(self, request: Request) -> bool:
+        """Take a request that gave up waiting out of the queue; False if it already runs."""
+        with self.queue_lock:
+            if request.taken:
+                return False
+            self.queue.remove(request)
+            return True
+
+    def take_group(self) -> list[Request]:
+        """The oldest queued requests, up to ``MAX_GROUP``, for one commit group."""
+        with self.queue_lock:
+            queue = self.queue
+            group = [queue.popleft() for _ in range(min(len(queue), MAX_GROUP))]
+            for request in group:
+                request.taken = True
+        return group
 
     @property
     def state(self) -> str:
@@ -126,8 +219,9 @@ class FacetSlot:
                               max_result_bytes=max(4096, quotas.memory // 4))
 
     def _ensure_instance(self, wasm: WasmRuntime, module: LoadedModule, quotas: Quotas,
-                         request_id: str, usage: Usage) -> RequestContext | None:
-        """Instantiate if needed, then run ``facet_init`` in its own transaction.
+                         request_id: str, usage: Usage, nested: bool) -> RequestContext | None:
+        """Instantiate if needed, then run ``facet_init`` in its own transaction (or, in a
+        commit group, its own savepoint).
 
         Returns the init's context (for its logs) or None when the warm
         instance was reused. Raises ``GuestFault``.
@@ -152,7 +246,8 @@ class FacetSlot:
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
         db = self.db
-        db.begin(deadline=time.monotonic() + quotas.timeout_ms / 1000)
+        deadline = time.monotonic() + quotas.timeout_ms / 1000
+        db.savepoint(deadline) if nested else db.begin(deadline)
         try:
             try:
                 guest.call_init(fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
@@ -160,9 +255,9 @@ class FacetSlot:
                 usage.fuel += guest.fuel_used
             if ctx.poison is not None:
                 raise GuestFault(*ctx.poison)
-            db.commit()
+            db.release() if nested else db.commit()
         except BaseException:
-            db.rollback()
+            db.rollback_to() if nested else db.rollback()
             raise
         finally:
             usage.rows_read += ctx.counters.rows_read
@@ -172,70 +267,133 @@ class FacetSlot:
         self._event(request_id, "info", f"instantiated version {module.version.version}")
         return ctx
 
-    def handle(self, wasm: WasmRuntime, module: LoadedModule, quotas: Quotas,
-               body: bytes, request_id: str) -> tuple[CallResult, list[LogRecord]]:
-        """Run one request as one transaction. Returns the result and its log records."""
-        started = time.perf_counter()
-        usage = Usage()
-        logs: list[LogRecord] = []
+    def run(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request]) -> None:
+        """Run ``group`` (oldest first) and set each request's ``result`` and ``logs``.
+
+        One request is one transaction. Several form a commit group: one transaction,
+        a savepoint per request, one COMMIT, and no result is final before it.
+        """
         self.busy = True
         try:
             try:
-                db = self._ensure_db(quotas)
+                db = self._ensure_db(group[-1].quotas)
             except Exception as exc:  # unreadable file, disk full: this facet fails, others go on
-                return CallResult.failure(ErrorCode.INTERNAL, f"cannot open database: {exc}",
-                                          request_id, usage), logs
-            ctx = None
-            try:
-                init_ctx = self._ensure_instance(wasm, module, quotas, request_id, usage)
-                if init_ctx is not None:
-                    logs.extend(init_ctx.logs)
-                    usage.log_bytes += init_ctx.counters.log_bytes
-                ctx = self._context(request_id, quotas)
-                db.begin(deadline=time.monotonic() + quotas.timeout_ms / 1000)
-                try:
-                    response = self.guest.handle(body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms,
-                                                 host=ctx)
-                    if ctx.poison is not None:
-                        raise GuestFault(*ctx.poison)
-                    if usage.cold_start or (ctx.counters.rows_written
-                                            and started - self._storage_measured > STORAGE_GAUGE_PERIOD):
-                        # Read inside the write transaction (cheap here; a fresh read lock after
-                        # COMMIT), at most every STORAGE_GAUGE_PERIOD: it is a gauge, and the quota
-                        # itself is enforced by SQLite's max_page_count on every write.
-                        self.storage = db.storage_bytes()
-                        self._storage_measured = started
-                    db.commit()
-                finally:
-                    if self.guest is not None:
-                        usage.fuel += self.guest.fuel_used
-                        usage.memory = self.guest.memory_size
-                    if db.in_transaction:
-                        db.rollback()
-            except GuestFault as fault:
-                self.guest = None  # the instance's state is suspect: start fresh next time
-                self.failed = True
-                self.last_error = fault.code
-                self._event(request_id, "warn", f"request failed ({fault.code}): {fault.message}")
-                return self._finish(CallResult.failure(fault.code, fault.message, request_id, usage),
-                                    ctx, logs, started)
-            except Exception as exc:  # sqlite3 errors on BEGIN/COMMIT and host bugs
-                self.guest = None
-                self.failed = True
-                code = ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
-                self.last_error = str(code)
-                self._event(request_id, "error", f"request failed ({code}): {exc}")
-                return self._finish(CallResult.failure(code, f"{type(exc).__name__}: {exc}",
-                                                       request_id, usage), ctx, logs, started)
-            self.failed = False
-            return self._finish(CallResult(ok=True, response=response, request_id=request_id,
-                                           usage=usage), ctx, logs, started)
+                for request in group:
+                    request.result = CallResult.failure(
+                        ErrorCode.INTERNAL, f"cannot open database: {exc}", request.request_id)
+                return
+            if len(group) == 1:
+                self._run_one(wasm, module, group[0], db, nested=False)
+            else:
+                self._run_group(wasm, module, group, db)
         finally:
             self.busy = False
             self.last_used = time.monotonic()
 
+    def _run_group(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request],
+                   db: FacetDB) -> None:
+        try:
+            db.begin()
+        except Exception as exc:   # e.g. the database is locked or unreadable
+            for request in group:
+                request.result = CallResult.failure(ErrorCode.INTERNAL, f"BEGIN failed: {exc}",
+                                                    request.request_id)
+            return
+        released: list[Request] = []   # answered by the guest; durable at the COMMIT
+        for index, request in enumerate(group):
+            self._run_one(wasm, module, request, db, nested=True)
+            if not db.in_transaction:
+                # The request's statement rolled back the whole transaction (see
+                # FacetDB.execute_guest): the requests before it lost their writes. None of
+                # them was answered yet, so each runs again, alone, on a fresh instance.
+                self.guest = None
+                for again in released + group[index + 1:]:
+                    self._run_one(wasm, module, again, db, nested=False)
+                return
+            if request.result.ok:
+                released.append(request)
+        started = time.perf_counter()
+        try:
+            db.commit()
+        except Exception as exc:
+            db.rollback()
+            self.guest = None
+            self.failed = True
+            code = ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+            self.last_error = str(code)
+            for request in released:
+                self._event(request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
+                request.result = CallResult.failure(code, f"COMMIT failed: {type(exc).__name__}: {exc}",
+                                                    request.request_id, request.result.usage)
+                request.result.usage.rows_written = 0
+            if self.events:
+                group[-1].logs.extend(self.events)
+                self.events = []
+            return
+        share = (time.perf_counter() - started) * 1000 / max(1, len(released))
+        for request in released:
+            usage = request.result.usage
+            usage.wall_ms += share   # the COMMIT, shared by those it made durable
+            usage.commit_group = len(released)
+
+    def _run_one(self, wasm: WasmRuntime, module: LoadedModule, request: Request, db: FacetDB,
+                 nested: bool) -> None:
+        """Run one request in a transaction of its own or (``nested``) in a savepoint of the
+        open one; set its ``result`` and ``logs``."""
+        started = time.perf_counter()
+        usage = Usage()
+        logs: list[LogRecord] = []
+        request.logs = logs
+        quotas, request_id = request.quotas, request.request_id
+        ctx = None
+        try:
+            init_ctx = self._ensure_instance(wasm, module, quotas, request_id, usage, nested)
+            if init_ctx is not None:
+                logs.extend(init_ctx.logs)
+                usage.log_bytes += init_ctx.counters.log_bytes
+            ctx = self._context(request_id, quotas)
+            deadline = time.monotonic() + quotas.timeout_ms / 1000
+            db.savepoint(deadline) if nested else db.begin(deadline)
+            done = False
+            try:
+                response = self.guest.handle(request.body, fuel=quotas.fuel,
+                                             timeout_ms=quotas.timeout_ms, host=ctx)
+                if ctx.poison is not None:
+                    raise GuestFault(*ctx.poison)
+                if usage.cold_start or (ctx.counters.rows_written
+                                        and started - self._storage_measured > STORAGE_GAUGE_PERIOD):
+                    # Read inside the write transaction (cheap here; a fresh read lock after
+                    # COMMIT), at most every STORAGE_GAUGE_PERIOD.
+                    self.storage = request.storage = db.storage_bytes()
+                    self._storage_measured = started
+                db.release() if nested else db.commit()
+                done = True
+            finally:
+                if self.guest is not None:
+                    usage.fuel += self.guest.fuel_used
+                    usage.memory = self.guest.memory_size
+                if not done:
+                    db.rollback_to() if nested else db.rollback()
+        except GuestFault as fault:
+            self.guest = None  # the instance's state is suspect: start fresh next time
+            self.failed = True
+            self.last_error = fault.code
+            self._event(request_id, "warn", f"request failed ({fault.code}): {fault.message}")
+            request.result = CallResult.failure(fault.code, fault.message, request_id, usage)
+        except Exception as exc:  # sqlite3 errors on BEGIN/COMMIT and host bugs
+            self.guest = None
+            self.failed = True
+            code = ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+            self.last_error = str(code)
+            self._event(request_id, "error", f"request failed ({code}): {exc}")
+            request.result = CallResult.failure(code, f"{type(exc).__name__}: {exc}", request_id, usage)
+        else:
+            self.failed = False
+            request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage)
+        self._finish(request.result, ctx, logs, started)
+
     def _finish(self, result: CallResult, ctx: RequestContext | None, logs: list[LogRecord],
-                started: float) -> tuple[CallResult, list[LogRecord]]:
+                started: float) -> None:
         usage = result.usage
         if ctx is not None:
             logs.extend(ctx.logs)
@@ -252,4 +410,3 @@ class FacetSlot:
         if self.events:
             logs.extend(self.events)
             self.events = []
-        return result, logs

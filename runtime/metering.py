@@ -6,7 +6,8 @@ What is counted, exactly:
 * ``requests``: every request that reached a facet (admitted or refused by a quota).
 * ``errors``: failed requests by error code.
 * ``fuel``: wasm fuel consumed, including instantiation and ``facet_init`` on a cold start.
-* ``wall_ms``: time from the facet's input gate to COMMIT (queueing excluded).
+* ``wall_ms``: time from the facet's input gate to COMMIT (queueing excluded); in a
+  commit group, the request's own run plus its share of the group's COMMIT.
 * ``rows_read``: rows returned to the guest plus one per 100 SQLite VM
   instructions its statements executed. The VM term is scan work: a full
   scan of a 10,000-row table costs about 100 "rows" even if it returns one.
@@ -57,6 +58,8 @@ class Usage:
     logs_truncated: int = 0
     cold_start: bool = False
     memory: int = 0
+    #: How many requests shared this request's COMMIT (1: a transaction of its own).
+    commit_group: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -26,7 +26,7 @@ from .apps import AppStore, AppVersion
 from .billing import PriceSheet, compute_bill, prometheus_text
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
-from .facet import CallResult, FacetSlot
+from .facet import CallResult, FacetSlot, Request
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
@@ -104,6 +104,9 @@ class Supervisor:
             when it exists, else the built-in sheet.
         max_open_dbs: facet databases kept open at once (default: what the file descriptor
             limit allows, after raising the soft limit to the hard one).
+        commit_groups: run the requests queued at a facet as one transaction with one
+            COMMIT (see facet.py); default on with ``full`` durability, where a COMMIT
+            costs a disk sync, and off with ``process``, where it costs little.
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, durability: str = "full",
@@ -112,13 +115,14 @@ class Supervisor:
                  usage_flush_interval: float = 1.0, log_retention_count: int = 10_000,
                  log_retention_age: float = 7 * 86400,
                  prices: PriceSheet | str | os.PathLike | None = None,
-                 max_open_dbs: int | None = None) -> None:
+                 max_open_dbs: int | None = None, commit_groups: bool | None = None) -> None:
         if durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "facets").mkdir(exist_ok=True)
         self.durability = durability
+        self.commit_groups = durability == "full" if commit_groups is None else commit_groups
         self.idle_timeout = idle_timeout
         self.max_warm = max_warm
         self.log_retention_count = log_retention_count
@@ -439,40 +443,82 @@ class Supervisor:
             self._record(app, facet, result, None)
             return result
         slot = self._slot(app, facet)
-        # The input gate: one request at a time; at most `queue` waiting behind it.
+        # The input gate: one thread at a time runs a facet's requests; at most `queue`
+        # wait behind it, and they then run together as one commit group (see facet.py).
         if quotas.queue and slot.waiting >= quotas.queue:
             result = CallResult.failure(ErrorCode.OVERLOADED,
                                         f"{target} already has {slot.waiting} requests waiting "
                                         f"(queue={quotas.queue})", request_id)
             self._record(app, facet, result, None)
             return result
-        # Each request ahead holds the gate for at most its instantiation + init and its
-        # handling, each bounded by timeout_ms; waiting longer means something is wrong.
-        max_wait = (slot.waiting + 1) * 2 * quotas.timeout_ms / 1000
-        acquired = slot.lock.acquire(blocking=False)
-        if not acquired:
-            slot.waiting += 1
+        request = Request(body, request_id, quotas)
+        if not slot.queue and slot.lock.acquire(blocking=False):
+            request.taken = True
+            self._run_gated(slot, [request])   # nobody waiting: no queue to go through
+        else:
+            # Each group ahead holds the gate for at most its requests' instantiation + init
+            # and handling, each bounded by timeout_ms; waiting longer means something is wrong.
+            max_wait = (slot.waiting + 1) * 2 * quotas.timeout_ms / 1000
+            if not self._wait_for_turn(slot, request, max_wait):
+                result = CallResult.failure(ErrorCode.OVERLOADED,
+                                            f"{target} stayed busy for {max_wait:g} s", request_id)
+                self._record(app, facet, result, None)
+                return result
+        result = request.result
+        self._after_request(slot, result, request.logs, request.storage)
+        return result
+
+    def _wait_for_turn(self, slot: FacetSlot, request: Request, max_wait: float) -> bool:
+        """Wait until ``request`` is done. The thread that holds the gate runs everything
+        queued as one group, wakes each member when done, and on leaving wakes the oldest
+        request still queued, which takes the gate next. False if the request gave up after
+        ``max_wait`` seconds, still queued."""
+        if not self.commit_groups:
+            # Without groups each waiting thread takes the gate itself and runs its own
+            # request: cheaper under the GIL when a COMMIT costs no disk sync (bench/README.md).
+            slot.enqueue(request, sleeps=False)   # counted in `waiting` only
             acquired = slot.lock.acquire(timeout=max_wait)
-            slot.waiting -= 1
-        if not acquired:
-            result = CallResult.failure(ErrorCode.OVERLOADED,
-                                        f"{target} stayed busy for {max_wait:g} s", request_id)
-            self._record(app, facet, result, None)
-            return result
+            slot.withdraw(request)
+            if acquired:
+                request.taken = True
+                self._run_gated(slot, [request])
+            return acquired
+        slot.enqueue(request)
+        deadline = time.monotonic() + max_wait
+        while not request.done:
+            if not request.taken and slot.lock.acquire(blocking=False):
+                self._run_gated(slot, slot.take_group())
+                continue
+            if request.taken:
+                slot.sleep(request, None)     # in a running group: woken when it is done
+            elif not slot.sleep(request, deadline - time.monotonic()):
+                if slot.withdraw(request):
+                    return False
+        return True
+
+    def _run_gated(self, slot: FacetSlot, group: list[Request]) -> None:
+        """Run ``group`` on ``slot``, whose gate the caller acquired; mark it done, release
+        the gate, then wake the group's waiting callers and the next queued request."""
         try:
             if slot.deleted:
-                return CallResult.failure(ErrorCode.NOT_FOUND, f"facet {target} was deleted", request_id)
-            try:
-                module = self.apps.module(app)
-            except FacetsError as exc:
-                return CallResult.failure(exc.code, exc.message, request_id)
-            storage_before = slot.storage
-            result, logs = slot.handle(self.wasm, module, quotas, body, request_id)
-            storage = slot.storage if slot.storage != storage_before else None
+                for request in group:
+                    request.result = CallResult.failure(
+                        ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted", request.request_id)
+            elif group:
+                try:
+                    module = self.apps.module(slot.app)
+                except FacetsError as exc:
+                    for request in group:
+                        request.result = CallResult.failure(exc.code, exc.message, request.request_id)
+                else:
+                    slot.run(self.wasm, module, group)
         finally:
+            for request in group:
+                request.done = True
             slot.lock.release()
-        self._after_request(slot, result, logs, storage)
-        return result
+            for request in group:
+                slot.wake(request)
+            slot.wake_next()
 
     def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
         """Run ``call`` on the worker pool; different facets run in parallel."""
