@@ -134,6 +134,8 @@ class FacetSlot:
 
     def wake(self, request: Request) -> None:
         """Wake a queued request's thread (once until it slept again; see ``sleep``)."""
+        if request.wake is None:   # never slept: it ran on the fast path or waits on the gate
+            return
         with self.queue_lock:
             if request.wake is not None and not request.woken:
                 request.woken = True
