@@ -66,6 +66,11 @@ class CallResult:
                    usage=usage or Usage())
 
 
+def _failure_code(exc: Exception) -> ErrorCode:
+    """The code of a failed BEGIN/COMMIT or host error: SQLITE_FULL is the storage quota."""
+    return ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+
+
 class Request:
     """One request on its way through a facet's gate; ``result`` is set once it is answered."""
 
@@ -321,7 +326,7 @@ class FacetSlot:
             db.rollback()
             self.guest = None
             self.failed = True
-            code = ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+            code = _failure_code(exc)
             self.last_error = str(code)
             for request in released:
                 self._event(request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
@@ -385,7 +390,7 @@ class FacetSlot:
         except Exception as exc:  # sqlite3 errors on BEGIN/COMMIT and host bugs
             self.guest = None
             self.failed = True
-            code = ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+            code = _failure_code(exc)
             self.last_error = str(code)
             self._event(request_id, "error", f"request failed ({code}): {exc}")
             request.result = CallResult.failure(code, f"{type(exc).__name__}: {exc}", request_id, usage)
