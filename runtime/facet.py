@@ -71,6 +71,12 @@ def _failure_code(exc: Exception) -> ErrorCode:
     return ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
 
 
+def fail_all(group: list[Request], code: ErrorCode, message: str) -> None:
+    """Answer every request of ``group`` with the same failure (none of them ran)."""
+    for request in group:
+        request.result = CallResult.failure(code, message, request.request_id)
+
+
 class Request:
     """One request on its way through a facet's gate; ``result`` is set once it is answered."""
 
@@ -285,9 +291,7 @@ class FacetSlot:
             try:
                 db = self._ensure_db(group[-1].quotas)
             except Exception as exc:  # unreadable file, disk full: this facet fails, others go on
-                for request in group:
-                    request.result = CallResult.failure(
-                        ErrorCode.INTERNAL, f"cannot open database: {exc}", request.request_id)
+                fail_all(group, ErrorCode.INTERNAL, f"cannot open database: {exc}")
                 return
             if len(group) == 1:
                 self._run_one(wasm, module, group[0], db, nested=False)
@@ -302,9 +306,7 @@ class FacetSlot:
         try:
             db.begin()
         except Exception as exc:   # e.g. the database is locked or unreadable
-            for request in group:
-                request.result = CallResult.failure(ErrorCode.INTERNAL, f"BEGIN failed: {exc}",
-                                                    request.request_id)
+            fail_all(group, ErrorCode.INTERNAL, f"BEGIN failed: {exc}")
             return
         released: list[Request] = []   # answered by the guest; durable at the COMMIT
         for index, request in enumerate(group):

@@ -26,7 +26,7 @@ from .apps import AppStore, AppVersion
 from .billing import PriceSheet, compute_bill, prometheus_text
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
-from .facet import CallResult, FacetSlot, Request
+from .facet import CallResult, FacetSlot, Request, fail_all
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
@@ -453,7 +453,6 @@ class Supervisor:
             return result
         request = Request(body, request_id, quotas)
         if not slot.queue and slot.lock.acquire(blocking=False):
-            request.taken = True
             self._run_gated(slot, [request])   # nobody waiting: no queue to go through
         else:
             # Each group ahead holds the gate for at most its requests' instantiation + init
@@ -480,7 +479,6 @@ class Supervisor:
             acquired = slot.lock.acquire(timeout=max_wait)
             slot.withdraw(request)
             if acquired:
-                request.taken = True
                 self._run_gated(slot, [request])
             return acquired
         slot.enqueue(request)
@@ -501,15 +499,12 @@ class Supervisor:
         the gate, then wake the group's waiting callers and the next queued request."""
         try:
             if slot.deleted:
-                for request in group:
-                    request.result = CallResult.failure(
-                        ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted", request.request_id)
+                fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
             elif group:
                 try:
                     module = self.apps.module(slot.app)
                 except FacetsError as exc:
-                    for request in group:
-                        request.result = CallResult.failure(exc.code, exc.message, request.request_id)
+                    fail_all(group, exc.code, exc.message)
                 else:
                     slot.run(self.wasm, module, group)
         finally:
