@@ -84,6 +84,21 @@ def max_map_count() -> int:
         return 65530
 
 
+def sqlite_alone(path: Path) -> Callable[[], None]:
+    """The baseline for full durability: one ``BEGIN IMMEDIATE; INSERT; COMMIT`` per call
+    from Python, ``synchronous=FULL`` in WAL mode, on the same disk."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
+
+    def step() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t(v) VALUES (?)", [42])
+        conn.execute("COMMIT")
+    return step
+
+
 # -- the benchmarks ---------------------------------------------------------------------------
 def warm_throughput(tmp: Path, durability: str, rounds: int, seconds: float) -> dict[str, Any]:
     wasm = bytes(wasmtime.wat2wasm(WRITER))
@@ -96,16 +111,7 @@ def warm_throughput(tmp: Path, durability: str, rounds: int, seconds: float) -> 
         steps: dict[str, Callable[[], Any]] = {"bare": lambda: bare.handle(b"x"),
                                                "facets": lambda: sup.call("writer/a", b"x")}
         if durability == "full":
-            conn = sqlite3.connect(tmp / "sqlite-alone.sqlite3", isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
-
-            def sqlite_alone() -> None:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("INSERT INTO t(v) VALUES (?)", [42])
-                conn.execute("COMMIT")
-            steps["sqlite_alone"] = sqlite_alone
+            steps["sqlite_alone"] = sqlite_alone(tmp / "sqlite-alone.sqlite3")
         rates = alternate(rounds, seconds, **steps)
         committed = sup.query("writer/a", "SELECT count(*) FROM t")["rows"][0][0]
     bare.close()
@@ -122,16 +128,7 @@ def concurrent_full(tmp: Path, callers: int, rounds: int, seconds: float) -> dic
     against SQLite alone committing one transaction at a time, in alternating rounds."""
     import threading
     wasm = bytes(wasmtime.wat2wasm(WRITER))
-    conn = sqlite3.connect(tmp / "sqlite-alone-concurrent.sqlite3", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
-
-    def sqlite_alone() -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t(v) VALUES (?)", [42])
-        conn.execute("COMMIT")
-
+    alone_step = sqlite_alone(tmp / "sqlite-alone-concurrent.sqlite3")
     with Supervisor(tmp / "sup-concurrent", durability="full") as sup:
         sup.load_app_bytes(wasm, "writer")
         sup.set_quotas("writer", {**NOT_BINDING, "queue": "off"})
@@ -159,9 +156,8 @@ def concurrent_full(tmp: Path, callers: int, rounds: int, seconds: float) -> dic
             rate, group = facets_round()
             facets.append(rate)
             groups.append(group)
-            alone.append(rate_for(seconds, sqlite_alone))
+            alone.append(rate_for(seconds, alone_step))
         committed = sup.query("writer/a", "SELECT count(*) FROM t")["rows"][0][0]
-    conn.close()
     return {"callers": callers, "facets_rps": statistics.median(facets),
             "sqlite_alone_cps": statistics.median(alone),
             "ratio_vs_sqlite_alone": statistics.median(facets) / statistics.median(alone),
