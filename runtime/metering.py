@@ -39,9 +39,9 @@ RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 600), (60, 1440), (3600, 24 * 40
 SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written",
                  "log_bytes", "storage")
 _STORAGE = SERIES_FIELDS.index("storage")
-ALL_RESOLUTIONS = tuple(res for res, _ in RESOLUTIONS)
-#: App and fleet aggregates keep live (per-second) series only; billing reads facets'.
-LIVE_ONLY = (1,)
+#: The coarser series a facet's per-second buckets are rolled up into. App and fleet
+#: aggregates keep live (per-second) series only; billing reads facets'.
+ROLLUPS = tuple(res for res, _ in RESOLUTIONS if res != 1)
 LATENCY_WINDOW = 1024
 
 
@@ -72,7 +72,8 @@ COUNTER_FIELDS = ("requests", "fuel", "wall_ms", "rows_read", "rows_written", "s
 class Meter:
     """Counters, gauges, a latency window and time series for one facet or one app."""
 
-    def __init__(self, saved: dict[str, Any] | None = None) -> None:
+    def __init__(self, saved: dict[str, Any] | None = None,
+                 rollups: tuple[int, ...] = ROLLUPS) -> None:
         saved = saved or {}
         self.counters: dict[str, float] = {k: saved.get(k, 0) for k in COUNTER_FIELDS}
         self.errors: dict[str, int] = dict(saved.get("errors", {}))
@@ -86,9 +87,15 @@ class Meter:
         self.series: dict[int, dict[int, list[float]]] = {res: {} for res, _ in RESOLUTIONS}
         self.dirty_buckets: set[tuple[int, int]] = set()
         self.dirty = False
+        self.rollups = rollups
+        #: The per-second bucket requests currently land in, its start, and how much of it
+        #: is already in the roll-ups. Rolling up once per second instead of on every
+        #: request keeps the request path to one bucket.
+        self._open: list[float] | None = None
+        self._open_second = -1
+        self._rolled: list[float] = []
 
-    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None,
-               resolutions: tuple[int, ...] = ALL_RESOLUTIONS) -> None:
+    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
         """Count one request. This is on every request's path: keep it flat."""
         c = self.counters
         c["requests"] += 1
@@ -115,26 +122,42 @@ class Meter:
         self._latency.append(wall)
         self._samples += 1
         second = int(now)
-        series, dirty, stored = self.series, self.dirty_buckets, self.storage
-        for res in resolutions:
-            bucket = second // res
-            buckets = series[res]
-            row = buckets.get(bucket)
+        row = self._open
+        if second != self._open_second:
+            self.roll_up()
+            buckets = self.series[1]
+            row = buckets.get(second)
             if row is None:
-                row = buckets[bucket] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-                if res != 1:
-                    dirty.add((res, bucket))
-            elif res != 1 and (res, bucket) not in dirty:
-                dirty.add((res, bucket))
-            row[0] += 1
-            row[1] += failed
-            row[2] += fuel
-            row[3] += wall
-            row[4] += read
-            row[5] += written
-            row[6] += logged
-            row[7] = stored
+                row = buckets[second] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            self._open, self._open_second, self._rolled = row, second, row[:]
+        row[0] += 1
+        row[1] += failed
+        row[2] += fuel
+        row[3] += wall
+        row[4] += read
+        row[5] += written
+        row[6] += logged
+        row[7] = self.storage
         self.dirty = True
+
+    def roll_up(self) -> None:
+        """Add what the open per-second bucket gained since the last roll-up to the
+        coarser buckets (and mark those for the flusher). Readers of the coarser series
+        call this first."""
+        row, rolled = self._open, self._rolled
+        if row is None or not self.rollups or row[0] == rolled[0]:
+            return   # every request adds 1 to row[0]: nothing new since the last roll-up
+        for res in self.rollups:
+            bucket = self._open_second // res
+            buckets = self.series[res]
+            target = buckets.get(bucket)
+            if target is None:
+                target = buckets[bucket] = [0.0] * len(SERIES_FIELDS)
+            for i in range(_STORAGE):
+                target[i] += row[i] - rolled[i]
+            target[_STORAGE] = row[_STORAGE]   # a gauge: the last value seen
+            self.dirty_buckets.add((res, bucket))
+        self._rolled = row[:]
 
     def percentile(self, p: float) -> float:
         """The p-th percentile of the last ``LATENCY_WINDOW`` requests' wall times."""
@@ -170,6 +193,8 @@ class Meter:
                   now: float | None = None) -> list[float]:
         """The last ``points`` buckets of ``field`` (oldest first; empty buckets are 0)."""
         index = SERIES_FIELDS.index(field)
+        if resolution != 1:
+            self.roll_up()
         current = int(now if now is not None else time.time()) // resolution
         buckets = self.series[resolution]
         return [buckets[b][index] if b in buckets else 0.0 for b in range(current - points + 1, current + 1)]
@@ -210,7 +235,9 @@ class Meters:
             self._add_to_aggregates(app, state)
 
     def _add_to_aggregates(self, app: str, state: dict[str, Any]) -> None:
-        meter = self._apps.setdefault(app, Meter())
+        meter = self._apps.get(app)
+        if meter is None:
+            meter = self._apps[app] = Meter(rollups=())
         for k in COUNTER_FIELDS:
             meter.counters[k] += state.get(k, 0)
         for code, n in state.get("errors", {}).items():
@@ -219,7 +246,7 @@ class Meters:
 
     def _fleet(self) -> Meter:
         """The whole fleet, added up from the apps on demand (off the request path)."""
-        fleet = Meter()
+        fleet = Meter(rollups=())
         for meter in self._apps.values():
             for k, v in meter.counters.items():
                 fleet.counters[k] += v
@@ -246,9 +273,9 @@ class Meters:
             delta = meter.storage - old_storage
             agg = self._apps.get(app)
             if agg is None:
-                agg = self._apps[app] = Meter()
+                agg = self._apps[app] = Meter(rollups=())
             agg.storage += delta
-            agg.record(usage, error, now, agg.storage, LIVE_ONLY)
+            agg.record(usage, error, now, agg.storage)
 
     def series(self, app: str | None, facet: str | None, field: str, resolution: int,
                points: int) -> list[float]:
@@ -258,7 +285,7 @@ class Meters:
             if facet is not None:
                 meter = self._facets.get((app, facet))
                 return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
-            if resolution in LIVE_ONLY:
+            if resolution == 1:
                 meter = self._fleet() if app is None else self._apps.get(app)
                 return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
             # Aggregates keep no minute/hour series: add up their facets'.
@@ -300,6 +327,7 @@ class Meters:
                 if not meter.dirty:
                     continue
                 meter.dirty = False
+                meter.roll_up()
                 rows.append((app, facet, meter.saved_state()))
                 for res, bucket in meter.dirty_buckets:   # per-second buckets are never stored
                     values = meter.series[res].get(bucket)

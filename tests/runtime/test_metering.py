@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from runtime import Supervisor
+from runtime.metering import Meter, Meters, Usage
 from tests.conftest import COUNTER_WAT, ROOT, sql_body
 
 
@@ -63,6 +64,40 @@ def test_series_counts_requests(probe):
     assert sum(probe.series("probe", "requests", points=120)) == 7
     assert sum(probe.series(None, "requests", resolution=60, points=5)) == 7
     assert probe.series("probe/none", "requests", points=3) == [0.0, 0.0, 0.0]
+
+
+def test_minute_and_hour_series_hold_every_request_including_the_current_second():
+    meter = Meter()
+    usage = Usage(fuel=10, wall_ms=1.0, rows_written=1)
+    # seconds 120, 120, 121, 179 fall in minute 2; second 180 opens minute 3
+    for now in (120.1, 120.5, 121.2, 179.9, 180.0):
+        meter.record(usage, None, now, storage=4096)
+    assert meter.sparkline("requests", 60, points=2, now=180.5) == [4.0, 1.0]
+    assert meter.sparkline("fuel", 3600, points=1, now=180.5) == [50.0]
+    # more requests in a second already read: each is counted once
+    meter.record(usage, "trap", 180.7, storage=8192)
+    assert meter.sparkline("requests", 60, points=2, now=180.9) == [4.0, 2.0]
+    assert meter.sparkline("errors", 60, points=2, now=180.9) == [0.0, 1.0]
+    assert meter.sparkline("storage", 60, points=2, now=180.9) == [4096.0, 8192.0]
+    assert meter.sparkline("requests", 1, points=62, now=180.9)[-1] == 2.0
+
+
+def test_flusher_gets_the_current_seconds_requests_in_minute_and_hour_buckets(monkeypatch):
+    clock = [7200.2]
+    monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
+    meters = Meters()
+    for _ in range(3):
+        meters.record("a", "f", Usage(fuel=5), None)
+    rows, series = meters.collect_dirty()
+    assert [r[:2] for r in rows] == [("a", "f")]
+    assert sorted((res, bucket, values[0]) for _, _, res, bucket, values in series) == \
+        [(60, 120, 3.0), (3600, 2, 3.0)]
+    clock[0] = 7200.6   # the same second: the flusher sends the buckets again, with all four
+    meters.record("a", "f", Usage(fuel=5), None)
+    _, series = meters.collect_dirty()
+    assert sorted((res, values[0], values[2]) for _, _, res, _, values in series) == \
+        [(60, 4.0, 20.0), (3600, 4.0, 20.0)]
+    assert meters.collect_dirty() == ([], [])   # nothing new: nothing to write
 
 
 def test_usage_and_logs_survive_restart(tmp_path):
