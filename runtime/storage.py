@@ -20,13 +20,15 @@ import math
 import os
 import secrets
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
-from .errors import BadRequest, ErrorCode, NotFound
+from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 
 #: Statements the platform runs carry this comment, so a guest can never send a
 #: byte-identical string and reuse a prepared statement that was authorized
@@ -356,7 +358,13 @@ def from_json_param(value: Any) -> Any:
 
 
 class FacetReader:
-    """Read-only access to a facet's database for operators (never used by guests)."""
+    """Read-only access to a facet's database for operators (never used by guests).
+
+    Safe to share between threads and to close from any of them: one query runs at a
+    time, and ``close`` interrupts a running one (a count over a million rows) and waits
+    for it. Python's sqlite3 connection must not be used by two threads at once, and
+    closing it under a running query crashes the process.
+    """
 
     def __init__(self, path: str) -> None:
         if not os.path.exists(path):
@@ -365,21 +373,33 @@ class FacetReader:
         conn.execute("PRAGMA query_only=1")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         self._conn = conn
+        self._lock = threading.Lock()
+        self._closed = False
         self.db = sqlite_utils.Database(conn)
+
+    @contextmanager
+    def _use(self):
+        with self._lock:
+            if self._closed:
+                raise FacetsError("the table view was closed", ErrorCode.INTERNAL)
+            yield self._conn
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to refresh a view."""
-        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+        with self._use() as conn:
+            return conn.execute("PRAGMA data_version").fetchone()[0]
 
     def table_names(self) -> list[str]:
-        return [n for n in self.db.table_names() if not n.startswith(RESERVED_PREFIX)]
+        with self._use():
+            return [n for n in self.db.table_names() if not n.startswith(RESERVED_PREFIX)]
 
     def tables(self) -> list[dict[str, Any]]:
         out = []
         for name in self.table_names():
-            table = self.db[name]
-            out.append({"name": name, "count": table.count,
-                        "columns": [c.name for c in table.columns]})
+            with self._use():
+                table = self.db[name]
+                out.append({"name": name, "count": table.count,
+                            "columns": [c.name for c in table.columns]})
         return out
 
     def rows(self, table: str, *, limit: int = 100, offset: int = 0,
@@ -396,9 +416,10 @@ class FacetReader:
 
     def query(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         try:
-            cursor = self._conn.execute(sql, params or [])
-            columns = [d[0] for d in cursor.description] if cursor.description else []
-            return {"columns": columns, "rows": [[_to_json_value(v) for v in row] for row in cursor]}
+            with self._use() as conn:
+                cursor = conn.execute(sql, params or [])
+                columns = [d[0] for d in cursor.description] if cursor.description else []
+                return {"columns": columns, "rows": [[_to_json_value(v) for v in row] for row in cursor]}
         except sqlite3.DatabaseError as exc:
             text = str(exc)
             if "readonly" in text or "query_only" in text or "read-only" in text:
@@ -407,10 +428,20 @@ class FacetReader:
 
     def backup(self, dest: sqlite3.Connection) -> None:
         """Copy the database into ``dest`` with SQLite's online backup API (a consistent snapshot)."""
-        self._conn.backup(dest)
+        with self._use() as conn:
+            conn.backup(dest)
 
     def close(self) -> None:
-        self._conn.close()
+        """Stop a running query and close; later calls raise ``FacetsError``."""
+        if not self._closed:
+            try:
+                self._conn.interrupt()   # thread-safe, and meant for this
+            except sqlite3.ProgrammingError:   # closed meanwhile by another thread
+                pass
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
 
     def __enter__(self) -> "FacetReader":
         return self

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 
 import pytest
 
-from runtime import BadRequest, NotFound, Supervisor
+from runtime import BadRequest, FacetsError, NotFound, Supervisor
+from runtime.storage import FacetReader
 from tests.conftest import COUNTER_WAT, sql_body
 
 
@@ -85,6 +88,63 @@ def test_browse_tables_and_rows_while_serving(probe):
     assert reader.data_version() != before
     assert reader.query("SELECT count(*) FROM items")["rows"] == [[26]]
     reader.close()
+
+
+def big_database(path, rows: int = 20_000) -> str:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute(f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {rows}) "
+                 "INSERT INTO t(v) SELECT 'row ' || n FROM r")
+    conn.commit()
+    conn.close()
+    return str(path)
+
+
+def test_closing_a_reader_stops_its_running_query_instead_of_crashing(tmp_path):
+    # The console closes a table view's reader while a worker thread may be counting
+    # rows on it; closing a sqlite3 connection under a running query crashed the process.
+    reader = FacetReader(big_database(tmp_path / "big.sqlite3"))
+    outcome: list[BaseException | dict] = []
+    started = threading.Event()
+
+    def slow_count() -> None:
+        started.set()
+        try:   # 400 million row pairs: minutes, unless interrupted
+            outcome.append(reader.query("SELECT count(*) FROM t AS a, t AS b"))
+        except BaseException as exc:
+            outcome.append(exc)
+    worker = threading.Thread(target=slow_count)
+    worker.start()
+    started.wait()
+    time.sleep(0.1)
+    reader.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], BadRequest) and "interrupted" in outcome[0].message
+    with pytest.raises(FacetsError, match="closed"):
+        reader.query("SELECT 1")
+    reader.close()   # twice is fine
+
+
+def test_one_reader_serves_several_threads_at_once(tmp_path):
+    reader = FacetReader(big_database(tmp_path / "shared.sqlite3", rows=2_000))
+    errors: list[BaseException] = []
+
+    def browse(offset: int) -> None:
+        try:
+            for i in range(100):
+                page = reader.query("SELECT id FROM t ORDER BY id LIMIT 10 OFFSET ?", [offset + i])
+                assert [r[0] for r in page["rows"]] == list(range(offset + i + 1, offset + i + 11))
+                assert reader.data_version() >= 0
+        except BaseException as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=browse, args=(k * 300,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader.close()
+    assert errors == []
 
 
 def test_operator_query_is_read_only(probe):
