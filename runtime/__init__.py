@@ -18,12 +18,12 @@ from .logs import LogRecord, neutralize
 from .metering import Usage
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
-from .supervisor import AppInfo, FacetInfo, Supervisor, default_data_dir, parse_facet_target
+from .supervisor import AppInfo, FacetChanges, FacetInfo, Supervisor, default_data_dir, parse_facet_target
 from .wasm import EngineSettings
 
 __all__ = [
     "ABI_VERSION", "AppInfo", "AppVersion", "BadModule", "BadRequest", "CallResult", "EngineSettings",
-    "ErrorCode", "FacetInfo", "FacetsError", "LogRecord", "NotFound", "Policy", "QUOTA_KEYS",
+    "ErrorCode", "FacetChanges", "FacetInfo", "FacetsError", "LogRecord", "NotFound", "Policy", "QUOTA_KEYS",
     "QuotaError", "QuotaPolicy", "Quotas", "Refusal", "Supervisor", "Usage", "default_data_dir",
     "neutralize", "parse_facet_target", "parse_quota",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from .abi import is_valid_name
 from .apps import AppStore, AppVersion
 from .billing import PriceSheet, compute_bill, prometheus_text
+from .changes import ChangeTracker
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .facet import CallResult, FacetSlot, Request, fail_all
@@ -57,6 +58,25 @@ class FacetInfo:
     def as_dict(self) -> dict[str, Any]:
         return {"app": self.app, "name": self.name, "state": self.state, "version": self.version,
                 "created_at": self.created_at, "usage": self.usage}
+
+
+@dataclass(frozen=True)
+class FacetChanges:
+    """The facet list's changes since an earlier ``Supervisor.facet_changes`` call.
+
+    Attributes:
+        cursor: pass it to the next call.
+        complete: ``facets`` is every facet (the first call, a quota change, or the
+            last call too long ago); else it is only the facets that changed.
+        facets: the facets, as ``facet_list`` lists them.
+        removed: targets deleted since (a target can also be in ``facets`` if it was
+            created again: apply removals first).
+    """
+
+    cursor: float
+    complete: bool
+    facets: list[FacetInfo]
+    removed: list[str]
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,8 @@ class Supervisor:
         self.max_open_dbs = max_open_dbs or max(16, min(DEFAULT_MAX_OPEN_DBS, (raise_fd_limit() - 256) // 3))
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
-        self._warm_lock = threading.Lock()
+        self._warm_lock = threading.Lock()   # guards _warm, _open_dbs and _changes
+        self._changes = ChangeTracker()
         self._breaches: dict[tuple[str, str, str | None], tuple[float, int]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
@@ -223,17 +244,33 @@ class Supervisor:
             raise NotFound(f"no app named {app!r}")
         with self._lock:
             keys = sorted(k for k in self._created if app is None or k[0] == app)
-            out = []
-            for key in keys:
-                slot = self._slots.get(key)
-                warm = slot is not None and slot.guest is not None
-                usage = self.meters.snapshot(*key)
-                usage["memory"] = slot.memory_bytes() if slot is not None else 0
-                out.append(FacetInfo(app=key[0], name=key[1],
-                                     state=slot.state if slot else "cold",
-                                     created_at=self._created[key], usage=usage,
-                                     version=slot.guest_version if warm else None))
-        return out
+            return [self._facet_info(key) for key in keys]
+
+    def facet_changes(self, cursor: float | None = None) -> FacetChanges:
+        """The facets whose listed state or usage may have changed since the call that
+        returned ``cursor`` (all of them when None): what a live view refreshes, at a
+        cost that follows the traffic, not the number of facets."""
+        with self._lock:
+            with self._warm_lock:
+                now = time.monotonic()
+                complete, changed, removed = self._changes.since(cursor, now)
+            if complete:
+                return FacetChanges(now, True, self.facet_list(), [])
+            return FacetChanges(now, False, [self._facet_info(k) for k in changed if k in self._created],
+                                [f"{app}/{facet}" for app, facet in removed])
+
+    def _facet_info(self, key: tuple[str, str]) -> FacetInfo:
+        slot = self._slots.get(key)
+        warm = slot is not None and slot.guest is not None
+        usage = self.meters.snapshot(*key)
+        usage["memory"] = slot.memory_bytes() if slot is not None else 0
+        return FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
+                         created_at=self._created[key], usage=usage,
+                         version=slot.guest_version if warm else None)
+
+    def _touch(self, key: tuple[str, str]) -> None:
+        with self._warm_lock:
+            self._changes.touch(key, time.monotonic())
 
     def facet_exists(self, target: str) -> bool:
         return parse_facet_target(target) in self._created
@@ -299,6 +336,7 @@ class Supervisor:
         with self._warm_lock:
             self._warm.pop((app, facet), None)
             self._open_dbs.pop((app, facet), None)
+            self._changes.touch((app, facet), time.monotonic())
         if was_warm:
             self._supervisor_log(app, facet, "info", "evicted by operator")
         return was_warm
@@ -317,6 +355,7 @@ class Supervisor:
             with self._warm_lock:
                 self._warm.pop((app, facet), None)
                 self._open_dbs.pop((app, facet), None)
+                self._changes.remove((app, facet), time.monotonic())
             with self._lock:
                 self._slots.pop((app, facet), None)
                 self._unregister(app, facet)
@@ -393,6 +432,7 @@ class Supervisor:
                     dest.close()
         finally:
             source.close()
+        self._touch((app, facet))
         self._supervisor_log(app, facet, "info", f"facet {target} imported from {source_path.name}")
         return sorted(name for kind, name in schema if kind == "table" and not name.startswith("sqlite_"))
 
@@ -440,7 +480,7 @@ class Supervisor:
         refusal = self.policy.admit_request(app, facet, quotas)
         if refusal is not None:
             result = CallResult.failure(refusal.code, refusal.message, request_id)
-            self._record(app, facet, result, None)
+            self._record_refusal(app, facet, result)
             return result
         slot = self._slot(app, facet)
         # The input gate: one thread at a time runs a facet's requests; at most `queue`
@@ -449,7 +489,7 @@ class Supervisor:
             result = CallResult.failure(ErrorCode.OVERLOADED,
                                         f"{target} already has {slot.waiting} requests waiting "
                                         f"(queue={quotas.queue})", request_id)
-            self._record(app, facet, result, None)
+            self._record_refusal(app, facet, result)
             return result
         request = Request(body, request_id, quotas)
         if not slot.queue and slot.lock.acquire(blocking=False):
@@ -461,7 +501,7 @@ class Supervisor:
             if not self._wait_for_turn(slot, request, max_wait):
                 result = CallResult.failure(ErrorCode.OVERLOADED,
                                             f"{target} stayed busy for {max_wait:g} s", request_id)
-                self._record(app, facet, result, None)
+                self._record_refusal(app, facet, result)
                 return result
         result = request.result
         self._after_request(slot, result, request.logs, request.storage)
@@ -536,13 +576,14 @@ class Supervisor:
                     warm[key] = slot
             elif key in warm:
                 del warm[key]
+            self._changes.touch(key, time.monotonic())
             db_overflow = len(open_dbs) - self.max_open_dbs
             warm_overflow = len(warm) - self.max_warm
         if db_overflow > 0:
             self._close_lru_dbs(db_overflow)
         if warm_overflow > 0:
             self._evict_lru(warm_overflow)
-        self._record(slot.app, slot.name, result, storage)
+        self.meters.record(slot.app, slot.name, result.usage, result.error, storage)
         if logs:
             self.log_sink.add(logs)
         if self._observes:
@@ -551,8 +592,10 @@ class Supervisor:
             except Exception as exc:  # a broken custom policy must not fail the request after COMMIT
                 self._supervisor_log(slot.app, slot.name, "error", f"policy.observe failed: {exc!r}")
 
-    def _record(self, app: str, facet: str, result: CallResult, storage: int | None) -> None:
-        self.meters.record(app, facet, result.usage, result.error, storage)
+    def _record_refusal(self, app: str, facet: str, result: CallResult) -> None:
+        """Count a request refused before it reached the facet (policy, queue)."""
+        self.meters.record(app, facet, result.usage, result.error, None)
+        self._touch((app, facet))
         if result.error in (ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED):
             self._log_breach(app, facet, result)
 
@@ -596,6 +639,7 @@ class Supervisor:
                     lru.pop(key, None)
                     if slot.db is None:
                         self._open_dbs.pop(key, None)
+                    self._changes.touch(key, time.monotonic())
                 closed.append(key)
         return closed
 
@@ -625,6 +669,7 @@ class Supervisor:
                         with self._warm_lock:
                             self._warm.pop(key, None)
                             self._open_dbs.pop(key, None)
+                            self._changes.touch(key, time.monotonic())
                         self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
                 finally:
                     slot.lock.release()
@@ -660,6 +705,8 @@ class Supervisor:
         with self._lock:
             self.control.save_quotas(scope, sets, unsets)
             self.quota_book.apply(scope, sets, unsets)
+        with self._warm_lock:   # a storage quota shows on every row of its scope
+            self._changes.touch_everything(time.monotonic())
         app, _, facet = scope.partition("/")
         described = ", ".join([f"{k}={v}" for k, v in sets.items()] + [f"{k}=default" for k in unsets])
         self._supervisor_log(app if scope != "*" else "", facet, "info",

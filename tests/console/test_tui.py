@@ -91,6 +91,11 @@ async def test_live_refresh_updates_changed_cells(seeded):
                     and app.screen._rows["counter/alice"].requests == before + 1
                     and facets_table(app).row_count == 9)
         assert facets_table(app).get_cell("counter/alice", "requests") == before + 1
+        # a change outside any request (eviction) reaches the table too
+        assert app.screen._rows["counter/alice"].state == "warm"
+        seeded.evict("counter/alice")
+        await until(pilot, lambda: app.screen._rows["counter/alice"].state == "cold")
+        assert "cold" in str(facets_table(app).get_cell("counter/alice", "state"))
 
 
 @run_async

@@ -100,6 +100,24 @@ def test_flusher_gets_the_current_seconds_requests_in_minute_and_hour_buckets(mo
     assert meters.collect_dirty() == ([], [])   # nothing new: nothing to write
 
 
+def test_snapshot_follows_requests_and_the_clock_and_is_a_copy(monkeypatch):
+    clock = [100.2]
+    monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
+    meter = Meter()
+    meter.record(Usage(fuel=7), None, clock[0])
+    assert meter.snapshot()["rps"] == 0   # second 100 is not complete yet
+    clock[0] = 101.5
+    first = meter.snapshot()
+    assert (first["rps"], first["requests"], first["fuel"]) == (1, 1, 7)
+    first["requests"] = 99
+    first["errors"]["trap"] = 5
+    meter.record(Usage(fuel=3), "trap", clock[0])
+    again = meter.snapshot()
+    assert (again["requests"], again["fuel"], again["errors"]) == (2, 10, {"trap": 1})
+    clock[0] = 103.5   # no requests in second 102: the rate falls to 0
+    assert meter.snapshot()["rps"] == 0
+
+
 def test_usage_and_logs_survive_restart(tmp_path):
     with Supervisor(tmp_path / "d") as sup:
         sup.load_app(COUNTER_WAT)
