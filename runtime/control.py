@@ -210,6 +210,38 @@ class ControlDB:
                 "ORDER BY bucket", [app, facet, resolution]).fetchall()
         return [(bucket, json.loads(values)) for bucket, values in rows]
 
+    def series_totals(self, app: str | None, facet: str | None, resolution: int,
+                      first_bucket: int) -> dict[int, list[float]]:
+        """Stored buckets from ``first_bucket`` on of one facet, an app (``facet`` None)
+        or the fleet (both None), added up over facets."""
+        sql = "SELECT bucket, [values] FROM usage_series WHERE resolution = ? AND bucket >= ?"
+        params: list[Any] = [resolution, first_bucket]
+        if app is not None:
+            sql += " AND app = ?"
+            params.append(app)
+        if facet is not None:
+            sql += " AND facet = ?"
+            params.append(facet)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        totals: dict[int, list[float]] = {}
+        for bucket, text in rows:
+            values = json.loads(text)
+            total = totals.setdefault(bucket, [0.0] * len(values))
+            for i, value in enumerate(values):
+                total[i] += value
+        return totals
+
+    def prune_series(self, retention: dict[int, int]) -> int:
+        """Drop stored buckets beyond ``retention`` ({resolution: buckets kept})."""
+        now = int(time.time())
+        with self.transaction() as conn:
+            before = conn.total_changes
+            for resolution, kept in retention.items():
+                conn.execute("DELETE FROM usage_series WHERE resolution = ? AND bucket < ?",
+                             [resolution, now // resolution - kept])
+            return conn.total_changes - before
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

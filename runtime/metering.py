@@ -21,20 +21,27 @@ What is counted, exactly:
 Durability: counters live in memory and are flushed to the control database
 every second, so a crash loses at most the last second of counters (the
 facets' data itself is durable at COMMIT). Time series: per-second buckets for
-the last 10 minutes, per-minute for the last day, per-hour for 400 days (the
-hourly ones feed billing).
+the last two minutes, in memory only (the live sparklines); per-minute for the
+last day and per-hour for 400 days, in the control database (the hourly ones
+feed billing). A meter keeps a minute or hour bucket only until it is flushed
+and complete, and buckets are flat ``array('d')`` rows, which Python's garbage
+collector does not track: an active facet's meter stays ~25 KiB however long it
+runs (a dict of lists was ~320 KiB after three hours, and millions of tracked
+objects across 10,000 facets made each full collection take seconds).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 #: (bucket seconds, buckets kept)
-RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 600), (60, 1440), (3600, 24 * 400))
+#: (bucket seconds, buckets kept): per-second ones in memory, the others in the control database.
+RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 120), (60, 1440), (3600, 24 * 400))
 #: Fields of a time-series bucket, in order.
 SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written",
                  "log_bytes", "storage")
@@ -43,6 +50,7 @@ _STORAGE = SERIES_FIELDS.index("storage")
 #: aggregates keep live (per-second) series only; billing reads facets'.
 ROLLUPS = tuple(res for res, _ in RESOLUTIONS if res != 1)
 LATENCY_WINDOW = 1024
+_ZERO_ROW = array("d", [0.0] * len(SERIES_FIELDS))
 
 
 @dataclass(slots=True)
@@ -84,17 +92,17 @@ class Meter:
         self._percentiles: tuple[int, float, float] | None = None  # (samples seen, p50, p99)
         self._samples = 0
         #: resolution -> {bucket start (epoch seconds // resolution): values}
-        self.series: dict[int, dict[int, list[float]]] = {res: {} for res, _ in RESOLUTIONS}
+        self.series: dict[int, dict[int, array]] = {res: {} for res, _ in RESOLUTIONS}
         self.dirty_buckets: set[tuple[int, int]] = set()
         self.dirty = False
         self.rollups = rollups
         #: The per-second bucket requests currently land in, its start, and how much of it
         #: is already in the roll-ups. Rolling up once per second instead of on every
         #: request keeps the request path to one bucket.
-        self._open: list[float] | None = None
+        self._open: list[float] | array | None = None
         self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._open_second = -1
-        self._rolled: list[float] = []
+        self._rolled = _ZERO_ROW
 
     def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
         """Count one request. This is on every request's path: keep it flat."""
@@ -127,6 +135,10 @@ class Meter:
         if second != self._open_second:
             self.roll_up()
             buckets = self.series[1]
+            if row is not None and type(row) is list:
+                # The second is over: keep it as a flat array (compact, and not tracked by
+                # the garbage collector). The open one is a list, quicker to add to.
+                buckets[self._open_second] = array("d", row)
             row = buckets.get(second)
             if row is None:
                 row = buckets[second] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -149,11 +161,15 @@ class Meter:
         if row is None or not self.rollups or row[0] == rolled[0]:
             return   # every request adds 1 to row[0]: nothing new since the last roll-up
         for res in self.rollups:
-            bucket = self._open_second // res
             buckets = self.series[res]
+            bucket = self._open_second // res
+            if buckets and bucket < max(buckets):
+                # The clock went back into a bucket already flushed and dropped: a fresh
+                # one would overwrite the stored one, so count it in the newest instead.
+                bucket = max(buckets)
             target = buckets.get(bucket)
             if target is None:
-                target = buckets[bucket] = [0.0] * len(SERIES_FIELDS)
+                target = buckets[bucket] = _ZERO_ROW[:]
             for i in range(_STORAGE):
                 target[i] += row[i] - rolled[i]
             target[_STORAGE] = row[_STORAGE]   # a gauge: the last value seen
@@ -183,11 +199,18 @@ class Meter:
         return row[0] if row else 0.0
 
     def trim(self, now: float) -> None:
-        for res, keep in RESOLUTIONS:
-            oldest = int(now) // res - keep
+        """Drop per-second buckets past their window, and minute and hour buckets that
+        are flushed (call after ``Meters.collect_dirty``) and can receive nothing more."""
+        oldest = int(now) - RESOLUTIONS[0][1]
+        buckets = self.series[1]
+        if buckets and min(buckets) <= oldest:
+            for bucket in [b for b in buckets if b <= oldest]:
+                del buckets[bucket]
+        for res in self.rollups:
             buckets = self.series[res]
-            if buckets and min(buckets) <= oldest:
-                for bucket in [b for b in buckets if b <= oldest]:
+            if len(buckets) > 1:
+                newest = max(buckets)   # the open second's bucket, still being rolled into
+                for bucket in [b for b in buckets if b != newest and (res, b) not in self.dirty_buckets]:
                     del buckets[bucket]
 
     def sparkline(self, field: str, resolution: int = 1, points: int = 60,
@@ -273,7 +296,9 @@ class Meters:
             fleet._latency.extend(meter._latency)
             fleet._samples += meter._samples
             for bucket, row in meter.series[1].items():
-                total = fleet.series[1].setdefault(bucket, [0.0] * len(SERIES_FIELDS))
+                total = fleet.series[1].get(bucket)
+                if total is None:
+                    total = fleet.series[1][bucket] = _ZERO_ROW[:]
                 for i, v in enumerate(row):
                     total[i] += v
         return fleet
@@ -294,24 +319,17 @@ class Meters:
             agg.storage += delta
             agg.record(usage, error, now, agg.storage)
 
-    def series(self, app: str | None, facet: str | None, field: str, resolution: int,
-               points: int) -> list[float]:
-        """Recent buckets of ``field`` for a facet, an app (``facet`` None) or the fleet (both None)."""
+    def live_series(self, app: str | None, facet: str | None, field: str, points: int) -> list[float]:
+        """The last ``points`` per-second buckets of ``field`` for a facet, an app (``facet``
+        None) or the fleet (both None). Minute and hour series are read from the control
+        database (``Supervisor.series``)."""
         now = time.time()
         with self._lock:
             if facet is not None:
                 meter = self._facets.get((app, facet))
-                return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
-            if resolution == 1:
+            else:
                 meter = self._fleet() if app is None else self._apps.get(app)
-                return meter.sparkline(field, resolution, points, now) if meter else [0.0] * points
-            # Aggregates keep no minute/hour series: add up their facets'.
-            total = [0.0] * points
-            for (a, _), meter in self._facets.items():
-                if app is None or a == app:
-                    for i, v in enumerate(meter.sparkline(field, resolution, points, now)):
-                        total[i] += v
-            return total
+            return meter.sparkline(field, 1, points, now) if meter else [0.0] * points
 
     def facet(self, app: str, facet: str) -> Meter | None:
         return self._facets.get((app, facet))

@@ -184,6 +184,7 @@ class Supervisor:
                                         thread_name_prefix="facets-worker")
         self._closed = threading.Event()
         self._usage_flush_interval = usage_flush_interval
+        self._flush_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="facets-housekeeper",
                                              daemon=True)
         self._housekeeper.start()
@@ -654,6 +655,7 @@ class Supervisor:
                     last_prune = time.monotonic()
                     self.control.prune_logs(keep_per_facet=self.log_retention_count,
                                             max_age_s=self.log_retention_age)
+                    self.control.prune_series({res: kept for res, kept in RESOLUTIONS if res != 1})
             except Exception as exc:  # keep housekeeping alive; report through the logs
                 self._supervisor_log("", "", "error", f"housekeeping failed: {exc!r}")
 
@@ -676,9 +678,10 @@ class Supervisor:
 
     def flush_usage(self) -> None:
         """Persist usage counters and series changed since the last flush."""
-        rows, series = self.meters.collect_dirty()
-        if rows or series:
-            self.control.save_usage(rows, series)
+        with self._flush_lock:   # two flushes writing out of order would store older values
+            rows, series = self.meters.collect_dirty()
+            if rows or series:
+                self.control.save_usage(rows, series)
 
     @property
     def warm_count(self) -> int:
@@ -750,10 +753,18 @@ class Supervisor:
         if resolution not in {r for r, _ in RESOLUTIONS}:
             raise BadRequest(f"resolution must be one of {[r for r, _ in RESOLUTIONS]} seconds")
         if not target or target == "*":
-            return self.meters.series(None, None, field, resolution, points)
-        if "/" in target:
-            return self.meters.series(*parse_facet_target(target), field, resolution, points)
-        return self.meters.series(target, None, field, resolution, points)
+            app, facet = None, None
+        elif "/" in target:
+            app, facet = parse_facet_target(target)
+        else:
+            app, facet = target, None
+        if resolution == 1:   # live, in memory
+            return self.meters.live_series(app, facet, field, points)
+        self.flush_usage()    # minutes and hours are read where they are kept
+        current = int(time.time()) // resolution
+        totals = self.control.series_totals(app, facet, resolution, current - points + 1)
+        index = SERIES_FIELDS.index(field)
+        return [totals[b][index] if b in totals else 0.0 for b in range(current - points + 1, current + 1)]
 
     def bill(self, target: str | None = None, *, since: float | None = None,
              until: float | None = None) -> dict[str, Any]:

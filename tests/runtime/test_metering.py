@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 import textwrap
 
@@ -116,6 +117,65 @@ def test_snapshot_follows_requests_and_the_clock_and_is_a_copy(monkeypatch):
     assert (again["requests"], again["fuel"], again["errors"]) == (2, 10, {"trap": 1})
     clock[0] = 103.5   # no requests in second 102: the rate falls to 0
     assert meter.snapshot()["rps"] == 0
+
+
+def test_a_busy_facets_meter_stays_small_however_long_it_runs(monkeypatch):
+    clock = [1_000_000.0]
+    monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
+    meters = Meters()
+    stored: dict[tuple[int, int], list[float]] = {}
+    for second in range(3 * 3600):   # three hours, a request a second, a flush a second
+        clock[0] = 1_000_000 + second + 0.5
+        meters.record("a", "f", Usage(fuel=2), None)
+        for _, _, res, bucket, values in meters.collect_dirty()[1]:
+            stored[(res, bucket)] = values   # what the control database keeps
+    meter = meters.facet("a", "f")
+    assert len(meter.series[1]) <= 121
+    assert len(meter.series[60]) == 1 and len(meter.series[3600]) == 1
+    # nothing was lost on the way to the database
+    assert sum(v[0] for (res, _), v in stored.items() if res == 60) == 3 * 3600
+    assert sum(v[2] for (res, _), v in stored.items() if res == 3600) == 2 * 3 * 3600
+
+
+def test_a_clock_going_back_never_overwrites_a_stored_bucket(monkeypatch):
+    clock = [130.0]
+    monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
+    meters = Meters()
+    meters.record("a", "f", Usage(), None)         # minute 2
+    clock[0] = 190.0
+    meters.record("a", "f", Usage(), None)         # minute 3
+    sent = {(res, bucket): values[0] for _, _, res, bucket, values in meters.collect_dirty()[1]}
+    assert sent[(60, 2)] == 1 and sent[(60, 3)] == 1
+    clock[0] = 135.0                                 # back into minute 2, already stored
+    meters.record("a", "f", Usage(), None)
+    clock[0] = 136.0
+    sent = {(res, bucket): values[0] for _, _, res, bucket, values in meters.collect_dirty()[1]}
+    assert (60, 2) not in sent and sent[(60, 3)] == 2   # counted in the newest bucket
+
+
+def test_minute_and_hour_series_come_from_the_control_database(tmp_path):
+    with Supervisor(tmp_path / "d") as sup:
+        sup.load_app(COUNTER_WAT)
+        for _ in range(4):
+            sup.call("counter/a")
+        sup.call("counter/b")
+        assert sum(sup.series("counter/a", "requests", resolution=60, points=3)) == 4
+        assert sum(sup.series("counter", "requests", resolution=3600, points=2)) == 5
+    with Supervisor(tmp_path / "d") as sup:   # a restart keeps them (the live ones are gone)
+        assert sum(sup.series(None, "requests", resolution=60, points=3)) == 5
+        assert sum(sup.series("counter/b", "fuel", resolution=3600, points=2)) > 0
+
+
+def test_stored_series_are_pruned_to_their_retention(tmp_path):
+    with Supervisor(tmp_path / "d") as sup:
+        now_minute, now_hour = int(time.time()) // 60, int(time.time()) // 3600
+        sup.control.save_usage([], [("x", "y", 60, now_minute - 2000, [1.0] * 8),
+                                    ("x", "y", 60, now_minute - 10, [1.0] * 8),
+                                    ("x", "y", 3600, now_hour - 10_000, [1.0] * 8),
+                                    ("x", "y", 3600, now_hour - 5, [1.0] * 8)])
+        assert sup.control.prune_series({60: 1440, 3600: 24 * 400}) == 2
+        assert sorted(sup.control.series_totals("x", "y", 60, 0)) == [now_minute - 10]
+        assert sorted(sup.control.series_totals("x", None, 3600, 0)) == [now_hour - 5]
 
 
 def test_usage_and_logs_survive_restart(tmp_path):
