@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -233,7 +234,7 @@ def density(tmp: Path, count: int) -> tuple[dict[str, Any], Supervisor]:
     sup.load_app(COUNTER_WAT, "hello")
     sup.set_quotas("hello", NOT_BINDING)
     sup.call("hello/warmup")
-    rss0, maps0 = rss_bytes(), map_count()
+    rss0, maps0, objects0 = rss_bytes(), map_count(), len(gc.get_objects())
     started = time.perf_counter()
     first = min(count, sup.max_open_dbs)
     for i in range(count):
@@ -242,6 +243,10 @@ def density(tmp: Path, count: int) -> tuple[dict[str, Any], Supervisor]:
             rss_first = rss_bytes()   # every one of these facets still has its database open
     elapsed = time.perf_counter() - started
     rss1, maps1 = rss_bytes(), map_count()
+    objects_per_facet = (len(gc.get_objects()) - objects0) / count
+    gc_started = time.perf_counter()
+    gc.collect()   # what a full collection costs with this many warm facets: it stops everything
+    full_gc_ms = (time.perf_counter() - gc_started) * 1000
     per_facet = (rss1 - rss0) / count
     maps_per = (maps1 - maps0) / count
     reservation = sup.wasm.settings.memory_reservation + sup.wasm.settings.memory_guard_size
@@ -257,6 +262,7 @@ def density(tmp: Path, count: int) -> tuple[dict[str, Any], Supervisor]:
         "max_facets_by_mappings": by_maps, "max_facets_by_address_space": by_address_space,
         "vm_max_map_count": limit_maps,
         "memory_reservation_mib": sup.wasm.settings.memory_reservation / 2**20,
+        "gc_objects_per_facet": objects_per_facet, "full_gc_ms": full_gc_ms,
     }, sup
 
 
