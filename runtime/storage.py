@@ -153,24 +153,24 @@ class FacetDB:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      cached_statements=256)
         conn = self._conn
-        # A small cache first: SQLite preallocates ~20 pages (~90 KiB) for a page cache
-        # created at the default size, the largest part of an idle facet's memory. Raised
-        # again right after, the cache then grows only as pages are actually used.
-        conn.execute("PRAGMA cache_size=-16")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA trusted_schema=OFF")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        for limit, value in GUEST_LIMITS.items():
-            conn.setlimit(limit, value)
-        self.page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         # Every statement goes through this one cursor. conn.execute() makes a cursor per
         # call, and the connection keeps a weak reference to each until it has made 200
         # more: with 1,000 busy facets that is ~200,000 long-lived objects, enough churn
         # to start a full garbage collection (~0.5 s with 10,000 warm facets) every few
         # seconds.
-        self._cursor = conn.cursor()
+        self._cursor = cursor = conn.cursor()
+        # A small cache first: SQLite preallocates ~20 pages (~90 KiB) for a page cache
+        # created at the default size, the largest part of an idle facet's memory. Raised
+        # again right after, the cache then grows only as pages are actually used.
+        cursor.execute("PRAGMA cache_size=-16")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        cursor.execute("PRAGMA trusted_schema=OFF")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        for limit, value in GUEST_LIMITS.items():
+            conn.setlimit(limit, value)
+        self.page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
         skip_checkpoint_on_close(conn, path)
         self._guest = False
         self._deadline = math.inf

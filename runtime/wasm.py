@@ -298,6 +298,13 @@ class WasmRuntime:
         return guest
 
 
+def _own(handle):
+    """A pointer to a copy of an export's handle. Handles are small value structs, meant
+    to be copied; a pointer to wasmtime-py's own would keep its extern wrappers alive,
+    two more objects per export for the garbage collector to walk in every warm facet."""
+    return ctypes.pointer(type(handle).from_buffer_copy(handle))
+
+
 class GuestInstance:
     """One instantiated guest in its own store. Used by one thread at a time."""
 
@@ -327,11 +334,11 @@ class GuestInstance:
 
     def _bind(self, instance: wasmtime.Instance) -> None:
         exports = instance.exports(self._store)
-        self._memory = ctypes.pointer(exports[abi.MEMORY_EXPORT]._memory)
-        self._alloc = ctypes.pointer(exports["facet_alloc"]._func)
-        self._handle = ctypes.pointer(exports["facet_handle"]._func)
+        self._memory = _own(exports[abi.MEMORY_EXPORT]._memory)
+        self._alloc = _own(exports["facet_alloc"]._func)
+        self._handle = _own(exports["facet_handle"]._func)
         init = exports.get("facet_init")
-        self._init = ctypes.pointer(init._func) if init is not None else None
+        self._init = _own(init._func) if init is not None else None
 
     # -- limits -------------------------------------------------------------
     def set_memory_limit(self, limit: int) -> None:
