@@ -25,9 +25,10 @@ the last two minutes, in memory only (the live sparklines); per-minute for the
 last day and per-hour for 400 days, in the control database (the hourly ones
 feed billing). A meter keeps a minute or hour bucket only until it is flushed
 and complete, and buckets are flat ``array('d')`` rows, which Python's garbage
-collector does not track: an active facet's meter stays ~25 KiB however long it
-runs (a dict of lists was ~320 KiB after three hours, and millions of tracked
-objects across 10,000 facets made each full collection take seconds).
+collector does not track: a busy facet's meter stays about 40 KiB however long
+it runs, most of it the latency window (a dict of lists was ~320 KiB after three
+hours at a request a second, and would have been millions of tracked objects
+across 10,000 facets, each full collection taking seconds).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: (bucket seconds, buckets kept)
 #: (bucket seconds, buckets kept): per-second ones in memory, the others in the control database.
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 120), (60, 1440), (3600, 24 * 400))
 #: Fields of a time-series bucket, in order.
