@@ -6,12 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install apps bench clean
+.PHONY: run test check install lock apps bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the version the tests were run with (the console's
+# SVG snapshots depend on Textual's exact rendering); `make lock` refreshes it on purpose.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +24,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Lint, format and type checks; zero findings is the bar (configured in pyproject.toml).
+check: $(STAMP)
+	$(VENV)/bin/ruff check runtime console tests bench sample_apps
+	$(VENV)/bin/mypy
+
+# Resolve the newest versions pyproject.toml allows in a scratch venv and write them down.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .lock-venv
+	@echo "constraints.txt refreshed: review 'git diff constraints.txt', then make test"
+
 bench: $(STAMP)
 	$(PY) bench/run.py
 
@@ -29,4 +47,4 @@ apps: $(STAMP)
 	$(PY) sample_apps/build.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .lock-venv
