@@ -15,8 +15,15 @@ import wasmtime
 
 
 class BareHost:
-    def __init__(self, wasm: bytes, db_path: str, synchronous: str = "NORMAL", *,
-                 engine: wasmtime.Engine | None = None, module: wasmtime.Module | None = None) -> None:
+    def __init__(
+        self,
+        wasm: bytes,
+        db_path: str,
+        synchronous: str = "NORMAL",
+        *,
+        engine: wasmtime.Engine | None = None,
+        module: wasmtime.Module | None = None,
+    ) -> None:
         self.engine = engine or wasmtime.Engine()
         self.module = module or wasmtime.Module(self.engine, wasm)
         self.conn = sqlite3.connect(db_path, isolation_level=None)
@@ -39,8 +46,9 @@ class BareHost:
         request = json.loads(self.memory.read(caller, ptr, ptr + length))
         cursor = self.conn.execute(request["sql"], request.get("params", []))
         rows = cursor.fetchall()
-        reply = json.dumps({"ok": True, "rows": rows, "rows_written": cursor.rowcount,
-                            "last_insert_rowid": cursor.lastrowid}).encode()
+        reply = json.dumps(
+            {"ok": True, "rows": rows, "rows_written": cursor.rowcount, "last_insert_rowid": cursor.lastrowid}
+        ).encode()
         out = self.alloc(caller, len(reply))
         self.memory.write(caller, reply, out)
         return (out << 32) | len(reply)

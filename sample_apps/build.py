@@ -33,16 +33,39 @@ def build_commands(out_dir: Path) -> dict[str, list[str]]:
     commands = {}
     for app in ZIG_APPS:
         commands[app] = zig(
-            "build-exe", "-target", "wasm32-freestanding", "-fno-entry", "-O", "ReleaseSmall", "-rdynamic",
-            "--stack", str(STACK), "--dep", "facet", f"-Mroot={HERE / app / (app + '.zig')}",
-            f"-Mfacet={SDK / 'facet.zig'}", f"-femit-bin={out_dir / (app + '.wasm')}",
-            "--cache-dir", str(out_dir / ".zig-cache"), "--global-cache-dir", str(out_dir / ".zig-global"),
+            "build-exe",
+            "-target",
+            "wasm32-freestanding",
+            "-fno-entry",
+            "-O",
+            "ReleaseSmall",
+            "-rdynamic",
+            "--stack",
+            str(STACK),
+            "--dep",
+            "facet",
+            f"-Mroot={HERE / app / (app + '.zig')}",
+            f"-Mfacet={SDK / 'facet.zig'}",
+            f"-femit-bin={out_dir / (app + '.wasm')}",
+            "--cache-dir",
+            str(out_dir / ".zig-cache"),
+            "--global-cache-dir",
+            str(out_dir / ".zig-global"),
         )
     for app in C_APPS:
         commands[app] = zig(
-            "cc", "--target=wasm32-freestanding", "-O2", "-g0", "-nostdlib", f"-I{SDK}", "-Wl,--no-entry",
+            "cc",
+            "--target=wasm32-freestanding",
+            "-O2",
+            "-g0",
+            "-nostdlib",
+            f"-I{SDK}",
+            "-Wl,--no-entry",
             "-Wl,--strip-all",
-            f"-Wl,-z,stack-size={STACK}", "-o", str(out_dir / (app + ".wasm")), str(HERE / app / (app + ".c")),
+            f"-Wl,-z,stack-size={STACK}",
+            "-o",
+            str(out_dir / (app + ".wasm")),
+            str(HERE / app / (app + ".c")),
         )
     return commands
 
@@ -63,7 +86,9 @@ def main() -> int:
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             built = build(Path(tmp))
-            stale = [app for app, path in built.items() if not filecmp.cmp(path, HERE / app / f"{app}.wasm", shallow=False)]
+            stale = [
+                app for app, path in built.items() if not filecmp.cmp(path, HERE / app / f"{app}.wasm", shallow=False)
+            ]
         if stale:
             print(f"stale .wasm (run `make apps`): {', '.join(stale)}")
             return 1

@@ -40,14 +40,26 @@ def test_todo_protocol(apps):
     assert ask(apps, "todo/alice", {"op": "rename", "id": 1, "title": "oat milk"})["title"] == "oat milk"
     items = ask(apps, "todo/alice", {"op": "list", "list": "home"})["items"]
     assert [(i["title"], i["done"], i["position"]) for i in items] == [
-        ("bread", False, 1), ("oat milk", False, 2), ("eggs", True, 3)]
+        ("bread", False, 1),
+        ("oat milk", False, 2),
+        ("eggs", True, 3),
+    ]
     assert ask(apps, "todo/alice", {"op": "undone", "id": 2})["done"] is False
     assert ask(apps, "todo/alice", {"op": "delete", "id": 1}) == {"id": 1, "deleted": True}
     assert ask(apps, "todo/alice", {"op": "lists"})["lists"] == [
-        {"name": "home", "items": 2, "done": 0}, {"name": "work", "items": 1, "done": 0}]
-    for bad in ({"op": "fly"}, {"op": "add", "list": "home"}, {"op": "add", "list": "home", "title": ""},
-                {"op": "add", "list": "home", "title": "x" * 501}, {"op": "done", "id": 99},
-                {"op": "list", "list": "nope"}, {"nothing": 1}, "not json"):
+        {"name": "home", "items": 2, "done": 0},
+        {"name": "work", "items": 1, "done": 0},
+    ]
+    for bad in (
+        {"op": "fly"},
+        {"op": "add", "list": "home"},
+        {"op": "add", "list": "home", "title": ""},
+        {"op": "add", "list": "home", "title": "x" * 501},
+        {"op": "done", "id": 99},
+        {"op": "list", "list": "nope"},
+        {"nothing": 1},
+        "not json",
+    ):
         assert "error" in ask(apps, "todo/alice", bad), bad
 
 
@@ -62,9 +74,14 @@ def test_guestbook_paging(apps):
         seen += [e["id"] for e in page["entries"]]
     assert seen == list(range(45, 0, -1))
     assert ask(apps, "guestbook/lobby", {"op": "count"}) == {"count": 45}
-    for bad in ({"op": "sign", "name": "", "message": "x"}, {"op": "sign", "name": "x"},
-                {"op": "sign", "name": "x", "message": "m" * 2001}, {"op": "list", "limit": 0},
-                {"op": "list", "limit": 101}, {"op": "erase"}):
+    for bad in (
+        {"op": "sign", "name": "", "message": "x"},
+        {"op": "sign", "name": "x"},
+        {"op": "sign", "name": "x", "message": "m" * 2001},
+        {"op": "list", "limit": 0},
+        {"op": "list", "limit": 101},
+        {"op": "erase"},
+    ):
         assert "error" in ask(apps, "guestbook/lobby", bad), bad
 
 
@@ -79,8 +96,13 @@ def test_shortener_random_ids_and_hits(apps):
     assert ask(apps, "shortener/acme", {"op": "stats", "id": b["id"]})["hits"] == 3
     top = ask(apps, "shortener/acme", {"op": "top"})["links"]
     assert [link["id"] for link in top] == [b["id"], a["id"]]
-    for bad in ({"op": "shorten", "url": "ftp://x"}, {"op": "shorten", "url": "https://a b"},
-                {"op": "shorten"}, {"op": "resolve", "id": "nope"}, {"op": "top", "limit": 1000}):
+    for bad in (
+        {"op": "shorten", "url": "ftp://x"},
+        {"op": "shorten", "url": "https://a b"},
+        {"op": "shorten"},
+        {"op": "resolve", "id": "nope"},
+        {"op": "top", "limit": 1000},
+    ):
         assert "error" in ask(apps, "shortener/acme", bad), bad
 
 
@@ -88,15 +110,23 @@ def test_poll_one_vote_per_voter(apps):
     poll = ask(apps, "poll/team", {"op": "create", "question": "Lunch?", "options": ["pizza", "sushi"]})["poll"]
     assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "ada", "option": 1})["option"] == 1
     assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "bob", "option": 1})
-    assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "ada", "option": 0}) == {"error": "already voted"}
+    assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "ada", "option": 0}) == {
+        "error": "already voted"
+    }
     results = ask(apps, "poll/team", {"op": "results", "poll": poll})
     assert results["options"] == [{"text": "pizza", "votes": 0}, {"text": "sushi", "votes": 2}]
     assert results["total"] == 2 and results["closed"] is False
     ask(apps, "poll/team", {"op": "close", "poll": poll})
-    assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "cy", "option": 0}) == {"error": "poll is closed"}
+    assert ask(apps, "poll/team", {"op": "vote", "poll": poll, "voter": "cy", "option": 0}) == {
+        "error": "poll is closed"
+    }
     assert ask(apps, "poll/team", {"op": "polls"})["polls"][0]["votes"] == 2
-    for bad in ({"op": "create", "question": "Q", "options": ["only one"]}, {"op": "vote", "poll": 99, "voter": "x", "option": 0},
-                {"op": "vote", "poll": poll, "voter": "x", "option": 7}, {"op": "results", "poll": 42}):
+    for bad in (
+        {"op": "create", "question": "Q", "options": ["only one"]},
+        {"op": "vote", "poll": 99, "voter": "x", "option": 0},
+        {"op": "vote", "poll": poll, "voter": "x", "option": 7},
+        {"op": "results", "poll": 42},
+    ):
         assert "error" in ask(apps, "poll/team", bad), bad
 
 
@@ -138,14 +168,17 @@ def test_upgrade_keeps_data_and_migrates_schema(sup):
     assert any("schema migrated to version 2" in r.message for r in sup.logs("counter/a"))
 
 
-@pytest.mark.parametrize("target, body", [
-    ("todo/mem", {"op": "add", "list": "l", "title": "t" * 200}),
-    ("guestbook/mem", {"op": "sign", "name": "n", "message": "m" * 200}),
-    ("shortener/mem", {"op": "resolve", "id": "missing"}),
-    ("poll/mem", {"op": "polls"}),
-    ("hits/mem", {"op": "hit", "path": "/x"}),
-    ("counter/mem", {"op": "incr"}),
-])
+@pytest.mark.parametrize(
+    "target, body",
+    [
+        ("todo/mem", {"op": "add", "list": "l", "title": "t" * 200}),
+        ("guestbook/mem", {"op": "sign", "name": "n", "message": "m" * 200}),
+        ("shortener/mem", {"op": "resolve", "id": "missing"}),
+        ("poll/mem", {"op": "polls"}),
+        ("hits/mem", {"op": "hit", "path": "/x"}),
+        ("counter/mem", {"op": "incr"}),
+    ],
+)
 def test_memory_is_steady_over_ten_thousand_requests(apps, target, body):
     apps.set_quotas(target, rate="off")
     payload = json.dumps(body)
@@ -168,11 +201,12 @@ def test_load_samples_seeds_an_empty_data_directory(sup):
     assert {a.name for a in sup.app_list()} == {name for name, _ in SAMPLES}
     assert sup.tables("todo/alice")
     assert sup.rows("guestbook/lobby", "entries")["rows"]
-    assert load_samples(sup) is False          # never twice
+    assert load_samples(sup) is False  # never twice
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ziglang") is None, reason="the Zig toolchain is not installed")
 def test_committed_wasm_matches_sources():
-    proc = subprocess.run([sys.executable, str(APPS / "build.py"), "--check"], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(APPS / "build.py"), "--check"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
