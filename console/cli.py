@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from runtime import FacetsError, Supervisor, default_data_dir
+from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
 
 from .commands import SPECS, CommandError, UsageError, execute, failure, parse
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
@@ -63,7 +63,7 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
             lines = Path(script).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             click.echo(json.dumps({"cmd": None, "ok": False,
-                                   "error": {"code": "usage", "message": f"cannot read script: {exc}"}}))
+                                   "error": {"code": str(ErrorCode.USAGE), "message": f"cannot read script: {exc}"}}))
             sys.exit(EXIT_USAGE)
     with open_supervisor(ctx.obj["data"]) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)

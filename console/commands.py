@@ -25,19 +25,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from runtime import FacetsError, Supervisor
+from runtime import ErrorCode, FacetsError, Supervisor
 from runtime.logs import LEVELS
 
 
+def error_code(value: str | ErrorCode | None) -> ErrorCode:
+    """The ``ErrorCode`` of a code string (a custom policy's unknown code becomes ``internal``)."""
+    if isinstance(value, ErrorCode):
+        return value
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL
+
+
 class CommandError(Exception):
-    """A command failed; ``code`` is stable (runtime codes plus the ones below)."""
+    """A command failed; ``code`` is one of ``runtime.errors.ErrorCode`` (the one documented list)."""
 
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | ErrorCode | None = None) -> None:
         super().__init__(message)
         if code:
-            self.code = code
+            self.code = error_code(code)
 
     @property
     def message(self) -> str:
@@ -47,13 +57,13 @@ class CommandError(Exception):
 class UsageError(CommandError):
     """The line cannot be understood (bad quoting, unknown command, wrong arguments)."""
 
-    code = "usage"
+    code = ErrorCode.USAGE
 
 
 class RefusedError(CommandError):
     """A destructive command without ``--yes``, or a write in read-only mode."""
 
-    code = "refused"
+    code = ErrorCode.REFUSED
 
 
 @dataclass
@@ -303,9 +313,9 @@ def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[st
     except CommandError:
         raise
     except FacetsError as exc:
-        raise CommandError(exc.message, str(exc.code)) from None
-    except (OSError, sqlite3.Error) as exc:
-        raise CommandError(f"{type(exc).__name__}: {exc}", "io_error") from None
+        raise CommandError(exc.message, exc.code) from None
+    except (OSError, sqlite3.Error) as exc:   # by type: the OS or SQLite failed on a file
+        raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.IO_ERROR) from None
 
 
 def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:

@@ -162,3 +162,36 @@ def test_readonly_refuses_writes(loaded):
 def test_results_are_json_serialisable(loaded):
     for line in ("apps", "facets", "usage", "bill", "help", "call probe/x 'E\x1b[2J'"):
         json.dumps(run_line(loaded, line))
+
+
+# -- issue 12: hardening -----------------------------------------------------------------
+def test_every_code_the_command_language_emits_is_an_error_code(loaded, tmp_path):
+    from runtime import ErrorCode
+    from console.commands import CommandError, RefusedError
+
+    assert (ErrorCode.USAGE, ErrorCode.REFUSED, ErrorCode.IO_ERROR) == ("usage", "refused", "io_error")
+    assert isinstance(UsageError("x").code, ErrorCode) and isinstance(RefusedError("x").code, ErrorCode)
+    assert CommandError("x", "timeout").code is ErrorCode.TIMEOUT
+    ok(loaded, "call counter/a")
+    too_long = tmp_path / ("n" * 300)             # ENAMETOOLONG: an OSError, not a runtime error
+    results = [fails(loaded, "frobnicate", "usage"), fails(loaded, "delete counter/a", "refused"),
+               fails(loaded, f"export counter/a {too_long}", "io_error"),
+               fails(loaded, "call nothing/a", "not_found")]
+    assert all(r["error"]["code"] in set(ErrorCode) for r in results)
+
+
+@pytest.mark.parametrize("exc, code", [
+    (OSError("no such table: full"), "io_error"),
+    (sqlite3.OperationalError("database or disk is full"), "io_error"),   # by type, not by "full"
+    (PermissionError("not found"), "io_error"),
+])
+def test_exceptions_map_to_codes_by_type_not_message(loaded, monkeypatch, exc, code):
+    from runtime import ErrorCode, FacetsError
+
+    def boom(*args, **kwargs):
+        raise exc
+    monkeypatch.setattr(loaded, "tables", boom)
+    assert fails(loaded, "tables counter/a", code)["error"]["code"] == code
+    monkeypatch.setattr(loaded, "tables", lambda *a: (_ for _ in ()).throw(
+        FacetsError("disk is full (not storage_full)", ErrorCode.NOT_FOUND)))
+    fails(loaded, "tables counter/a", "not_found")
