@@ -25,7 +25,8 @@ per-facet overrides (``APP/FACET``); the effective value is the most specific.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields, replace
+import threading
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .abi import is_valid_name
@@ -130,37 +131,61 @@ def scope_of(app: str | None, facet: str | None) -> str:
     return f"{app}/{facet}" if facet else app
 
 
+@dataclass(frozen=True)
+class _BookState:
+    """One immutable version of the settings, with the cache computed from it alone.
+
+    ``settings`` is never changed after the state is published (writers copy it);
+    ``cache`` belongs to this state only, so a reader that computed from an older
+    state can only write into that older (discarded) state's cache.
+    """
+
+    settings: dict[str, dict[str, Any]]
+    cache: dict[tuple[str | None, str | None], Quotas] = field(default_factory=dict)
+
+
 class QuotaBook:
     """The three levels of quota settings, held in memory and persisted by a callback.
 
     ``settings`` maps a scope (``*``, ``APP``, ``APP/FACET``) to its explicit
     key -> value settings.
+
+    Thread safety: readers (``effective``, on every request) take no lock. They
+    read ``self._state`` once and use only that state. Writers (``apply``,
+    ``forget``) are serialised by ``_lock``, build new settings and a fresh, empty
+    cache, and publish both in one assignment. A reader that raced with a writer
+    returns the quotas in force when it started (as if it had run just before the
+    change) and can never leave them cached past the change.
     """
+
+    #: Bound on the cached (app, facet) pairs, so a scan over many names cannot grow it forever.
+    _CACHE_LIMIT = 100_000
 
     def __init__(self, settings: dict[str, dict[str, Any]] | None = None,
                  base: Quotas | None = None) -> None:
         self._base = base or Quotas()
-        self._settings: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (settings or {}).items()}
-        self._cache: dict[tuple[str | None, str | None], Quotas] = {}
+        self._lock = threading.Lock()
+        self._state = _BookState({k: dict(v) for k, v in (settings or {}).items()})
 
     def effective(self, app: str | None = None, facet: str | None = None) -> Quotas:
         """The effective quotas (cached until the next change: this runs on every request)."""
+        state = self._state   # one read: everything below uses this state only
         key = (app, facet)
-        cached = self._cache.get(key)
+        cached = state.cache.get(key)
         if cached is not None:
             return cached
         merged: dict[str, Any] = {}
         for scope in ("*", app, f"{app}/{facet}" if app and facet else None):
             if scope is not None:
-                merged.update(self._settings.get(scope, {}))
+                merged.update(state.settings.get(scope, {}))
         quotas = replace(self._base, **merged) if merged else self._base
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[key] = quotas
+        if len(state.cache) > self._CACHE_LIMIT:
+            state.cache.clear()
+        state.cache[key] = quotas
         return quotas
 
     def explicit(self, scope: str) -> dict[str, Any]:
-        return dict(self._settings.get(scope, {}))
+        return dict(self._state.settings.get(scope, {}))
 
     def plan(self, target: str, changes: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         """Validate every change before anything is applied; return (scope, sets, unsets)."""
@@ -182,17 +207,22 @@ class QuotaBook:
         return scope_of(app, facet), sets, unsets
 
     def apply(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
-        self._cache = {}   # replaced, not cleared: readers on other threads may hold the old one
-        current = self._settings.setdefault(scope, {})
-        current.update(sets)
-        for key in unsets:
-            current.pop(key, None)
-        if not current:
-            del self._settings[scope]
+        with self._lock:
+            settings = dict(self._state.settings)      # copies: the published state never changes
+            current = {**settings.get(scope, {}), **sets}
+            for key in unsets:
+                current.pop(key, None)
+            if current:
+                settings[scope] = current
+            else:
+                settings.pop(scope, None)
+            self._state = _BookState(settings)        # settings and an empty cache, one assignment
 
     def forget(self, scope: str) -> None:
-        self._cache = {}
-        self._settings.pop(scope, None)
+        with self._lock:
+            settings = dict(self._state.settings)
+            settings.pop(scope, None)
+            self._state = _BookState(settings)
 
 
 def format_size(n: int) -> str:
