@@ -20,7 +20,7 @@ from rich.console import Console
 from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
 
 from .commands import SPECS, CommandError, UsageError, execute, failure, parse
-from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
+from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .render import render
 
 
@@ -56,15 +56,13 @@ def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
 @click.pass_context
 def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) -> None:
     """Run SCRIPT (a file, or - for stdin): one command per line, JSON Lines out."""
-    if script == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = Path(script).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            click.echo(json.dumps({"cmd": None, "ok": False,
-                                   "error": {"code": str(ErrorCode.USAGE), "message": f"cannot read script: {exc}"}}))
-            sys.exit(EXIT_USAGE)
+    try:
+        data = sys.stdin.buffer.read() if script == "-" else Path(script).read_bytes()
+        lines = script_lines(data)
+    except (OSError, UsageError) as exc:
+        message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
+        click.echo(json.dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
+        sys.exit(EXIT_USAGE)
     with open_supervisor(ctx.obj["data"]) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import calendar
 import json
 import re
-import shlex
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -116,11 +115,109 @@ SPECS: dict[str, Spec] = {
 }
 _OPTION = re.compile(r"^([a-z_]+)=(.*)$", re.S)
 
+#: Longest line accepted (characters). A line is typed or scripted by an operator; 1 MiB
+#: leaves room for a large request body while bounding what one line can cost.
+MAX_LINE_CHARS = 1024 * 1024
+_PLAIN = re.compile(r"[^ \t\r\n'\"\\#]+")
+_DOUBLE_QUOTED = re.compile(r'[^"\\]*')
+
+
+def split_line(line: str) -> list[str]:
+    """``shlex.split(line, comments=True)`` (POSIX rules) in linear time.
+
+    ``shlex`` appends one character at a time to an attribute string, which CPython
+    cannot grow in place: a 1 MB line took 16 s (quadratic). Here every run of plain
+    characters is one regex match and each token is joined once. Raises ``ValueError``
+    with shlex's messages on an open quote or a trailing backslash.
+    """
+    tokens: list[str] = []
+    parts: list[str] | None = None       # the token being built; None between tokens
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c in " \t\r\n":
+            if parts is not None:
+                tokens.append("".join(parts))
+                parts = None
+            i += 1
+            continue
+        if c == "#":                      # a comment, even inside a word (as shlex)
+            if parts is not None:
+                tokens.append("".join(parts))
+                parts = None
+            end = line.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if parts is None:
+            parts = []
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError("No escaped character")
+            parts.append(line[i + 1])
+            i += 2
+        elif c == "'":
+            end = line.find("'", i + 1)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            parts.append(line[i + 1:end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while True:
+                match = _DOUBLE_QUOTED.match(line, i)
+                assert match is not None      # the pattern matches the empty string
+                parts.append(match.group())
+                i = match.end()
+                if i >= n:
+                    raise ValueError("No closing quotation")
+                if line[i] == '"':
+                    i += 1
+                    break
+                if i + 1 >= n:                # a backslash at the very end
+                    raise ValueError("No escaped character")
+                escaped = line[i + 1]
+                parts.append(escaped if escaped in '"\\' else "\\" + escaped)
+                i += 2
+        else:
+            match = _PLAIN.match(line, i)
+            assert match is not None          # c is none of the special characters
+            parts.append(match.group())
+            i = match.end()
+    if parts is not None:
+        tokens.append("".join(parts))
+    return tokens
+
+
+def check_text(line: str) -> None:
+    """Refuse what no command can mean: NUL bytes, text that is not UTF-8, huge lines.
+
+    A non-UTF-8 argument reaches us as lone surrogates (Python's ``surrogateescape``
+    decoding of argv); encoding it later would raise ``UnicodeEncodeError``.
+    """
+    if len(line) > MAX_LINE_CHARS:
+        raise UsageError(f"line too long: {len(line):,} characters (at most {MAX_LINE_CHARS:,})")
+    if "\x00" in line:
+        raise UsageError(f"the line contains a NUL byte at character {line.index(chr(0)) + 1}")
+    surrogate = _SURROGATE.search(line)
+    if surrogate:
+        code = ord(surrogate.group())
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise UsageError(f"the line is not valid UTF-8 ({what} at character {surrogate.start() + 1})")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and serialise as strict UTF-8: lone surrogates become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
 
 def parse(line: str) -> Command | None:
     """Parse one line; None for blank lines and comments. Raises ``UsageError``."""
+    check_text(line)
     try:
-        tokens = shlex.split(line, comments=True)
+        tokens = split_line(line)
     except ValueError as exc:
         raise UsageError(f"cannot parse line: {exc}") from None
     if not tokens:
@@ -316,11 +413,16 @@ def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[st
         raise CommandError(exc.message, exc.code) from None
     except (OSError, sqlite3.Error) as exc:   # by type: the OS or SQLite failed on a file
         raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.IO_ERROR) from None
+    except ValueError as exc:    # by type: a library refused an argument (a path, a string)
+        raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.BAD_REQUEST) from None
 
 
 def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:
     """The result of a command that failed: ``{"cmd", "ok": false, "error": {code, message}}``."""
-    return {"cmd": line, "ok": False, "error": {"code": str(exc.code), "message": exc.message}}
+    if len(line) > MAX_LINE_CHARS:   # refused for its length: not echoed whole
+        line = f"{line[:80]}... ({len(line):,} characters)"
+    return {"cmd": printable(line), "ok": False,
+            "error": {"code": str(exc.code), "message": printable(exc.message)}}
 
 
 def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str, Any] | None:

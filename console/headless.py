@@ -19,6 +19,24 @@ from .commands import CommandError, UsageError, execute, failure, parse
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def script_lines(data: bytes) -> list[str]:
+    """A script's bytes as lines; ``UsageError`` (with the line number) when it is not UTF-8.
+
+    Lines end at ``\\n`` (a ``\\r`` before it is dropped) and nowhere else: ``str.splitlines``
+    would also cut a request body at U+2028 or a form feed.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"line {number}: the script is not valid UTF-8 "
+                         f"(byte 0x{data[exc.start]:02x})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _emit(out: IO[str], payload: dict) -> None:
     out.write(json.dumps(payload, ensure_ascii=True, default=str) + "\n")
     out.flush()  # a reader sees each result before the next command runs
