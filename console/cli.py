@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
@@ -19,13 +20,22 @@ from rich.console import Console
 
 from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
 
-from .commands import SPECS, CommandError, UsageError, execute, failure, parse
+from .commands import SPECS, CommandError, RefusedError, UsageError, execute, failure, is_write, parse
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .render import render
 
 
-def open_supervisor(data: str | None) -> Supervisor:
-    return Supervisor(Path(data) if data else default_data_dir())
+def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
+    """The data directory's supervisor; with ``readonly``, opened without writing anything
+    (no orphan adoption, no mkdir, no control-database writes) where the runtime offers it.
+
+    ``Supervisor(data, readonly=True)`` is the runtime's side of ``--readonly`` (issue 12);
+    until a runtime has it, commands are still refused by ``commands.is_write``.
+    """
+    path = Path(data) if data else default_data_dir()
+    if readonly and "readonly" in inspect.signature(Supervisor).parameters:
+        return Supervisor(path, readonly=True)  # type: ignore[call-arg]
+    return Supervisor(path)
 
 
 @click.group(invoke_without_command=True, help=__doc__)
@@ -63,7 +73,7 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
         message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
         click.echo(json.dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
         sys.exit(EXIT_USAGE)
-    with open_supervisor(ctx.obj["data"]) as sup:
+    with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)
 
@@ -74,12 +84,16 @@ def _make_command(name: str) -> click.Command:
     @click.command(name=name, help=f"{spec.summary}\n\nUsage: {spec.usage}",
                    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @click.option("--readonly", is_flag=True, help="refuse the command if it writes anything")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_context
-    def command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+    def command(ctx: click.Context, as_json: bool, readonly: bool, args: tuple[str, ...]) -> None:
         if "--json" in args:  # accepted anywhere on the line, like the other flags
             as_json = True
             args = tuple(a for a in args if a != "--json")
+        if "--readonly" in args:
+            readonly = True
+            args = tuple(a for a in args if a != "--readonly")
         line = shlex.join([name, *args])
         try:
             cmd = parse(line)
@@ -87,8 +101,10 @@ def _make_command(name: str) -> click.Command:
             _print(failure(line, exc), as_json)
             sys.exit(EXIT_USAGE)
         try:
-            with open_supervisor(ctx.obj["data"]) as sup:
-                result = {"cmd": line, "ok": True, **execute(sup, cmd)}
+            if readonly and is_write(cmd):   # refused before the data directory is opened
+                raise RefusedError(f"{cmd.name}: refused in read-only mode")
+            with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
+                result = {"cmd": line, "ok": True, **execute(sup, cmd, readonly=readonly)}
         except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
             result = failure(line, exc)
         _print(result, as_json)

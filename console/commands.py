@@ -85,7 +85,7 @@ class Spec:
     options: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
     free_options: bool = False   # quota takes any KEY=VALUE (validated by the runtime)
-    writes: bool = False
+    writes: bool = False         # refused in read-only mode: it changes something somewhere
 
 
 SPECS: dict[str, Spec] = {
@@ -104,10 +104,11 @@ SPECS: dict[str, Spec] = {
     "usage": Spec("usage [APP[/FACET]]", "show accumulated usage", 0, 1),
     "bill": Spec("bill [APP] [since=WHEN] [until=WHEN]", "cost per facet and app for a period", 0, 1,
                  options=frozenset({"since", "until"})),
-    "evict": Spec("evict APP/FACET", "drop a facet's warm instance", 1, 1),
+    "evict": Spec("evict APP/FACET", "drop a facet's warm instance", 1, 1, writes=True),
     "delete": Spec("delete APP/FACET --yes", "delete a facet and its data", 1, 1,
                    flags=frozenset({"--yes"}), writes=True),
-    "export": Spec("export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", 2, 2),
+    "export": Spec("export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", 2, 2,
+                   writes=True),
     "import": Spec("import PATH as APP/FACET", "create a facet from a SQLite database file", 3, 3,
                    writes=True),
     "metrics": Spec("metrics", "usage in Prometheus text format", 0, 0),
@@ -397,8 +398,10 @@ EXECUTORS: dict[str, Callable[[Supervisor, Command], dict[str, Any]]] = {
 
 
 def is_write(cmd: Command) -> bool:
-    """Commands refused in read-only mode: anything that changes apps, facets, data or quotas."""
-    return SPECS[cmd.name].writes or cmd.name == "evict" or (cmd.name == "quota" and bool(cmd.options))
+    """Commands refused in read-only mode: anything that writes anywhere. That is apps,
+    facets, their data, quotas, a warm instance (``evict``), and files outside the data
+    directory too (``export`` writes PATH)."""
+    return SPECS[cmd.name].writes or (cmd.name == "quota" and bool(cmd.options))
 
 
 def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[str, Any]:

@@ -195,3 +195,60 @@ def test_exceptions_map_to_codes_by_type_not_message(loaded, monkeypatch, exc, c
     monkeypatch.setattr(loaded, "tables", lambda *a: (_ for _ in ()).throw(
         FacetsError("disk is full (not storage_full)", ErrorCode.NOT_FOUND)))
     fails(loaded, "tables counter/a", "not_found")
+
+
+def test_readonly_refuses_every_command_that_writes_anything_files_included(loaded, tmp_path):
+    from console.commands import SPECS, is_write, parse
+
+    ok(loaded, "call counter/a")
+    path = tmp_path / "copy.sqlite3"
+    for line in (f"export counter/a {path}", "evict counter/a"):
+        fails(loaded, line, "refused", readonly=True)
+    assert not path.exists()                           # export wrote nothing
+    assert loaded.warm_count == 1                      # evict dropped nothing
+    readers = {"quota", "apps", "facets", "tables", "rows", "sql", "logs", "usage", "bill", "metrics", "help"}
+    assert {name for name, spec in SPECS.items() if spec.writes} == set(SPECS) - readers
+    assert not is_write(parse("quota counter/a")) and is_write(parse("quota counter/a fuel=1M"))
+
+
+def test_cli_readonly_export_writes_no_file(tmp_path):
+    from tests.console.test_headless import cli
+
+    data = tmp_path / "d"
+    cli("load", str(COUNTER_WAT), data=data, check_status=0)
+    cli("call", "counter/a", data=data, check_status=0)
+    path = tmp_path / "copy.sqlite3"
+    out = cli("run", "--readonly", "-", data=data, stdin=f"export counter/a {path}\ncall counter/a\n",
+              check_status=1).stdout
+    assert [json.loads(x)["error"]["code"] for x in out.splitlines()] == ["refused", "refused"]
+    refused = cli("export", "counter/a", str(path), "--readonly", "--json", data=data, check_status=1).stdout
+    assert json.loads(refused)["error"]["code"] == "refused"
+    assert not path.exists()
+    cli("tables", "counter/a", "--readonly", data=data, check_status=0)
+
+
+def test_cli_readonly_opens_the_data_directory_without_writing(tmp_path):
+    """The supervisor's side of --readonly: no orphan adoption, no mkdir, no control writes."""
+    import inspect
+
+    from runtime import Supervisor
+    from tests.console.test_headless import cli
+
+    if "readonly" not in inspect.signature(Supervisor).parameters:
+        pytest.skip("needs Supervisor(data, readonly=True) from the supervisor branch")
+    data = tmp_path / "d"
+    cli("load", str(COUNTER_WAT), data=data, check_status=0)
+    orphan = data / "facets" / "counter" / "stray.sqlite3"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(orphan).close()
+
+    def files() -> dict:   # -wal/-shm: SQLite may need them even to read a WAL database
+        return {p: p.read_bytes() if p.is_file() else None for p in data.rglob("*")
+                if not p.name.endswith(("-wal", "-shm"))}
+    before = files()
+    cli("run", "--readonly", "-", data=data, stdin="facets\napps\nusage\n", check_status=0)
+    cli("facets", "--readonly", data=data, check_status=0)
+    assert files() == before
+    conn = sqlite3.connect(data / "control.sqlite3")
+    assert conn.execute("SELECT count(*) FROM facets WHERE name = 'stray'").fetchone()[0] == 0
+    conn.close()
