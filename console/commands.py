@@ -20,11 +20,13 @@ import calendar
 import json
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from runtime import ErrorCode, FacetsError, Supervisor
+from runtime import ErrorCode, FacetsError, QuotaError, Supervisor, parse_quota
+from runtime.storage import FacetReader
 from runtime.logs import LEVELS
 
 
@@ -98,7 +100,8 @@ SPECS: dict[str, Spec] = {
     "tables": Spec("tables APP/FACET", "list a facet's tables", 1, 1),
     "rows": Spec("rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]", "page through a table", 2, 2,
                  options=frozenset({"limit", "offset", "where"})),
-    "sql": Spec("sql APP/FACET QUERY", "run a read-only query", 2, 2),
+    "sql": Spec("sql APP/FACET QUERY [timeout=DURATION]", "run a read-only query (default deadline 10s)",
+                2, 2, options=frozenset({"timeout"})),
     "logs": Spec("logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", 0, 1,
                  options=frozenset({"tail", "level", "search"})),
     "usage": Spec("usage [APP[/FACET]]", "show accumulated usage", 0, 1),
@@ -333,14 +336,62 @@ def _exec_tables(sup: Supervisor, cmd: Command) -> dict[str, Any]:
     return {"tables": sup.tables(cmd.args[0])}
 
 
+#: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it):
+#: a query over a facet's database is browsing, and 10 s is long for that, while a
+#: runaway one (a recursive CTE, a cross join) would otherwise run until it ends.
+SQL_TIMEOUT_MS = 10_000
+
+
+def _with_deadline(reader: FacetReader, timeout_ms: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a reader query; past ``timeout_ms``, interrupt it and fail with ``timeout``.
+
+    ``FacetReader.close`` is the documented way to stop a running query from another
+    thread (it calls sqlite3's ``interrupt``). Whether the deadline fired is our own
+    event, so the error is classified by what happened, not by SQLite's message.
+    """
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        reader.close()
+
+    timer = threading.Timer(timeout_ms / 1000, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return run()
+    except FacetsError:
+        if fired.is_set():
+            raise CommandError(f"the query ran past its deadline of {timeout_ms} ms and was stopped "
+                               "(sql ... timeout=DURATION sets another, up to 10 minutes)",
+                               ErrorCode.TIMEOUT) from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def _timeout_option(cmd: Command) -> int:
+    raw = cmd.options.get("timeout")
+    if raw is None:
+        return SQL_TIMEOUT_MS
+    try:
+        return int(parse_quota("timeout_ms", raw))
+    except QuotaError as exc:
+        raise CommandError(f"timeout: {exc.message}") from None
+
+
 def _exec_rows(sup: Supervisor, cmd: Command) -> dict[str, Any]:
     limit = _int_option(cmd, "limit", 100)
     offset = _int_option(cmd, "offset", 0)
-    return sup.rows(cmd.args[0], cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))
+    with sup.reader(cmd.args[0]) as reader:
+        return _with_deadline(reader, SQL_TIMEOUT_MS, lambda: reader.rows(
+            cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where")))
 
 
 def _exec_sql(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return sup.query(cmd.args[0], cmd.args[1])
+    timeout_ms = _timeout_option(cmd)
+    with sup.reader(cmd.args[0]) as reader:
+        return _with_deadline(reader, timeout_ms, lambda: reader.query(cmd.args[1]))
 
 
 def _exec_logs(sup: Supervisor, cmd: Command) -> dict[str, Any]:

@@ -252,3 +252,21 @@ def test_cli_readonly_opens_the_data_directory_without_writing(tmp_path):
     conn = sqlite3.connect(data / "control.sqlite3")
     assert conn.execute("SELECT count(*) FROM facets WHERE name = 'stray'").fetchone()[0] == 0
     conn.close()
+
+
+RUNAWAY = "'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c'"
+
+
+def test_an_operator_query_has_a_deadline(loaded, monkeypatch):
+    import console.commands
+
+    ok(loaded, "call counter/a")
+    fails(loaded, f"sql counter/a {RUNAWAY} timeout=100ms", "timeout")
+    monkeypatch.setattr(console.commands, "SQL_TIMEOUT_MS", 100)      # the default deadline
+    fails(loaded, f"sql counter/a {RUNAWAY}", "timeout")
+    fails(loaded, "rows counter/a counter where='(SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+                  "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)) > 0'", "timeout")
+    assert ok(loaded, "sql counter/a 'SELECT n FROM counter' timeout=5s")["rows"] == [[1]]
+    assert ok(loaded, "call counter/a")["response"] == {"count": 2}          # the facet still serves
+    for bad in ("inf", "nan", "0", "1e400", "forever"):
+        fails(loaded, f"sql counter/a 'SELECT 1' timeout={bad}", "bad_request")
