@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
 
 from .commands import SPECS, CommandError, RefusedError, UsageError, execute, failure, is_write, parse
+from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .render import render
 
@@ -71,7 +71,7 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
         lines = script_lines(data)
     except (OSError, UsageError) as exc:
         message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
-        click.echo(json.dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
+        click.echo(dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
         sys.exit(EXIT_USAGE)
     with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
@@ -115,7 +115,7 @@ def _make_command(name: str) -> click.Command:
 
 def _print(result: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=True, default=str))
+        click.echo(dumps(result, ensure_ascii=True))   # strict JSON: no NaN/Infinity tokens
     else:
         width = None if sys.stdout.isatty() else 160
         Console(highlight=False, soft_wrap=False, width=width).print(render(result))

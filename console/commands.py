@@ -17,7 +17,6 @@ them into ``{"cmd", "ok", ...}`` results.
 from __future__ import annotations
 
 import calendar
-import json
 import re
 import sqlite3
 import threading
@@ -28,6 +27,8 @@ from typing import Any, Callable
 from runtime import ErrorCode, FacetsError, QuotaError, Supervisor, parse_quota
 from runtime.storage import FacetReader
 from runtime.logs import LEVELS
+
+from .format import parse_response
 
 
 def error_code(value: str | ErrorCode | None) -> ErrorCode:
@@ -292,10 +293,7 @@ def parse_when(raw: str, now: float | None = None) -> float:
 
 
 def _response_value(data: bytes) -> Any:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return data.decode("utf-8", errors="replace")
+    return parse_response(data)   # strict, depth-bounded JSON, else text (see format.py)
 
 
 def _exec_load(sup: Supervisor, cmd: Command) -> dict[str, Any]:

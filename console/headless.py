@@ -8,12 +8,12 @@ first command runs, so a typo on line 40 does not leave lines 1-39 half done.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import IO, Iterable
 
 from runtime import Supervisor
 
+from .format import dumps
 from .commands import CommandError, UsageError, execute, failure, parse
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -38,7 +38,7 @@ def script_lines(data: bytes) -> list[str]:
 
 
 def _emit(out: IO[str], payload: dict) -> None:
-    out.write(json.dumps(payload, ensure_ascii=True, default=str) + "\n")
+    out.write(dumps(payload, ensure_ascii=True) + "\n")   # strict JSON: no NaN/Infinity tokens
     out.flush()  # a reader sees each result before the next command runs
 
 

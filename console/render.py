@@ -7,7 +7,6 @@ terminal escape sequences nor Rich markup from a guest reach the terminal.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -18,11 +17,13 @@ from rich.text import Text
 from runtime import neutralize
 from runtime.billing import format_bill
 
+from .format import dumps, parse_response
+
 
 def safe(value: Any) -> Text:
     """Any value as plain, neutralised text."""
     if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
+        value = dumps(value, ensure_ascii=False)
     return Text(neutralize("" if value is None else str(value)))
 
 
@@ -93,3 +94,10 @@ def render(result: dict[str, Any]) -> RenderableType:
     if "quotas" in body:
         return _key_values(body["quotas"], title=f"effective quotas of {body.get('target')}")
     return _key_values(body)
+
+
+def pretty_response(data: bytes) -> str:
+    """A guest's response for display: indented JSON when it is strict, depth-bounded JSON,
+    else its text. Never raises (a 100,000-deep ``[[[...]]]`` is shown as text)."""
+    value = parse_response(data)
+    return value if isinstance(value, str) else dumps(value, indent=2, ensure_ascii=False)
