@@ -19,7 +19,7 @@ from rich.console import Console
 
 from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
 
-from .commands import SPECS, CommandError, RefusedError, UsageError, execute, failure, is_write, parse
+from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, run
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .render import render
@@ -104,7 +104,7 @@ def _make_command(name: str) -> click.Command:
             if readonly and is_write(cmd):   # refused before the data directory is opened
                 raise RefusedError(f"{cmd.name}: refused in read-only mode")
             with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
-                result = {"cmd": line, "ok": True, **execute(sup, cmd, readonly=readonly)}
+                result: dict = Reply(line, run(sup, cmd, readonly=readonly))
         except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
             result = failure(line, exc)
         _print(result, as_json)

@@ -14,7 +14,7 @@ from typing import IO, Iterable
 from runtime import Supervisor
 
 from .format import dumps
-from .commands import CommandError, UsageError, execute, failure, parse
+from .commands import CommandError, Reply, UsageError, failure, parse, run
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -57,7 +57,7 @@ def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout,
     status = EXIT_OK
     for cmd in parsed:
         try:
-            result = {"cmd": cmd.line, "ok": True, **execute(sup, cmd, readonly=readonly)}
+            result: dict = Reply(cmd.line, run(sup, cmd, readonly=readonly))
         except CommandError as exc:
             result = failure(cmd.line, exc)
             status = EXIT_FAILED
