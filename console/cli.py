@@ -13,11 +13,12 @@ import inspect
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
-from runtime import ErrorCode, FacetsError, Supervisor, default_data_dir
+from runtime import FacetsError, Supervisor, default_data_dir
 
 from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, run
 from .format import dumps
@@ -100,11 +101,12 @@ def _make_command(name: str) -> click.Command:
         except UsageError as exc:
             _print(failure(line, exc), as_json)
             sys.exit(EXIT_USAGE)
+        assert cmd is not None   # the line starts with the command's name: never blank
         try:
             if readonly and is_write(cmd):   # refused before the data directory is opened
                 raise RefusedError(f"{cmd.name}: refused in read-only mode")
             with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
-                result: dict = Reply(line, run(sup, cmd, readonly=readonly))
+                result: dict[str, Any] = Reply(line, run(sup, cmd, readonly=readonly))
         except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
             result = failure(line, exc)
         _print(result, as_json)
@@ -113,7 +115,7 @@ def _make_command(name: str) -> click.Command:
     return command
 
 
-def _print(result: dict, as_json: bool) -> None:
+def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(dumps(result, ensure_ascii=True))   # strict JSON: no NaN/Infinity tokens
     else:

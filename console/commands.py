@@ -26,8 +26,9 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -46,6 +47,8 @@ def error_code(value: str | ErrorCode | None) -> ErrorCode:
     """The ``ErrorCode`` of a code string (a custom policy's unknown code becomes ``internal``)."""
     if isinstance(value, ErrorCode):
         return value
+    if value is None:
+        return ErrorCode.INTERNAL
     try:
         return ErrorCode(value)
     except ValueError:
@@ -114,7 +117,7 @@ class Result:
         return {f.name: getattr(self, f.name) for f in fields(self)}   # type: ignore[arg-type]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Result":
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
         return cls(**{f.name: data[f.name] for f in fields(cls)})      # type: ignore[arg-type]
 
     def __rich__(self) -> RenderableType:
@@ -444,7 +447,7 @@ class Mapped(Result):
         return self.data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Result":
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
         return cls({k: v for k, v in data.items() if k not in ("cmd", "ok")})
 
 
@@ -682,7 +685,7 @@ def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[st
     return run(sup, cmd, readonly=readonly).to_json()
 
 
-class Reply(dict):  # type: ignore[type-arg]
+class Reply(dict[str, Any]):
     """A successful command's ``{"cmd", "ok": true, ...}``: a plain dict to every reader and
     to ``json.dumps``, which also carries its typed ``result`` for rendering."""
 

@@ -9,12 +9,13 @@ first command runs, so a typo on line 40 does not leave lines 1-39 half done.
 from __future__ import annotations
 
 import sys
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from runtime import Supervisor
 
+from .commands import Command, CommandError, Reply, UsageError, failure, parse, run
 from .format import dumps
-from .commands import CommandError, Reply, UsageError, failure, parse, run
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,7 +38,7 @@ def script_lines(data: bytes) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _emit(out: IO[str], payload: dict) -> None:
+def _emit(out: IO[str], payload: dict[str, Any]) -> None:
     out.write(dumps(payload, ensure_ascii=True) + "\n")   # strict JSON: no NaN/Infinity tokens
     out.flush()  # a reader sees each result before the next command runs
 
@@ -45,7 +46,7 @@ def _emit(out: IO[str], payload: dict) -> None:
 def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *,
                fail_fast: bool = False, readonly: bool = False) -> int:
     """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status."""
-    parsed = []
+    parsed: list[Command] = []
     for number, line in enumerate(lines, start=1):
         try:
             cmd = parse(line)
@@ -57,7 +58,7 @@ def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout,
     status = EXIT_OK
     for cmd in parsed:
         try:
-            result: dict = Reply(cmd.line, run(sup, cmd, readonly=readonly))
+            result: dict[str, Any] = Reply(cmd.line, run(sup, cmd, readonly=readonly))
         except CommandError as exc:
             result = failure(cmd.line, exc)
             status = EXIT_FAILED

@@ -7,13 +7,15 @@ terminal escape sequences nor Rich markup from a guest reach the terminal.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from runtime import neutralize
+
 from .format import dumps, parse_response
 
 
@@ -54,7 +56,7 @@ def render(result: Mapping[str, Any]) -> RenderableType:
         error = result.get("error", {})
         return Text.assemble(("error ", "bold red"), (f"[{error.get('code')}] ", "red"),
                              neutralize(str(error.get("message", ""))))
-    from .commands import result_of   # commands builds on the helpers above
+    from .commands import result_of  # commands builds on the helpers above
 
     typed = result_of(result)
     if typed is None:

@@ -166,8 +166,8 @@ def test_results_are_json_serialisable(loaded):
 
 # -- issue 12: hardening -----------------------------------------------------------------
 def test_every_code_the_command_language_emits_is_an_error_code(loaded, tmp_path):
-    from runtime import ErrorCode
     from console.commands import CommandError, RefusedError
+    from runtime import ErrorCode
 
     assert (ErrorCode.USAGE, ErrorCode.REFUSED, ErrorCode.IO_ERROR) == ("usage", "refused", "io_error")
     assert isinstance(UsageError("x").code, ErrorCode) and isinstance(RefusedError("x").code, ErrorCode)
@@ -270,3 +270,47 @@ def test_an_operator_query_has_a_deadline(loaded, monkeypatch):
     assert ok(loaded, "call counter/a")["response"] == {"count": 2}          # the facet still serves
     for bad in ("inf", "nan", "0", "1e400", "forever"):
         fails(loaded, f"sql counter/a 'SELECT 1' timeout={bad}", "bad_request")
+
+
+def test_a_command_is_declared_once_with_its_spec_executor_and_typed_result(sup, monkeypatch):
+    from dataclasses import dataclass
+
+    from rich.text import Text
+
+    import console.commands as commands
+    from console.render import render
+
+    monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
+    monkeypatch.setattr(commands, "SPECS", dict(commands.SPECS))
+
+    @dataclass
+    class Echoed(commands.Result):
+        said: str
+        times: int
+
+        def __rich__(self):
+            return Text(f"echo {self.said} x{self.times}")
+
+    @commands.command("echo", "echo TEXT [times=N]", "say it", (1, 1), result=Echoed, options=("times",))
+    def _echo(sup, cmd):
+        return Echoed(cmd.args[0], int(cmd.options.get("times", "1")))
+
+    reply = run_line(sup, "echo hi times=2")
+    assert reply == {"cmd": "echo hi times=2", "ok": True, "said": "hi", "times": 2}
+    assert str(render(reply)) == "echo hi x2"                              # rendered by its type
+    assert str(render(json.loads(json.dumps(reply)))) == "echo hi x2"       # also after a JSON trip
+    assert {"usage": "echo TEXT [times=N]", "summary": "say it"} in ok(sup, "help")["commands"]
+    assert not commands.is_write(parse("echo hi"))
+    with pytest.raises(ValueError, match="twice"):
+        commands.command("echo", "echo", "again", (0, 0), result=Echoed)(_echo)
+
+
+def test_every_command_has_a_typed_result_that_renders_itself(loaded):
+    from console.commands import COMMANDS, SPECS, Result
+
+    assert list(COMMANDS) == list(SPECS) and len(SPECS) == 17
+    for name, registered in COMMANDS.items():
+        assert registered.spec is SPECS[name] and issubclass(registered.result, Result)
+    reply = ok(loaded, "call counter/a")
+    assert isinstance(reply.result, COMMANDS["call"].result)
+    assert reply.result.to_json() == {k: v for k, v in reply.items() if k not in ("cmd", "ok")}
