@@ -22,6 +22,7 @@ into ``{"cmd", "ok", ...}`` replies (a ``Reply``: a dict that keeps its typed re
 from __future__ import annotations
 
 import calendar
+import inspect
 import re
 import sqlite3
 import threading
@@ -332,9 +333,18 @@ def parse_when(raw: str, now: float | None = None) -> float:
 
 
 #: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it):
-#: a query over a facet's database is browsing, and 10 s is long for that, while a
-#: runaway one (a recursive CTE, a cross join) would otherwise run until it ends.
-SQL_TIMEOUT_MS = 10_000
+#: a query over a facet's database is browsing, and 5 s is long for that (the storage
+#: branch's ``FacetReader`` bounds its queries at the same 5 s), while a runaway one (a
+#: recursive CTE, a cross join) would otherwise run until it ends.
+SQL_TIMEOUT_MS = 5_000
+#: Whether this runtime's ``FacetReader.query`` takes its own ``timeout=`` (seconds; the
+#: storage branch adds it, with a 5 s default that would otherwise cap ``timeout=``).
+_READER_TIMEOUT = "timeout" in inspect.signature(FacetReader.query).parameters
+
+
+def _reader_query(reader: FacetReader, sql: str, timeout_ms: int) -> dict[str, Any]:
+    extra: dict[str, Any] = {"timeout": timeout_ms / 1000} if _READER_TIMEOUT else {}
+    return reader.query(sql, None, **extra)
 
 
 def _with_deadline(reader: FacetReader, timeout_ms: int,
@@ -587,12 +597,12 @@ def _rows(sup: Supervisor, cmd: Command) -> Rows:
             cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))))
 
 
-@command("sql", "sql APP/FACET QUERY [timeout=DURATION]", "run a read-only query (default deadline 10s)",
+@command("sql", "sql APP/FACET QUERY [timeout=DURATION]", "run a read-only query (default deadline 5s)",
          (2, 2), result=Rows, options=("timeout",))
 def _sql(sup: Supervisor, cmd: Command) -> Rows:
     timeout_ms = _timeout_option(cmd)
     with sup.reader(cmd.args[0]) as reader:
-        return Rows(_with_deadline(reader, timeout_ms, lambda: reader.query(cmd.args[1])))
+        return Rows(_with_deadline(reader, timeout_ms, lambda: _reader_query(reader, cmd.args[1], timeout_ms)))
 
 
 @command("logs", "logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", (0, 1),

@@ -205,3 +205,12 @@ def test_the_command_line_refuses_them_with_bad_quota(sup, key, raw):
     assert result["ok"] is False and result["error"]["code"] == "bad_quota", result
     assert key in result["error"]["message"]
     assert sup.explicit_quotas(target) == {}          # nothing stored
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e400, 10**30, -0.5])
+def test_the_python_api_refuses_them_and_stores_nothing(sup, value):
+    for key in QUOTA_KEYS:
+        target = "counter" if key == "max_facets" else "counter/a"
+        with pytest.raises(QuotaError, match=key):
+            sup.set_quotas(target, {key: value})
+    assert sup.explicit_quotas("counter/a") == {} and sup.explicit_quotas("counter") == {}
