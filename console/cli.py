@@ -9,23 +9,34 @@
 
 from __future__ import annotations
 
-import json
+import inspect
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from runtime import FacetsError, Supervisor, default_data_dir
 
-from .commands import SPECS, CommandError, UsageError, execute, failure, parse
-from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
+from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, run
+from .format import dumps
+from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .render import render
 
 
-def open_supervisor(data: str | None) -> Supervisor:
-    return Supervisor(Path(data) if data else default_data_dir())
+def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
+    """The data directory's supervisor; with ``readonly``, opened without writing anything
+    (no orphan adoption, no mkdir, no control-database writes) where the runtime offers it.
+
+    ``Supervisor(data, readonly=True)`` is the runtime's side of ``--readonly`` (issue 12);
+    until a runtime has it, commands are still refused by ``commands.is_write``.
+    """
+    path = Path(data) if data else default_data_dir()
+    if readonly and "readonly" in inspect.signature(Supervisor).parameters:
+        return Supervisor(path, readonly=True)  # type: ignore[call-arg]
+    return Supervisor(path)
 
 
 @click.group(invoke_without_command=True, help=__doc__)
@@ -56,16 +67,14 @@ def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
 @click.pass_context
 def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) -> None:
     """Run SCRIPT (a file, or - for stdin): one command per line, JSON Lines out."""
-    if script == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = Path(script).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            click.echo(json.dumps({"cmd": None, "ok": False,
-                                   "error": {"code": "usage", "message": f"cannot read script: {exc}"}}))
-            sys.exit(EXIT_USAGE)
-    with open_supervisor(ctx.obj["data"]) as sup:
+    try:
+        data = sys.stdin.buffer.read() if script == "-" else Path(script).read_bytes()
+        lines = script_lines(data)
+    except (OSError, UsageError) as exc:
+        message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
+        click.echo(dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
+        sys.exit(EXIT_USAGE)
+    with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)
 
@@ -76,21 +85,28 @@ def _make_command(name: str) -> click.Command:
     @click.command(name=name, help=f"{spec.summary}\n\nUsage: {spec.usage}",
                    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+    @click.option("--readonly", is_flag=True, help="refuse the command if it writes anything")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     @click.pass_context
-    def command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+    def command(ctx: click.Context, as_json: bool, readonly: bool, args: tuple[str, ...]) -> None:
         if "--json" in args:  # accepted anywhere on the line, like the other flags
             as_json = True
             args = tuple(a for a in args if a != "--json")
+        if "--readonly" in args:
+            readonly = True
+            args = tuple(a for a in args if a != "--readonly")
         line = shlex.join([name, *args])
         try:
             cmd = parse(line)
         except UsageError as exc:
             _print(failure(line, exc), as_json)
             sys.exit(EXIT_USAGE)
+        assert cmd is not None   # the line starts with the command's name: never blank
         try:
-            with open_supervisor(ctx.obj["data"]) as sup:
-                result = {"cmd": line, "ok": True, **execute(sup, cmd)}
+            if readonly and is_write(cmd):   # refused before the data directory is opened
+                raise RefusedError(f"{cmd.name}: refused in read-only mode")
+            with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
+                result: dict[str, Any] = Reply(line, run(sup, cmd, readonly=readonly))
         except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
             result = failure(line, exc)
         _print(result, as_json)
@@ -99,9 +115,9 @@ def _make_command(name: str) -> click.Command:
     return command
 
 
-def _print(result: dict, as_json: bool) -> None:
+def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=True, default=str))
+        click.echo(dumps(result, ensure_ascii=True))   # strict JSON: no NaN/Infinity tokens
     else:
         width = None if sys.stdout.isatty() else 160
         Console(highlight=False, soft_wrap=False, width=width).print(render(result))

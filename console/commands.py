@@ -8,36 +8,63 @@ One command per line, shell-style quoting, ``#`` starts a comment::
     rows todo/alice items limit=20 where="done = 0"
     delete counter/alice --yes
 
-``parse`` turns a line into a ``Command`` (or raises ``UsageError``);
-``execute`` runs it on a ``Supervisor`` and returns a JSON-ready dict. Both
-raise ``CommandError`` subclasses carrying a stable code; ``run_line`` wraps
-them into ``{"cmd", "ok", ...}`` results.
+Each command is declared once, with ``@command(name, usage, summary, ...)`` on its
+executor: its spec (how it is written, whether it writes) and the code that runs it sit
+together, in the order ``help`` lists them. An executor returns a typed ``Result``
+that serialises itself (``to_json``) and renders itself (``__rich__``).
+
+``parse`` turns a line into a ``Command`` (or raises ``UsageError``); ``run`` runs it
+on a ``Supervisor`` and returns its ``Result`` (``execute``: the JSON-ready dict). Both
+raise ``CommandError`` subclasses carrying an ``ErrorCode``; ``run_line`` wraps them
+into ``{"cmd", "ok", ...}`` replies (a ``Reply``: a dict that keeps its typed result).
 """
 
 from __future__ import annotations
 
 import calendar
-import json
+import inspect
 import re
-import shlex
 import sqlite3
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from runtime import FacetsError, Supervisor
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from runtime import ErrorCode, FacetsError, QuotaError, Supervisor, neutralize, parse_quota
+from runtime.billing import format_bill
 from runtime.logs import LEVELS
+from runtime.storage import FacetReader
+
+from .format import parse_response
+from .render import key_values, safe, table_of
+
+
+def error_code(value: str | ErrorCode | None) -> ErrorCode:
+    """The ``ErrorCode`` of a code string (a custom policy's unknown code becomes ``internal``)."""
+    if isinstance(value, ErrorCode):
+        return value
+    if value is None:
+        return ErrorCode.INTERNAL
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL
 
 
 class CommandError(Exception):
-    """A command failed; ``code`` is stable (runtime codes plus the ones below)."""
+    """A command failed; ``code`` is one of ``runtime.errors.ErrorCode`` (the one documented list)."""
 
-    code = "bad_request"
+    code: ErrorCode = ErrorCode.BAD_REQUEST
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | ErrorCode | None = None) -> None:
         super().__init__(message)
         if code:
-            self.code = code
+            self.code = error_code(code)
 
     @property
     def message(self) -> str:
@@ -47,13 +74,13 @@ class CommandError(Exception):
 class UsageError(CommandError):
     """The line cannot be understood (bad quoting, unknown command, wrong arguments)."""
 
-    code = "usage"
+    code = ErrorCode.USAGE
 
 
 class RefusedError(CommandError):
     """A destructive command without ``--yes``, or a write in read-only mode."""
 
-    code = "refused"
+    code = ErrorCode.REFUSED
 
 
 @dataclass
@@ -76,41 +103,166 @@ class Spec:
     options: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
     free_options: bool = False   # quota takes any KEY=VALUE (validated by the runtime)
-    writes: bool = False
+    writes: bool = False         # refused in read-only mode: it changes something somewhere
 
 
-SPECS: dict[str, Spec] = {
-    "load": Spec("load PATH [as NAME]", "load or upgrade an app from a .wasm or .wat file", 1, 3, writes=True),
-    "call": Spec("call APP/FACET [BODY]", "send one request", 1, 2, writes=True),
-    "quota": Spec("quota TARGET [KEY=VALUE ...]", "show or change quotas (TARGET: *, APP, APP/FACET)",
-                  1, 1, free_options=True),
-    "apps": Spec("apps", "list apps and versions", 0, 0),
-    "facets": Spec("facets [APP]", "list facets with state and usage", 0, 1),
-    "tables": Spec("tables APP/FACET", "list a facet's tables", 1, 1),
-    "rows": Spec("rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]", "page through a table", 2, 2,
-                 options=frozenset({"limit", "offset", "where"})),
-    "sql": Spec("sql APP/FACET QUERY", "run a read-only query", 2, 2),
-    "logs": Spec("logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", 0, 1,
-                 options=frozenset({"tail", "level", "search"})),
-    "usage": Spec("usage [APP[/FACET]]", "show accumulated usage", 0, 1),
-    "bill": Spec("bill [APP] [since=WHEN] [until=WHEN]", "cost per facet and app for a period", 0, 1,
-                 options=frozenset({"since", "until"})),
-    "evict": Spec("evict APP/FACET", "drop a facet's warm instance", 1, 1),
-    "delete": Spec("delete APP/FACET --yes", "delete a facet and its data", 1, 1,
-                   flags=frozenset({"--yes"}), writes=True),
-    "export": Spec("export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", 2, 2),
-    "import": Spec("import PATH as APP/FACET", "create a facet from a SQLite database file", 3, 3,
-                   writes=True),
-    "metrics": Spec("metrics", "usage in Prometheus text format", 0, 0),
-    "help": Spec("help", "list commands", 0, 0),
-}
+class Result:
+    """A command's typed result: it serialises itself (``to_json``, the JSON every
+    interface prints after ``cmd`` and ``ok``) and renders itself (``__rich__``, what the
+    CLI without ``--json`` and the console's result view show).
+
+    Subclasses are dataclasses whose fields, in order, are the JSON keys.
+    """
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}   # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})      # type: ignore[arg-type]
+
+    def __rich__(self) -> RenderableType:
+        return key_values(self.to_json())
+
+
+Executor = Callable[[Supervisor, "Command"], Result]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One command: how it is written, what runs it, and the type of what it returns."""
+
+    spec: Spec
+    run: Executor
+    result: type[Result]
+
+
+#: Every command, in the order ``help`` lists them; filled by ``@command`` below.
+COMMANDS: dict[str, Registered] = {}
+#: The specs alone (the CLI, the palette and the help screen read them).
+SPECS: dict[str, Spec] = {}
+
+
+def command(name: str, usage: str, summary: str, args: tuple[int, int], *, result: type[Result],
+            options: Iterable[str] = (), flags: Iterable[str] = (), free_options: bool = False,
+            writes: bool = False) -> Callable[[Executor], Executor]:
+    """Declare a command: its spec and its executor together, in one place."""
+    def register(run: Executor) -> Executor:
+        spec = Spec(usage, summary, args[0], args[1], frozenset(options), frozenset(flags),
+                    free_options, writes)
+        if name in COMMANDS:
+            raise ValueError(f"command {name!r} declared twice")
+        COMMANDS[name] = Registered(spec, run, result)
+        SPECS[name] = spec
+        return run
+    return register
+
+
 _OPTION = re.compile(r"^([a-z_]+)=(.*)$", re.S)
+
+#: Longest line accepted (characters). A line is typed or scripted by an operator; 1 MiB
+#: leaves room for a large request body while bounding what one line can cost.
+MAX_LINE_CHARS = 1024 * 1024
+_PLAIN = re.compile(r"[^ \t\r\n'\"\\#]+")
+_DOUBLE_QUOTED = re.compile(r'[^"\\]*')
+
+
+def split_line(line: str) -> list[str]:
+    """``shlex.split(line, comments=True)`` (POSIX rules) in linear time.
+
+    ``shlex`` appends one character at a time to an attribute string, which CPython
+    cannot grow in place: a 1 MB line took 16 s (quadratic). Here every run of plain
+    characters is one regex match and each token is joined once. Raises ``ValueError``
+    with shlex's messages on an open quote or a trailing backslash.
+    """
+    tokens: list[str] = []
+    parts: list[str] | None = None       # the token being built; None between tokens
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c in " \t\r\n":
+            if parts is not None:
+                tokens.append("".join(parts))
+                parts = None
+            i += 1
+            continue
+        if c == "#":                      # a comment, even inside a word (as shlex)
+            if parts is not None:
+                tokens.append("".join(parts))
+                parts = None
+            end = line.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if parts is None:
+            parts = []
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError("No escaped character")
+            parts.append(line[i + 1])
+            i += 2
+        elif c == "'":
+            end = line.find("'", i + 1)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            parts.append(line[i + 1:end])
+            i = end + 1
+        elif c == '"':
+            i += 1
+            while True:
+                match = _DOUBLE_QUOTED.match(line, i)
+                assert match is not None      # the pattern matches the empty string
+                parts.append(match.group())
+                i = match.end()
+                if i >= n:
+                    raise ValueError("No closing quotation")
+                if line[i] == '"':
+                    i += 1
+                    break
+                if i + 1 >= n:                # a backslash at the very end
+                    raise ValueError("No escaped character")
+                escaped = line[i + 1]
+                parts.append(escaped if escaped in '"\\' else "\\" + escaped)
+                i += 2
+        else:
+            match = _PLAIN.match(line, i)
+            assert match is not None          # c is none of the special characters
+            parts.append(match.group())
+            i = match.end()
+    if parts is not None:
+        tokens.append("".join(parts))
+    return tokens
+
+
+def check_text(line: str) -> None:
+    """Refuse what no command can mean: NUL bytes, text that is not UTF-8, huge lines.
+
+    A non-UTF-8 argument reaches us as lone surrogates (Python's ``surrogateescape``
+    decoding of argv); encoding it later would raise ``UnicodeEncodeError``.
+    """
+    if len(line) > MAX_LINE_CHARS:
+        raise UsageError(f"line too long: {len(line):,} characters (at most {MAX_LINE_CHARS:,})")
+    if "\x00" in line:
+        raise UsageError(f"the line contains a NUL byte at character {line.index(chr(0)) + 1}")
+    surrogate = _SURROGATE.search(line)
+    if surrogate:
+        code = ord(surrogate.group())
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise UsageError(f"the line is not valid UTF-8 ({what} at character {surrogate.start() + 1})")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and serialise as strict UTF-8: lone surrogates become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def parse(line: str) -> Command | None:
     """Parse one line; None for blank lines and comments. Raises ``UsageError``."""
+    check_text(line)
     try:
-        tokens = shlex.split(line, comments=True)
+        tokens = split_line(line)
     except ValueError as exc:
         raise UsageError(f"cannot parse line: {exc}") from None
     if not tokens:
@@ -180,137 +332,401 @@ def parse_when(raw: str, now: float | None = None) -> float:
                        "or 7d / 24h / 30m ago")
 
 
-def _response_value(data: bytes) -> Any:
+#: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it):
+#: a query over a facet's database is browsing, and 5 s is long for that (the storage
+#: branch's ``FacetReader`` bounds its queries at the same 5 s), while a runaway one (a
+#: recursive CTE, a cross join) would otherwise run until it ends.
+SQL_TIMEOUT_MS = 5_000
+#: Whether this runtime's ``FacetReader.query`` takes its own ``timeout=`` (seconds; the
+#: storage branch adds it, with a 5 s default that would otherwise cap ``timeout=``).
+_READER_TIMEOUT = "timeout" in inspect.signature(FacetReader.query).parameters
+
+
+def _reader_query(reader: FacetReader, sql: str, timeout_ms: int) -> dict[str, Any]:
+    extra: dict[str, Any] = {"timeout": timeout_ms / 1000} if _READER_TIMEOUT else {}
+    return reader.query(sql, None, **extra)
+
+
+def _with_deadline(reader: FacetReader, timeout_ms: int,
+                   run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a reader query; past ``timeout_ms``, interrupt it and fail with ``timeout``.
+
+    ``FacetReader.close`` is the documented way to stop a running query from another
+    thread (it calls sqlite3's ``interrupt``). Whether the deadline fired is our own
+    event, so the error is classified by what happened, not by SQLite's message.
+    """
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        reader.close()
+
+    timer = threading.Timer(timeout_ms / 1000, expire)
+    timer.daemon = True
+    timer.start()
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return data.decode("utf-8", errors="replace")
+        return run()
+    except FacetsError:
+        if fired.is_set():
+            raise CommandError(f"the query ran past its deadline of {timeout_ms} ms and was stopped "
+                               "(sql ... timeout=DURATION sets another, up to 10 minutes)",
+                               ErrorCode.TIMEOUT) from None
+        raise
+    finally:
+        timer.cancel()
 
 
-def _exec_load(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+def _timeout_option(cmd: Command) -> int:
+    raw = cmd.options.get("timeout")
+    if raw is None:
+        return SQL_TIMEOUT_MS
+    try:
+        return int(parse_quota("timeout_ms", raw))
+    except QuotaError as exc:
+        raise CommandError(f"timeout: {exc.message}") from None
+
+
+# -- results ------------------------------------------------------------------------------
+@dataclass
+class Loaded(Result):
+    app: str
+    version: int
+    sha256: str
+    exports: list[str]
+    imports: list[str]
+
+
+@dataclass
+class Called(Result):
+    response: Any          # the guest's JSON value, or its text (format.parse_response)
+    usage: dict[str, Any]
+    request_id: str
+
+    def __rich__(self) -> RenderableType:
+        return Group(Text("response", style="bold"), safe(self.response),
+                     key_values(self.usage, title="usage"))
+
+
+@dataclass
+class QuotaView(Result):
+    target: str
+    quotas: dict[str, Any]
+    explicit: dict[str, Any]
+
+    def __rich__(self) -> RenderableType:
+        return key_values(self.quotas, title=f"effective quotas of {self.target}")
+
+
+@dataclass
+class AppList(Result):
+    apps: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        return table_of(self.apps, ["name", "version", "versions", "facets", "imports", "sha256"])
+
+
+@dataclass
+class FacetList(Result):
+    facets: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        rows = [{"facet": f"{f['app']}/{f['name']}", "state": f["state"],
+                 "requests": f["usage"]["requests"], "errors": f["usage"]["error_count"],
+                 "p50_ms": f["usage"]["p50_ms"], "p99_ms": f["usage"]["p99_ms"],
+                 "storage": f["usage"]["storage"], "last_error": f["usage"]["last_error"]}
+                for f in self.facets]
+        return table_of(rows, ["facet", "state", "requests", "errors", "p50_ms", "p99_ms", "storage",
+                               "last_error"])
+
+
+@dataclass
+class TableList(Result):
+    tables: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        return table_of(self.tables, ["name", "count", "columns"]) if self.tables else super().__rich__()
+
+
+@dataclass
+class Mapped(Result):
+    """A result the runtime already returns as a JSON-ready dict (its keys are the runtime's)."""
+
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
+        return cls({k: v for k, v in data.items() if k not in ("cmd", "ok")})
+
+
+@dataclass
+class Rows(Mapped):
+    """``{columns, rows}`` of ``rows`` and ``sql``."""
+
+    def __rich__(self) -> RenderableType:
+        grid = Table(header_style="bold")
+        for column in self.data["columns"]:
+            grid.add_column(neutralize(str(column)))
+        for row in self.data["rows"]:
+            grid.add_row(*(safe(v) for v in row))
+        return grid
+
+
+@dataclass
+class Bill(Mapped):
+    def __rich__(self) -> RenderableType:
+        return Text(format_bill(self.data))
+
+
+@dataclass
+class LogList(Result):
+    logs: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        grid = Table(header_style="bold")
+        for column in ("time", "facet", "level", "message"):
+            grid.add_column(column)
+        for r in self.logs:
+            stamp = time.strftime("%H:%M:%S", time.localtime(r["time"]))
+            grid.add_row(stamp, safe(f"{r['app']}/{r['facet']}" if r["app"] else "-"),
+                         safe(r["level"]), safe(r["message"]))
+        return grid
+
+
+@dataclass
+class UsageView(Result):
+    target: str
+    usage: dict[str, Any]
+
+    def __rich__(self) -> RenderableType:
+        return key_values(self.usage, title=f"usage of {self.target}")
+
+
+@dataclass
+class Evicted(Result):
+    facet: str
+    was_warm: bool
+
+
+@dataclass
+class Deleted(Result):
+    facet: str
+    deleted: bool
+
+
+@dataclass
+class Exported(Result):
+    facet: str
+    path: str
+    bytes: int
+
+
+@dataclass
+class Imported(Result):
+    facet: str
+    path: str
+    tables: list[str]
+
+
+@dataclass
+class Metrics(Result):
+    text: str
+
+    def __rich__(self) -> RenderableType:
+        return Text(self.text)
+
+
+@dataclass
+class Help(Result):
+    commands: list[dict[str, str]]
+
+    def __rich__(self) -> RenderableType:
+        return table_of(self.commands, ["usage", "summary"])
+
+
+# -- the commands ---------------------------------------------------------------------------
+@command("load", "load PATH [as NAME]", "load or upgrade an app from a .wasm or .wat file", (1, 3),
+         result=Loaded, writes=True)
+def _load(sup: Supervisor, cmd: Command) -> Loaded:
     name = cmd.args[2] if len(cmd.args) == 3 else None
     version = sup.load_app(cmd.args[0], name)
-    return {"app": version.app, "version": version.version, "sha256": version.sha256,
-            "exports": list(version.exports), "imports": list(version.imports)}
+    return Loaded(version.app, version.version, version.sha256, list(version.exports), list(version.imports))
 
 
-def _exec_call(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("call", "call APP/FACET [BODY]", "send one request", (1, 2), result=Called, writes=True)
+def _call(sup: Supervisor, cmd: Command) -> Called:
     body = cmd.args[1] if len(cmd.args) > 1 else ""
     result = sup.call(cmd.args[0], body.encode("utf-8"))
     if not result.ok:
         raise CommandError(result.message, result.error)
-    return {"response": _response_value(result.response), "usage": result.usage.as_dict(),
-            "request_id": result.request_id}
+    return Called(parse_response(result.response), result.usage.as_dict(), result.request_id)
 
 
-def _exec_quota(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("quota", "quota TARGET [KEY=VALUE ...]", "show or change quotas (TARGET: *, APP, APP/FACET)",
+         (1, 1), result=QuotaView, free_options=True)
+def _quota(sup: Supervisor, cmd: Command) -> QuotaView:
     target = cmd.args[0]
-    if cmd.options:
-        quotas = sup.set_quotas(target, dict(cmd.options))
-    else:
-        quotas = sup.quotas(target)
-    return {"target": target, "quotas": quotas.as_dict(), "explicit": sup.explicit_quotas(target)}
+    quotas = sup.set_quotas(target, dict(cmd.options)) if cmd.options else sup.quotas(target)
+    return QuotaView(target, quotas.as_dict(), sup.explicit_quotas(target))
 
 
-def _exec_apps(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return {"apps": [a.as_dict() for a in sup.app_list()]}
+@command("apps", "apps", "list apps and versions", (0, 0), result=AppList)
+def _apps(sup: Supervisor, cmd: Command) -> AppList:
+    return AppList([a.as_dict() for a in sup.app_list()])
 
 
-def _exec_facets(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    app = cmd.args[0] if cmd.args else None
-    return {"facets": [f.as_dict() for f in sup.facet_list(app)]}
+@command("facets", "facets [APP]", "list facets with state and usage", (0, 1), result=FacetList)
+def _facets(sup: Supervisor, cmd: Command) -> FacetList:
+    return FacetList([f.as_dict() for f in sup.facet_list(cmd.args[0] if cmd.args else None)])
 
 
-def _exec_tables(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return {"tables": sup.tables(cmd.args[0])}
+@command("tables", "tables APP/FACET", "list a facet's tables", (1, 1), result=TableList)
+def _tables(sup: Supervisor, cmd: Command) -> TableList:
+    return TableList(sup.tables(cmd.args[0]))
 
 
-def _exec_rows(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("rows", "rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]", "page through a table", (2, 2),
+         result=Rows, options=("limit", "offset", "where"))
+def _rows(sup: Supervisor, cmd: Command) -> Rows:
     limit = _int_option(cmd, "limit", 100)
     offset = _int_option(cmd, "offset", 0)
-    return sup.rows(cmd.args[0], cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))
+    with sup.reader(cmd.args[0]) as reader:
+        return Rows(_with_deadline(reader, SQL_TIMEOUT_MS, lambda: reader.rows(
+            cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))))
 
 
-def _exec_sql(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return sup.query(cmd.args[0], cmd.args[1])
+@command("sql", "sql APP/FACET QUERY [timeout=DURATION]", "run a read-only query (default deadline 5s)",
+         (2, 2), result=Rows, options=("timeout",))
+def _sql(sup: Supervisor, cmd: Command) -> Rows:
+    timeout_ms = _timeout_option(cmd)
+    with sup.reader(cmd.args[0]) as reader:
+        return Rows(_with_deadline(reader, timeout_ms, lambda: _reader_query(reader, cmd.args[1], timeout_ms)))
 
 
-def _exec_logs(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("logs", "logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", (0, 1),
+         result=LogList, options=("tail", "level", "search"))
+def _logs(sup: Supervisor, cmd: Command) -> LogList:
     level = cmd.options.get("level")
     if level is not None and level not in LEVELS:
         raise CommandError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     records = sup.logs(cmd.args[0] if cmd.args else None, level=level,
                        limit=_int_option(cmd, "tail", 50, 1), search=cmd.options.get("search"))
-    return {"logs": [r.as_dict() for r in records]}
+    return LogList([r.as_dict() for r in records])
 
 
-def _exec_usage(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("usage", "usage [APP[/FACET]]", "show accumulated usage", (0, 1), result=UsageView)
+def _usage(sup: Supervisor, cmd: Command) -> UsageView:
     target = cmd.args[0] if cmd.args else None
-    return {"target": target or "*", "usage": sup.usage(target)}
+    return UsageView(target or "*", sup.usage(target))
 
 
-def _exec_bill(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("bill", "bill [APP] [since=WHEN] [until=WHEN]", "cost per facet and app for a period", (0, 1),
+         result=Bill, options=("since", "until"))
+def _bill(sup: Supervisor, cmd: Command) -> Bill:
     since = parse_when(cmd.options["since"]) if "since" in cmd.options else None
     until = parse_when(cmd.options["until"]) if "until" in cmd.options else None
-    return sup.bill(cmd.args[0] if cmd.args else None, since=since, until=until)
+    return Bill(sup.bill(cmd.args[0] if cmd.args else None, since=since, until=until))
 
 
-def _exec_evict(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return {"facet": cmd.args[0], "was_warm": sup.evict(cmd.args[0])}
+@command("evict", "evict APP/FACET", "drop a facet's warm instance", (1, 1), result=Evicted, writes=True)
+def _evict(sup: Supervisor, cmd: Command) -> Evicted:
+    return Evicted(cmd.args[0], sup.evict(cmd.args[0]))
 
 
-def _exec_delete(sup: Supervisor, cmd: Command) -> dict[str, Any]:
+@command("delete", "delete APP/FACET --yes", "delete a facet and its data", (1, 1), result=Deleted,
+         flags=("--yes",), writes=True)
+def _delete(sup: Supervisor, cmd: Command) -> Deleted:
     if "--yes" not in cmd.flags:
         raise RefusedError(f"delete removes {cmd.args[0]} and all its data; repeat with --yes")
     sup.delete(cmd.args[0])
-    return {"facet": cmd.args[0], "deleted": True}
+    return Deleted(cmd.args[0], True)
 
 
-def _exec_export(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    size = sup.export_facet(cmd.args[0], cmd.args[1])
-    return {"facet": cmd.args[0], "path": cmd.args[1], "bytes": size}
+@command("export", "export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", (2, 2),
+         result=Exported, writes=True)   # it writes PATH: refused under --readonly
+def _export(sup: Supervisor, cmd: Command) -> Exported:
+    return Exported(cmd.args[0], cmd.args[1], sup.export_facet(cmd.args[0], cmd.args[1]))
 
 
-def _exec_import(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    tables = sup.import_facet(cmd.args[0], cmd.args[2])
-    return {"facet": cmd.args[2], "path": cmd.args[0], "tables": tables}
+@command("import", "import PATH as APP/FACET", "create a facet from a SQLite database file", (3, 3),
+         result=Imported, writes=True)
+def _import(sup: Supervisor, cmd: Command) -> Imported:
+    return Imported(cmd.args[2], cmd.args[0], sup.import_facet(cmd.args[0], cmd.args[2]))
 
 
-def _exec_metrics(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return {"text": sup.prometheus()}
+@command("metrics", "metrics", "usage in Prometheus text format", (0, 0), result=Metrics)
+def _metrics(sup: Supervisor, cmd: Command) -> Metrics:
+    return Metrics(sup.prometheus())
 
 
-def _exec_help(sup: Supervisor, cmd: Command) -> dict[str, Any]:
-    return {"commands": [{"usage": s.usage, "summary": s.summary} for s in SPECS.values()]}
-
-
-EXECUTORS: dict[str, Callable[[Supervisor, Command], dict[str, Any]]] = {
-    name: globals()[f"_exec_{name}"] for name in SPECS
-}
+@command("help", "help", "list commands", (0, 0), result=Help)
+def _help(sup: Supervisor, cmd: Command) -> Help:
+    return Help([{"usage": s.usage, "summary": s.summary} for s in SPECS.values()])
 
 
 def is_write(cmd: Command) -> bool:
-    """Commands refused in read-only mode: anything that changes apps, facets, data or quotas."""
-    return SPECS[cmd.name].writes or cmd.name == "evict" or (cmd.name == "quota" and bool(cmd.options))
+    """Commands refused in read-only mode: anything that writes anywhere. That is apps,
+    facets, their data, quotas, a warm instance (``evict``), and files outside the data
+    directory too (``export`` writes PATH)."""
+    return SPECS[cmd.name].writes or (cmd.name == "quota" and bool(cmd.options))
 
 
-def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[str, Any]:
-    """Run a parsed command. Raises ``CommandError`` (runtime errors are converted)."""
+def run(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> Result:
+    """Run a parsed command; its typed result. Raises ``CommandError`` (runtime errors are
+    converted, by exception type)."""
     if readonly and is_write(cmd):
         raise RefusedError(f"{cmd.name}: refused in read-only mode")
     try:
-        return EXECUTORS[cmd.name](sup, cmd)
+        return COMMANDS[cmd.name].run(sup, cmd)
     except CommandError:
         raise
     except FacetsError as exc:
-        raise CommandError(exc.message, str(exc.code)) from None
-    except (OSError, sqlite3.Error) as exc:
-        raise CommandError(f"{type(exc).__name__}: {exc}", "io_error") from None
+        raise CommandError(exc.message, exc.code) from None
+    except (OSError, sqlite3.Error) as exc:   # by type: the OS or SQLite failed on a file
+        raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.IO_ERROR) from None
+    except ValueError as exc:    # by type: a library refused an argument (a path, a string)
+        raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.BAD_REQUEST) from None
+
+
+def execute(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> dict[str, Any]:
+    """Run a parsed command; its JSON-ready dict (``run(...).to_json()``)."""
+    return run(sup, cmd, readonly=readonly).to_json()
+
+
+class Reply(dict[str, Any]):
+    """A successful command's ``{"cmd", "ok": true, ...}``: a plain dict to every reader and
+    to ``json.dumps``, which also carries its typed ``result`` for rendering."""
+
+    def __init__(self, line: str, result: Result) -> None:
+        super().__init__({"cmd": line, "ok": True, **result.to_json()})
+        self.result = result
+
+
+def result_of(reply: Mapping[str, Any]) -> Result | None:
+    """The typed result of a successful reply: its own, or one rebuilt from the JSON of the
+    command named in ``cmd`` (a reply that went through JSON). None when there is none."""
+    if isinstance(reply, Reply):
+        return reply.result
+    try:
+        cmd = parse(str(reply.get("cmd") or ""))
+    except UsageError:
+        return None
+    if cmd is None:
+        return None
+    try:
+        return COMMANDS[cmd.name].result.from_json(reply)
+    except (KeyError, TypeError):
+        return None
 
 
 def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:
     """The result of a command that failed: ``{"cmd", "ok": false, "error": {code, message}}``."""
-    return {"cmd": line, "ok": False, "error": {"code": str(exc.code), "message": exc.message}}
+    if len(line) > MAX_LINE_CHARS:   # refused for its length: not echoed whole
+        line = f"{line[:80]}... ({len(line):,} characters)"
+    return {"cmd": printable(line), "ok": False,
+            "error": {"code": str(exc.code), "message": printable(exc.message)}}
 
 
 def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str, Any] | None:
@@ -319,8 +735,7 @@ def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str,
         cmd = parse(line)
         if cmd is None:
             return None
-        result = execute(sup, cmd, readonly=readonly)
+        result = run(sup, cmd, readonly=readonly)
     except CommandError as exc:
         return failure(line.strip(), exc)
-    return {"cmd": cmd.line, "ok": True, **result}
-
+    return Reply(cmd.line, result)

@@ -8,26 +8,45 @@ first command runs, so a typo on line 40 does not leave lines 1-39 half done.
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from runtime import Supervisor
 
-from .commands import CommandError, UsageError, execute, failure, parse
+from .commands import Command, CommandError, Reply, UsageError, failure, parse, run
+from .format import dumps
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _emit(out: IO[str], payload: dict) -> None:
-    out.write(json.dumps(payload, ensure_ascii=True, default=str) + "\n")
+def script_lines(data: bytes) -> list[str]:
+    """A script's bytes as lines; ``UsageError`` (with the line number) when it is not UTF-8.
+
+    Lines end at ``\\n`` (a ``\\r`` before it is dropped) and nowhere else: ``str.splitlines``
+    would also cut a request body at U+2028 or a form feed.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"line {number}: the script is not valid UTF-8 "
+                         f"(byte 0x{data[exc.start]:02x})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _emit(out: IO[str], payload: dict[str, Any]) -> None:
+    out.write(dumps(payload, ensure_ascii=True) + "\n")   # strict JSON: no NaN/Infinity tokens
     out.flush()  # a reader sees each result before the next command runs
 
 
 def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *,
                fail_fast: bool = False, readonly: bool = False) -> int:
     """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status."""
-    parsed = []
+    parsed: list[Command] = []
     for number, line in enumerate(lines, start=1):
         try:
             cmd = parse(line)
@@ -39,7 +58,7 @@ def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout,
     status = EXIT_OK
     for cmd in parsed:
         try:
-            result = {"cmd": cmd.line, "ok": True, **execute(sup, cmd, readonly=readonly)}
+            result: dict[str, Any] = Reply(cmd.line, run(sup, cmd, readonly=readonly))
         except CommandError as exc:
             result = failure(cmd.line, exc)
             status = EXIT_FAILED

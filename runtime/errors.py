@@ -14,6 +14,22 @@ Exceptions raised by the Python API::
 
 A failed *request* never raises: ``Supervisor.call`` returns a
 ``CallResult`` whose ``.error`` is one of the codes.
+
+Which interface emits which code::
+
+    Supervisor.call / CallResult.error   the request outcomes: fuel_exhausted ... internal
+    the ``sql`` host call (to the guest) sql_error, not_authorized, too_big
+    the Python API (FacetsError.code)    bad_request, not_found, bad_module, bad_quota, internal,
+                                         and a policy's refusal code (facet_limit ...)
+    the command language (CLI, scripts,  every code above that the runtime reports, plus:
+    the console's ``:`` bar)               usage    the line cannot be understood (quoting,
+                                                    unknown command, wrong arguments, a
+                                                    NUL byte, a line over 1 MiB); exit status 2
+                                           refused  a destructive command without ``--yes``,
+                                                    or a write under ``--readonly``
+                                           io_error the operating system or SQLite failed
+                                                    reading or writing a file (OSError,
+                                                    sqlite3.Error); classified by type
 """
 
 from __future__ import annotations
@@ -44,6 +60,10 @@ class ErrorCode(StrEnum):
     SQL_ERROR = "sql_error"
     NOT_AUTHORIZED = "not_authorized"
     TOO_BIG = "too_big"
+    # Codes of the command language (CLI, scripts, the console's `:` bar)
+    USAGE = "usage"
+    REFUSED = "refused"
+    IO_ERROR = "io_error"
 
 
 class FacetsError(Exception):

@@ -15,6 +15,12 @@ queue         requests waiting for one facet         integer, or ``off``
 max_facets    facets per app                         integer, or ``off``
 ============  =====================================  ==========================
 
+Every value is finite and within its key's accepted range (``accepted_range``:
+fuel 1 to 10**15, timeout_ms 1 to 600000, memory 64 KiB to 4 GiB, storage 8 KiB
+to 1 TiB, log_bytes 0 to 16 MiB, rate 0.001 to 1000000, queue 1 to 100000,
+max_facets 1 to 10000000); anything else (inf, NaN, 1e400, a negative number, a
+value past the range) is refused with a ``QuotaError`` naming the key and the range.
+
 ``off`` (stored as 0) means unlimited. The value ``default`` removes the
 setting at that level so the next less specific level applies.
 
@@ -24,8 +30,11 @@ per-facet overrides (``APP/FACET``); the effective value is the most specific.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+import threading
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
 from typing import Any
 
 from .abi import is_valid_name
@@ -39,7 +48,7 @@ _SIZE_UNITS = {
 }
 _COUNT_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
-_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -72,45 +81,92 @@ _FORMS = {
     "size": "a size such as 512KiB, 64MiB, 1GB or a number of bytes",
     "rate": "requests per second such as 100 or 2.5, or 'off' for no limit",
 }
-#: Smallest sensible values: a limit of 0 fuel or 0 ms would only break the facet.
-_MINIMUM = {"fuel": 1, "timeout_ms": 1, "memory": 65_536, "storage": 8_192, "log_bytes": 0}
-_MAXIMUM = {"memory": 4 * 1024**3, "timeout_ms": 10 * 60_000}
+#: Accepted range of every key, inclusive; ``off`` (0) is accepted besides for rate, queue
+#: and max_facets. Every bound is finite, so no interface can store inf, NaN or an integer
+#: SQLite (i64) or wasmtime (u64 fuel) cannot hold.
+#:   fuel        1 .. 10**15: wasmtime burns about one unit per wasm instruction, ~1e9/s, so
+#:               the 10-minute timeout maximum allows ~6e11; 10**15 is 1,000 times that and
+#:               far below u64's 1.8e19.
+#:   timeout_ms  1 ms .. 10 minutes: a limit of 0 ms would only break the facet.
+#:   memory      64 KiB (one wasm page) .. 4 GiB (wasm32's address space).
+#:   storage     8 KiB (two 4 KiB pages) .. 1 TiB.
+#:   log_bytes   0 .. 16 MiB per request: every byte reaches the control database.
+#:   rate        0.001 (one request per ~17 minutes) .. 1,000,000 requests/s.
+#:   queue       1 .. 100,000 waiting requests; max_facets 1 .. 10,000,000 facets per app.
+_RANGE: dict[str, tuple[Fraction, Fraction]] = {
+    "fuel": (Fraction(1), Fraction(10**15)),
+    "timeout_ms": (Fraction(1), Fraction(10 * 60_000)),
+    "memory": (Fraction(65_536), Fraction(4 * 1024**3)),
+    "storage": (Fraction(8_192), Fraction(1024**4)),
+    "log_bytes": (Fraction(0), Fraction(16 * 1024**2)),
+    "rate": (Fraction(1, 1000), Fraction(1_000_000)),
+    "queue": (Fraction(1), Fraction(100_000)),
+    "max_facets": (Fraction(1), Fraction(10_000_000)),
+}
+#: A value written by hand is short; a longer string is refused before it is parsed
+#: (Python refuses int() of more than 4,300 digits, and the message quotes the value).
+_MAX_VALUE_CHARS = 64
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else f"{text[:_MAX_VALUE_CHARS]}... ({len(text)} chars)"
+
+
+def _bound(n: Fraction) -> str:
+    return str(int(n)) if n.denominator == 1 else f"{float(n):g}"
+
+
+def accepted_range(key: str) -> str:
+    """The accepted range of ``key``, as the error messages and the README show it."""
+    low, high = _RANGE[key]
+    text = f"{_bound(low)} to {_bound(high)}"
+    return f"{text}, or off" if _KINDS[key] in ("count_off", "rate") else text
 
 
 def parse_quota(key: str, value: Any) -> int | float:
-    """Parse one quota value; raise ``QuotaError`` naming the key and the accepted forms."""
+    """Parse one quota value; raise ``QuotaError`` naming the key, the accepted forms and range.
+
+    Exact arithmetic (``Fraction``): no float rounds ``12345678901234567891`` or turns
+    ``1e400`` into infinity; inf and NaN are refused, and so is every value out of range.
+    """
     if key not in _KINDS:
         raise QuotaError(f"unknown quota key {key!r}; known keys: {', '.join(QUOTA_KEYS)}")
     kind = _KINDS[key]
-    problem = f"bad value {value!r} for quota {key}: expected {_FORMS[kind]}"
+    problem = (f"bad value {_shown(value)} for quota {key}: expected {_FORMS[kind]} "
+               f"(accepted range {accepted_range(key)})")
     if isinstance(value, bool):
         raise QuotaError(problem)
-    if kind in ("count_off", "rate") and isinstance(value, str) and value.strip().lower() in ("off", "unlimited"):
+    off = kind in ("count_off", "rate")
+    if off and isinstance(value, str) and value.strip().lower() in ("off", "unlimited"):
         return 0
     if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise QuotaError(f"{problem}; not a finite number")
+        number, unit = Fraction(value), ""
         if number < 0:
-            raise QuotaError(f"{problem} (negative)")
+            raise QuotaError(f"{problem}; negative")
     else:
-        match = _NUMBER.match(str(value))
+        text = str(value)
+        match = _NUMBER.match(text) if len(text) <= _MAX_VALUE_CHARS else None
         if not match:
             raise QuotaError(problem)
-        number, unit = float(match.group(1)), match.group(2).lower()
+        number, unit = Fraction(match.group(1)), match.group(2).lower()
     units = {"size": _SIZE_UNITS, "duration": _DURATION_UNITS, "count": _COUNT_UNITS,
              "count_off": _COUNT_UNITS, "rate": {"": 1}}[kind]
     if unit not in units:
-        raise QuotaError(f"{problem} (unknown unit {unit!r})")
+        raise QuotaError(f"{problem}; unknown unit {unit!r}")
     result = number * units[unit]
-    if kind == "rate":
-        return float(result)
-    if result != int(result):
-        raise QuotaError(f"{problem} (not a whole number)")
-    result = int(result)
-    if key in _MINIMUM and result < _MINIMUM[key]:
-        raise QuotaError(f"{problem} (at least {_MINIMUM[key]})")
-    if key in _MAXIMUM and result > _MAXIMUM[key]:
-        raise QuotaError(f"{problem} (at most {_MAXIMUM[key]})")
-    return result
+    if off and result == 0:
+        return 0.0 if kind == "rate" else 0
+    if kind != "rate" and result.denominator != 1:
+        raise QuotaError(f"{problem}; not a whole number")
+    low, high = _RANGE[key]
+    if result < low:
+        raise QuotaError(f"{problem}; at least {_bound(low)}")
+    if result > high:
+        raise QuotaError(f"{problem}; at most {_bound(high)}")
+    return float(result) if kind == "rate" else int(result)
 
 
 def parse_target(target: str) -> tuple[str | None, str | None]:
@@ -130,37 +186,61 @@ def scope_of(app: str | None, facet: str | None) -> str:
     return f"{app}/{facet}" if facet else app
 
 
+@dataclass(frozen=True)
+class _BookState:
+    """One immutable version of the settings, with the cache computed from it alone.
+
+    ``settings`` is never changed after the state is published (writers copy it);
+    ``cache`` belongs to this state only, so a reader that computed from an older
+    state can only write into that older (discarded) state's cache.
+    """
+
+    settings: dict[str, dict[str, Any]]
+    cache: dict[tuple[str | None, str | None], Quotas] = field(default_factory=dict)
+
+
 class QuotaBook:
     """The three levels of quota settings, held in memory and persisted by a callback.
 
     ``settings`` maps a scope (``*``, ``APP``, ``APP/FACET``) to its explicit
     key -> value settings.
+
+    Thread safety: readers (``effective``, on every request) take no lock. They
+    read ``self._state`` once and use only that state. Writers (``apply``,
+    ``forget``) are serialised by ``_lock``, build new settings and a fresh, empty
+    cache, and publish both in one assignment. A reader that raced with a writer
+    returns the quotas in force when it started (as if it had run just before the
+    change) and can never leave them cached past the change.
     """
+
+    #: Bound on the cached (app, facet) pairs, so a scan over many names cannot grow it forever.
+    _CACHE_LIMIT = 100_000
 
     def __init__(self, settings: dict[str, dict[str, Any]] | None = None,
                  base: Quotas | None = None) -> None:
         self._base = base or Quotas()
-        self._settings: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (settings or {}).items()}
-        self._cache: dict[tuple[str | None, str | None], Quotas] = {}
+        self._lock = threading.Lock()
+        self._state = _BookState({k: dict(v) for k, v in (settings or {}).items()})
 
     def effective(self, app: str | None = None, facet: str | None = None) -> Quotas:
         """The effective quotas (cached until the next change: this runs on every request)."""
+        state = self._state   # one read: everything below uses this state only
         key = (app, facet)
-        cached = self._cache.get(key)
+        cached = state.cache.get(key)
         if cached is not None:
             return cached
         merged: dict[str, Any] = {}
         for scope in ("*", app, f"{app}/{facet}" if app and facet else None):
             if scope is not None:
-                merged.update(self._settings.get(scope, {}))
+                merged.update(state.settings.get(scope, {}))
         quotas = replace(self._base, **merged) if merged else self._base
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[key] = quotas
+        if len(state.cache) > self._CACHE_LIMIT:
+            state.cache.clear()
+        state.cache[key] = quotas
         return quotas
 
     def explicit(self, scope: str) -> dict[str, Any]:
-        return dict(self._settings.get(scope, {}))
+        return dict(self._state.settings.get(scope, {}))
 
     def plan(self, target: str, changes: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         """Validate every change before anything is applied; return (scope, sets, unsets)."""
@@ -182,17 +262,22 @@ class QuotaBook:
         return scope_of(app, facet), sets, unsets
 
     def apply(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
-        self._cache = {}   # replaced, not cleared: readers on other threads may hold the old one
-        current = self._settings.setdefault(scope, {})
-        current.update(sets)
-        for key in unsets:
-            current.pop(key, None)
-        if not current:
-            del self._settings[scope]
+        with self._lock:
+            settings = dict(self._state.settings)      # copies: the published state never changes
+            current = {**settings.get(scope, {}), **sets}
+            for key in unsets:
+                current.pop(key, None)
+            if current:
+                settings[scope] = current
+            else:
+                settings.pop(scope, None)
+            self._state = _BookState(settings)        # settings and an empty cache, one assignment
 
     def forget(self, scope: str) -> None:
-        self._cache = {}
-        self._settings.pop(scope, None)
+        with self._lock:
+            settings = dict(self._state.settings)
+            settings.pop(scope, None)
+            self._state = _BookState(settings)
 
 
 def format_size(n: int) -> str:

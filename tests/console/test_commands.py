@@ -162,3 +162,155 @@ def test_readonly_refuses_writes(loaded):
 def test_results_are_json_serialisable(loaded):
     for line in ("apps", "facets", "usage", "bill", "help", "call probe/x 'E\x1b[2J'"):
         json.dumps(run_line(loaded, line))
+
+
+# -- issue 12: hardening -----------------------------------------------------------------
+def test_every_code_the_command_language_emits_is_an_error_code(loaded, tmp_path):
+    from console.commands import CommandError, RefusedError
+    from runtime import ErrorCode
+
+    assert (ErrorCode.USAGE, ErrorCode.REFUSED, ErrorCode.IO_ERROR) == ("usage", "refused", "io_error")
+    assert isinstance(UsageError("x").code, ErrorCode) and isinstance(RefusedError("x").code, ErrorCode)
+    assert CommandError("x", "timeout").code is ErrorCode.TIMEOUT
+    ok(loaded, "call counter/a")
+    too_long = tmp_path / ("n" * 300)             # ENAMETOOLONG: an OSError, not a runtime error
+    results = [fails(loaded, "frobnicate", "usage"), fails(loaded, "delete counter/a", "refused"),
+               fails(loaded, f"export counter/a {too_long}", "io_error"),
+               fails(loaded, "call nothing/a", "not_found")]
+    assert all(r["error"]["code"] in set(ErrorCode) for r in results)
+
+
+@pytest.mark.parametrize("exc, code", [
+    (OSError("no such table: full"), "io_error"),
+    (sqlite3.OperationalError("database or disk is full"), "io_error"),   # by type, not by "full"
+    (PermissionError("not found"), "io_error"),
+])
+def test_exceptions_map_to_codes_by_type_not_message(loaded, monkeypatch, exc, code):
+    from runtime import ErrorCode, FacetsError
+
+    def boom(*args, **kwargs):
+        raise exc
+    monkeypatch.setattr(loaded, "tables", boom)
+    assert fails(loaded, "tables counter/a", code)["error"]["code"] == code
+    monkeypatch.setattr(loaded, "tables", lambda *a: (_ for _ in ()).throw(
+        FacetsError("disk is full (not storage_full)", ErrorCode.NOT_FOUND)))
+    fails(loaded, "tables counter/a", "not_found")
+
+
+def test_readonly_refuses_every_command_that_writes_anything_files_included(loaded, tmp_path):
+    from console.commands import SPECS, is_write, parse
+
+    ok(loaded, "call counter/a")
+    path = tmp_path / "copy.sqlite3"
+    for line in (f"export counter/a {path}", "evict counter/a"):
+        fails(loaded, line, "refused", readonly=True)
+    assert not path.exists()                           # export wrote nothing
+    assert loaded.warm_count == 1                      # evict dropped nothing
+    readers = {"quota", "apps", "facets", "tables", "rows", "sql", "logs", "usage", "bill", "metrics", "help"}
+    assert {name for name, spec in SPECS.items() if spec.writes} == set(SPECS) - readers
+    assert not is_write(parse("quota counter/a")) and is_write(parse("quota counter/a fuel=1M"))
+
+
+def test_cli_readonly_export_writes_no_file(tmp_path):
+    from tests.console.test_headless import cli
+
+    data = tmp_path / "d"
+    cli("load", str(COUNTER_WAT), data=data, check_status=0)
+    cli("call", "counter/a", data=data, check_status=0)
+    path = tmp_path / "copy.sqlite3"
+    out = cli("run", "--readonly", "-", data=data, stdin=f"export counter/a {path}\ncall counter/a\n",
+              check_status=1).stdout
+    assert [json.loads(x)["error"]["code"] for x in out.splitlines()] == ["refused", "refused"]
+    refused = cli("export", "counter/a", str(path), "--readonly", "--json", data=data, check_status=1).stdout
+    assert json.loads(refused)["error"]["code"] == "refused"
+    assert not path.exists()
+    cli("tables", "counter/a", "--readonly", data=data, check_status=0)
+
+
+def test_cli_readonly_opens_the_data_directory_without_writing(tmp_path):
+    """The supervisor's side of --readonly: no orphan adoption, no mkdir, no control writes."""
+    import inspect
+
+    from runtime import Supervisor
+    from tests.console.test_headless import cli
+
+    if "readonly" not in inspect.signature(Supervisor).parameters:
+        pytest.skip("needs Supervisor(data, readonly=True) from the supervisor branch")
+    data = tmp_path / "d"
+    cli("load", str(COUNTER_WAT), data=data, check_status=0)
+    orphan = data / "facets" / "counter" / "stray.sqlite3"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(orphan).close()
+
+    def files() -> dict:   # -wal/-shm: SQLite may need them even to read a WAL database
+        return {p: p.read_bytes() if p.is_file() else None for p in data.rglob("*")
+                if not p.name.endswith(("-wal", "-shm"))}
+    before = files()
+    cli("run", "--readonly", "-", data=data, stdin="facets\napps\nusage\n", check_status=0)
+    cli("facets", "--readonly", data=data, check_status=0)
+    assert files() == before
+    conn = sqlite3.connect(data / "control.sqlite3")
+    assert conn.execute("SELECT count(*) FROM facets WHERE name = 'stray'").fetchone()[0] == 0
+    conn.close()
+
+
+RUNAWAY = "'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c'"
+
+
+def test_an_operator_query_has_a_deadline(loaded, monkeypatch):
+    import console.commands
+
+    ok(loaded, "call counter/a")
+    fails(loaded, f"sql counter/a {RUNAWAY} timeout=100ms", "timeout")
+    monkeypatch.setattr(console.commands, "SQL_TIMEOUT_MS", 100)      # the default deadline
+    fails(loaded, f"sql counter/a {RUNAWAY}", "timeout")
+    fails(loaded, "rows counter/a counter where='(SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+                  "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)) > 0'", "timeout")
+    assert ok(loaded, "sql counter/a 'SELECT n FROM counter' timeout=5s")["rows"] == [[1]]
+    assert ok(loaded, "call counter/a")["response"] == {"count": 2}          # the facet still serves
+    for bad in ("inf", "nan", "0", "1e400", "forever"):
+        fails(loaded, f"sql counter/a 'SELECT 1' timeout={bad}", "bad_request")
+
+
+def test_a_command_is_declared_once_with_its_spec_executor_and_typed_result(sup, monkeypatch):
+    from dataclasses import dataclass
+
+    from rich.text import Text
+
+    import console.commands as commands
+    from console.render import render
+
+    monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
+    monkeypatch.setattr(commands, "SPECS", dict(commands.SPECS))
+
+    @dataclass
+    class Echoed(commands.Result):
+        said: str
+        times: int
+
+        def __rich__(self):
+            return Text(f"echo {self.said} x{self.times}")
+
+    @commands.command("echo", "echo TEXT [times=N]", "say it", (1, 1), result=Echoed, options=("times",))
+    def _echo(sup, cmd):
+        return Echoed(cmd.args[0], int(cmd.options.get("times", "1")))
+
+    reply = run_line(sup, "echo hi times=2")
+    assert reply == {"cmd": "echo hi times=2", "ok": True, "said": "hi", "times": 2}
+    assert str(render(reply)) == "echo hi x2"                              # rendered by its type
+    assert str(render(json.loads(json.dumps(reply)))) == "echo hi x2"       # also after a JSON trip
+    assert {"usage": "echo TEXT [times=N]", "summary": "say it"} in ok(sup, "help")["commands"]
+    assert not commands.is_write(parse("echo hi"))
+    with pytest.raises(ValueError, match="twice"):
+        commands.command("echo", "echo", "again", (0, 0), result=Echoed)(_echo)
+
+
+def test_every_command_has_a_typed_result_that_renders_itself(loaded):
+    from console.commands import COMMANDS, SPECS, Result
+
+    assert list(COMMANDS) == list(SPECS) and len(SPECS) == 17
+    for name, registered in COMMANDS.items():
+        assert registered.spec is SPECS[name] and issubclass(registered.result, Result)
+    reply = ok(loaded, "call counter/a")
+    assert isinstance(reply.result, COMMANDS["call"].result)
+    assert reply.result.to_json() == {k: v for k, v in reply.items() if k not in ("cmd", "ok")}

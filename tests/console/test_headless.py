@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-
 from console.headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
 from tests.conftest import COUNTER_WAT, ROOT, fixture
 

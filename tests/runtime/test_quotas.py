@@ -155,3 +155,62 @@ def test_storage_quota_change_reapplied_to_open_database(probe):
     assert probe.call("probe/s", sql_body("INSERT INTO t VALUES (randomblob(100000))")).error == "storage_full"
     probe.set_quotas("probe/s", storage="10MiB")
     assert probe.call("probe/s", sql_body("INSERT INTO t VALUES (randomblob(100000))")).ok
+
+
+# -- issue 12: huge, infinite and NaN values -----------------------------------------------
+from runtime.quotas import QUOTA_KEYS, accepted_range  # noqa: E402
+
+BAD_TEXT = ["inf", "-inf", "nan", "NaN", "Infinity", "1e400", "-5", "99999999999999999999999999G",
+            "1" * 400, "1" * 5000, "184467440737095516160", "١٢"]
+BAD_NUMBERS = [float("inf"), float("-inf"), float("nan"), 1e308, 10**400, -1, 2**64, 1e300]
+
+
+@pytest.mark.parametrize("key", QUOTA_KEYS)
+@pytest.mark.parametrize("raw", BAD_TEXT + BAD_NUMBERS, ids=repr)
+def test_every_key_refuses_non_finite_huge_and_negative_values(key, raw):
+    with pytest.raises(QuotaError) as info:
+        parse_quota(key, raw)
+    message = str(info.value)
+    assert key in message and accepted_range(key) in message
+    assert len(message) < 400           # a 5,000-digit value is not quoted whole
+
+
+@pytest.mark.parametrize("key", QUOTA_KEYS)
+def test_every_key_has_a_finite_range_and_accepts_its_bounds(key):
+    from runtime.quotas import _RANGE
+    low, high = _RANGE[key]
+    for bound in (low, high):
+        value = parse_quota(key, float(bound) if key == "rate" else int(bound))
+        assert value == (float(bound) if key == "rate" else bound)
+        assert isinstance(value, float if key == "rate" else int)
+    assert high < 2**63                   # fits SQLite's INTEGER and wasmtime's u64 fuel
+    with pytest.raises(QuotaError, match="at most"):
+        parse_quota(key, float(high) * 2 if key == "rate" else int(high) * 2)
+
+
+def test_large_counts_are_exact_not_rounded_through_float():
+    assert parse_quota("fuel", "999999999999999") == 999_999_999_999_999
+    assert parse_quota("fuel", "1000000G") == 10**15
+    assert parse_quota("storage", "1TiB") == 1024**4
+
+
+@pytest.mark.parametrize("key", QUOTA_KEYS)
+@pytest.mark.parametrize("raw", ["inf", "nan", "1e400", "99999999999999999999999999G", "-1",
+                                 "184467440737095516160"])
+def test_the_command_line_refuses_them_with_bad_quota(sup, key, raw):
+    from console.commands import run_line
+
+    target = "*"
+    result = run_line(sup, f"quota {target} {key}={raw}")
+    assert result["ok"] is False and result["error"]["code"] == "bad_quota", result
+    assert key in result["error"]["message"]
+    assert sup.explicit_quotas(target) == {}          # nothing stored
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e400, 10**30, -0.5])
+def test_the_python_api_refuses_them_and_stores_nothing(sup, value):
+    for key in QUOTA_KEYS:
+        target = "counter" if key == "max_facets" else "counter/a"
+        with pytest.raises(QuotaError, match=key):
+            sup.set_quotas(target, {key: value})
+    assert sup.explicit_quotas("counter/a") == {} and sup.explicit_quotas("counter") == {}
