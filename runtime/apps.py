@@ -119,10 +119,14 @@ class AppStore:
         shape = self._wasm.inspect(module)
         with self._lock:
             current = self._current.get(name)
+            # The directory may have been deleted under us (restored data dir, an operator):
+            # loading the same bytes again is how its files are put back.
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._store_file(self._dir / f"{sha}.wasm", wasm)
+            if not self._cache_path(sha).exists():
+                self._store_file(self._cache_path(sha), self._wasm.serialize(module))
             if current is not None and current.sha256 == sha:
                 return current, False
-            self._store_file(self._dir / f"{sha}.wasm", wasm)
-            self._store_file(self._cache_path(sha), self._wasm.serialize(module))
             version = AppVersion(app=name, version=(current.version + 1) if current else 1, sha256=sha,
                                  size=len(wasm), exports=shape.exports, imports=shape.imports,
                                  loaded_at=time.time(), source=source)
@@ -176,11 +180,33 @@ class AppStore:
             if pre is None:
                 module = self._wasm.deserialize_file(str(self._cache_path(version.sha256)))
                 if module is None:  # missing or from another engine build: recompile once
-                    wasm_path = self._dir / f"{version.sha256}.wasm"
-                    module = self._wasm.compile(wasm_path.read_bytes())
-                    cache = self._cache_path(version.sha256)
-                    cache.unlink(missing_ok=True)
-                    self._store_file(cache, self._wasm.serialize(module))
+                    module = self._wasm.compile(self._read_module(version))
+                    self._cache(version.sha256, module)
                 pre = self._pre_by_sha[version.sha256] = self._wasm.prepare(module)
             loaded = self._loaded[app] = LoadedModule(version, pre)
             return loaded
+
+    def _read_module(self, version: AppVersion) -> bytes:
+        """The stored bytes of ``version``; ``BadModule`` naming the file when they are gone
+        (an operator deleted ``DATA/modules/``, a data directory restored without it) or
+        damaged, so the caller gets a coded failure and everyone else is served on."""
+        path = self._dir / f"{version.sha256}.wasm"
+        try:
+            wasm = path.read_bytes()
+        except OSError as exc:
+            raise BadModule(f"cannot read {path} (module of {version.app} version {version.version}): "
+                            f"{exc.strerror or exc}; load the app again") from None
+        if hashlib.sha256(wasm).hexdigest() != version.sha256:
+            raise BadModule(f"{path} (module of {version.app} version {version.version}) does not "
+                            "match its sha256: the file is damaged; load the app again")
+        return wasm
+
+    def _cache(self, sha: str, module: Any) -> None:
+        """Write the compiled cache of ``sha``; best effort: without it the next cold
+        process compiles again, which is slower but correct."""
+        cache = self._cache_path(sha)
+        try:
+            cache.unlink(missing_ok=True)
+            self._store_file(cache, self._wasm.serialize(module))
+        except OSError:
+            pass
