@@ -113,6 +113,8 @@ class AppStore:
         """
         if not is_valid_name(name):
             raise BadRequest(f"bad app name {name!r}: expected [a-z0-9][a-z0-9_-]{{0,62}}")
+        if len(data) > MAX_MODULE_BYTES:
+            raise BadModule(f"module is {len(data):,} bytes; modules are limited to {MAX_MODULE_BYTES:,}")
         wasm = self.to_wasm(data)
         sha = hashlib.sha256(wasm).hexdigest()
         module = self._wasm.compile(wasm)

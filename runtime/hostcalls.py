@@ -66,8 +66,8 @@ class RequestCounters:
 class RequestContext:
     """The state host functions share during one request (or one ``facet_init``)."""
 
-    __slots__ = ("app", "facet", "request_id", "db", "log_limit", "log_records_left",
-                 "max_result_bytes", "counters", "logs", "poison")
+    __slots__ = ("app", "counters", "db", "facet", "log_limit", "log_records_left", "logs",
+                 "max_result_bytes", "poison", "request_id")
 
     def __init__(self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int,
                  max_result_bytes: int) -> None:

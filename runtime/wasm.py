@@ -30,8 +30,9 @@ import ctypes
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import _bindings as capi
@@ -105,7 +106,7 @@ def _trap_address(message: str) -> int:
     return ctypes.cast(capi._wasmtime_trap_new(data, len(data)), ctypes.c_void_p).value or 0
 
 
-def _host_callback(name: str, nparams: int, has_result: bool):
+def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
     """Build the raw (unchecked) linker callback for host import ``name``.
 
     It never lets an exception reach wasmtime: a ``HostAbort`` (or any bug in
@@ -116,7 +117,7 @@ def _host_callback(name: str, nparams: int, has_result: bool):
     failed = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed")
     mask = 0xFFFFFFFF  # every i32 of the ABI is a pointer, a length or a level: unsigned
 
-    def callback(env, caller, args, nargs):
+    def callback(env: Any, caller: Any, args: Any, nargs: int) -> int:
         guest: GuestInstance | None = getattr(_active, "guest", None)
         if guest is None or guest.host is None:
             return _trap_address(f"host function {name} called outside a request")
@@ -279,7 +280,7 @@ class WasmRuntime:
         return abi.ModuleShape(exports=tuple(sorted(exports)), imports=tuple(sorted(imports)),
                                has_init="facet_init" in exports)
 
-    def prepare(self, module: wasmtime.Module) -> "Prepared":
+    def prepare(self, module: wasmtime.Module) -> Prepared:
         """Link ``module`` once; what ``instantiate`` takes."""
         memory_min = 0
         for exp in module.exports:
@@ -294,8 +295,8 @@ class WasmRuntime:
             ticks = self._ticks[timeout_ms] = max(1, math.ceil(timeout_ms / self.settings.epoch_tick_ms)) + 1
         return ticks
 
-    def instantiate(self, prepared: "Prepared", *, fuel: int, memory_limit: int,
-                    timeout_ms: int) -> "GuestInstance":
+    def instantiate(self, prepared: Prepared, *, fuel: int, memory_limit: int,
+                    timeout_ms: int) -> GuestInstance:
         """Create a store with its limits and instantiate; raise ``GuestFault`` on failure.
 
         Fuel and the epoch deadline are set before instantiation so that a
@@ -344,7 +345,7 @@ def _set_limits(store: wasmtime.Store, memory_limit: int) -> None:
                      instances=1, tables=abi.MAX_TABLES, memories=abi.MAX_MEMORIES)
 
 
-def _own(handle):
+def _own(handle: Any) -> Any:
     """A pointer to a copy of an export's handle. Handles are small value structs, meant
     to be copied; a pointer to wasmtime-py's own would keep its extern wrappers alive,
     two more objects per export for the garbage collector to walk in every warm facet."""
@@ -388,7 +389,8 @@ class GuestInstance:
         self._handle = self._export(instance, "facet_handle", _EXTERN_FUNC)
         self._init = self._export(instance, "facet_init", _EXTERN_FUNC, required=False)
 
-    def _export(self, instance: wasmtime.Instance, name: str, kind: int, required: bool = True):
+    def _export(self, instance: wasmtime.Instance, name: str, kind: int,
+                required: bool = True) -> Any:
         """A pointer to our own copy of export ``name``'s handle (see ``_own``), or None."""
         item = capi.wasmtime_extern_t()
         encoded = name.encode()
@@ -435,7 +437,7 @@ class GuestInstance:
         return cached
 
     # -- calls ------------------------------------------------------------------
-    def _call(self, ctx, func, raw, nargs: int) -> None:
+    def _call(self, ctx: Any, func: Any, raw: Any, nargs: int) -> None:
         """Call a guest function on raw values; wasmtime errors and traps are raised."""
         error = _call_unchecked(ctx, func, raw, nargs, self._trap_ref)
         self._span_cache = None   # the guest may have grown (and so moved) its memory
@@ -448,7 +450,8 @@ class GuestInstance:
             self._trap_ref = ctypes.byref(self._trap)
             raise wasmtime.Trap._from_ptr(trap)
 
-    def _enter(self, run, *args, fuel: int, timeout_ms: int, host: HostHandler | None):
+    def _enter(self, run: Callable[..., Any], *args: Any, fuel: int, timeout_ms: int,
+               host: HostHandler | None) -> Any:
         ctx = self._ctx
         error = _set_fuel(ctx, fuel)
         if error:
@@ -617,7 +620,7 @@ def _malformed(detail: str) -> BadModule:
 class _Reader:
     """A bounds-checked cursor over ``data[pos:end]``; every read past ``end`` is a BadModule."""
 
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ("data", "end", "pos")
 
     def __init__(self, data: bytes, pos: int, end: int) -> None:
         self.data, self.pos, self.end = data, pos, end
@@ -680,9 +683,7 @@ def _const_expr(reader: _Reader) -> None:
         op = reader.byte()
         if op == 0x0B:      # end
             return
-        if op == 0x41 or op == 0x23 or op == 0xD2:   # i32.const, global.get, ref.func
-            reader.skip_sleb(64)
-        elif op == 0x42:
+        if op in (0x41, 0x42, 0x23, 0xD2):   # i32.const, i64.const, global.get, ref.func
             reader.skip_sleb(64)
         elif op == 0xD0:    # ref.null heaptype
             reader.skip_sleb(33)
@@ -788,7 +789,7 @@ def _untyped_error(exc: wasmtime.WasmtimeError, during: str) -> GuestFault:
     return GuestFault(ErrorCode.TRAP, f"{during} failed: {_first_line(exc)}")
 
 
-def _func_type_is(ty, params: tuple[str, ...], results: tuple[str, ...]) -> bool:
+def _func_type_is(ty: object, params: tuple[str, ...], results: tuple[str, ...]) -> bool:
     if not isinstance(ty, wasmtime.FuncType):
         return False
     return [str(p) for p in ty.params] == list(params) and [str(r) for r in ty.results] == list(results)

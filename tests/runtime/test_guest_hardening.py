@@ -16,7 +16,7 @@ import wasmtime
 
 from runtime import BadModule, ErrorCode, Supervisor, abi
 from runtime.hostcalls import max_log_records
-from runtime.wasm import GuestInstance, WasmRuntime, scan_module
+from runtime.wasm import WasmRuntime, scan_module
 from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
@@ -189,6 +189,21 @@ def test_sample_apps_are_well_inside_the_load_limits():
         assert counts.exports * 10 <= abi.MAX_EXPORTS, path.name
         assert counts.largest_function * 10 <= abi.MAX_FUNCTION_BYTES, path.name
         assert counts.table_min * 10 <= abi.MAX_TABLE_ELEMENTS, path.name
+
+
+def test_oversized_module_bytes_are_refused(sup, no_compiling):
+    from runtime.apps import MAX_MODULE_BYTES
+    with pytest.raises(BadModule, match="limited to"):
+        sup.load_app_bytes(b"\x00asm\x01\x00\x00\x00" + b"\x00\x00" * (MAX_MODULE_BYTES // 2), "huge")
+
+
+def test_abi_page_states_the_load_limits():
+    page = (COUNTER_WAT.parent.parent / "ABI.md").read_text()
+    for row, value in [("functions (defined)", abi.MAX_FUNCTIONS), ("exports", abi.MAX_EXPORTS),
+                       ("imports", abi.MAX_IMPORTS), ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
+                       ("all function bodies", abi.MAX_CODE_BYTES // 2**20)]:
+        assert f"| {row} | {value:,}" in page, row
+    assert f"{abi.MAX_TABLE_ELEMENTS:,} initial elements" in page
 
 
 # -- 4. a missing modules directory ------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from runtime import BadModule
-
 from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
