@@ -15,7 +15,11 @@ Failure rules, so a guest always gets a predictable outcome:
   same way so the guest can log them, and they also mark the request: it is
   rolled back and fails with that code however the guest goes on.
 * If the guest's ``facet_alloc`` returns 0 or a range outside memory while the
-  host writes a result, the request ends with ``bad_response``.
+  host writes a result, or calls a host function itself then (the wasm seam
+  refuses it: each ``sql`` reply would call it again), the request ends with
+  ``bad_response``.
+* ``log`` keeps at most ``log_bytes`` of text and ``max_log_records(log_bytes)``
+  records per request; what it cuts or drops is counted in ``logs_truncated``.
 """
 
 from __future__ import annotations

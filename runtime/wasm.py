@@ -484,7 +484,10 @@ class GuestInstance:
         if isinstance(exc, HostAbort):
             return GuestFault(exc.code, exc.message)
         if isinstance(exc, wasmtime.Trap):
-            code = exc.trap_code
+            try:
+                code = exc.trap_code
+            except ValueError:   # a code newer than wasmtime-py's TrapCode enum: a plain trap
+                code = None
             if code == wasmtime.TrapCode.OUT_OF_FUEL:
                 return GuestFault(ErrorCode.FUEL_EXHAUSTED, f"fuel exhausted during {during}")
             if code == wasmtime.TrapCode.INTERRUPT:

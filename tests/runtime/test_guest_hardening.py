@@ -8,6 +8,7 @@ parameter: a 0.5 MB module of 100,000 empty functions took 11 s and 617 MiB to c
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import struct
 
@@ -164,6 +165,30 @@ def test_export_bomb_is_refused_before_compiling(sup, no_compiling):
 def test_other_load_limits_and_malformed_headers(sup, no_compiling, module, words):
     with pytest.raises(BadModule, match=words):
         sup.load_app_bytes(module, "refused")
+
+
+def test_table_limits_are_read_in_both_table_encodings():
+    plain = WasmRuntime.wat_to_wasm(f"(module (table {abi.MAX_TABLE_ELEMENTS} funcref))")
+    initialized = WasmRuntime.wat_to_wasm(f"(module (table {abi.MAX_TABLE_ELEMENTS} funcref (ref.null func)))")
+    assert scan_module(plain).table_min == scan_module(initialized).table_min == abi.MAX_TABLE_ELEMENTS
+    for text in (f"(table {abi.MAX_TABLE_ELEMENTS + 1} funcref)",
+                 f"(table 1 funcref (ref.null func)) (table {abi.MAX_TABLE_ELEMENTS + 1} funcref (ref.null func))"):
+        with pytest.raises(BadModule, match="initial elements"):
+            scan_module(WasmRuntime.wat_to_wasm(f"(module {text})"))
+
+
+def test_damaged_binaries_are_refused_with_bad_module_only():
+    # The scan reads untrusted bytes: whatever they are, it answers BadModule or counts.
+    original = (COUNTER_WAT.parent.parent / "todo" / "todo.wasm").read_bytes()
+    rng = random.Random(12)
+    for attempt in range(2000):
+        damaged = bytearray(original[:rng.randrange(9, len(original))] if attempt % 2 else original)
+        for _ in range(rng.randrange(1, 6)):
+            damaged[rng.randrange(8, len(damaged))] = rng.randrange(256)
+        try:
+            scan_module(bytes(damaged))
+        except BadModule as refused:
+            assert refused.message
 
 
 def test_a_module_at_the_export_limit_loads_and_cold_starts(sup, monkeypatch):
