@@ -105,13 +105,15 @@ def test_untyped_errors_are_not_classified_by_their_text(tmp_path):
 
 
 def test_initial_memory_is_checked_against_the_quota_before_instantiating(fleet):
-    fleet.load_app(fixture("big_memory.wat"))      # declares 1 GiB
-    fleet.set_quotas("big_memory/x", memory="1GiB")
-    assert fleet.call("big_memory/x").ok
-    fleet.set_quotas("big_memory/y", memory="1023MiB")
-    result = fleet.call("big_memory/y")
+    fleet.load_app_bytes("""(module (memory (export "memory") 256)
+      (func (export "facet_alloc") (param i32) (result i32) (i32.const 8))
+      (func (export "facet_handle") (param i32 i32) (result i64) (i64.const 0)))""", "sixteen")
+    fleet.set_quotas("sixteen/x", memory="16MiB")       # exactly the declared 256 pages
+    assert fleet.call("sixteen/x").ok
+    fleet.set_quotas("sixteen/y", memory=str((16 << 20) - 1))
+    result = fleet.call("sixteen/y")
     assert result.error == "memory_limit"
-    assert f"{1 << 30:,} bytes" in result.message and f"{1023 << 20:,} bytes" in result.message
+    assert f"{16 << 20:,} bytes" in result.message and f"{(16 << 20) - 1:,} bytes" in result.message
     assert_others_fine(fleet, 2)
 
 
@@ -161,7 +163,7 @@ def test_export_bomb_is_refused_before_compiling(sup, no_compiling):
     (b"\x00asm\x0d\x00\x01\x00", "component, not a core module"),
     (b"\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff\x0f", "runs past the end"),
     (b"\x00asm\x01\x00\x00\x00\x01\x06\xff\xff\xff\xff\xff\x01", "integer longer than 32 bits"),
-])
+], ids=["function-body", "code-size", "component", "section-past-end", "long-leb"])
 def test_other_load_limits_and_malformed_headers(sup, no_compiling, module, words):
     with pytest.raises(BadModule, match=words):
         sup.load_app_bytes(module, "refused")
