@@ -60,7 +60,7 @@ def max_log_records(log_bytes: int) -> int:
 class RequestCounters:
     """What one request used, besides fuel and wall time (measured by the caller)."""
 
-    __slots__ = ("rows_read", "rows_written", "sql_calls", "log_bytes", "logs_truncated")
+    __slots__ = ("log_bytes", "logs_truncated", "rows_read", "rows_written", "sql_calls")
 
     def __init__(self) -> None:
         self.rows_read = self.rows_written = self.sql_calls = 0
@@ -88,13 +88,13 @@ class RequestContext:
         self.poison: tuple[ErrorCode, str] | None = None
 
     # -- helpers --------------------------------------------------------------
-    def _read(self, guest: "GuestInstance", ptr: int, length: int, what: str) -> bytes:
+    def _read(self, guest: GuestInstance, ptr: int, length: int, what: str) -> bytes:
         try:
             return guest.read(ptr, length)
         except IndexError as exc:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"{what}: {exc}") from None
 
-    def _reply(self, guest: "GuestInstance", payload: dict[str, Any]) -> int:
+    def _reply(self, guest: GuestInstance, payload: dict[str, Any]) -> int:
         data = _ENCODE(payload).encode()
         ptr = guest.alloc(len(data))
         if ptr == 0:
@@ -106,7 +106,7 @@ class RequestContext:
         return abi.pack(ptr, len(data))
 
     # -- host functions ------------------------------------------------------
-    def sql(self, guest: "GuestInstance", ptr: int, length: int) -> int:
+    def sql(self, guest: GuestInstance, ptr: int, length: int) -> int:
         raw = self._read(guest, ptr, length, "sql request")
         try:
             request = json.loads(raw.decode("utf-8"))
@@ -155,7 +155,7 @@ class RequestContext:
                 raise SqlFailure(ErrorCode.BAD_REQUEST, str(exc)) from None
         return statement, params
 
-    def log(self, guest: "GuestInstance", level: int, ptr: int, length: int) -> None:
+    def log(self, guest: GuestInstance, level: int, ptr: int, length: int) -> None:
         raw = self._read(guest, ptr, length, "log message")
         budget = self.log_limit - self.counters.log_bytes
         if budget <= 0 or self.log_records_left <= 0:
@@ -174,10 +174,10 @@ class RequestContext:
             level=abi.LOG_LEVELS.get(level, "info"), message=neutralize(text), source="guest",
         ))
 
-    def now_ms(self, guest: "GuestInstance") -> int:
+    def now_ms(self, guest: GuestInstance) -> int:
         return int(time.time() * 1000)
 
-    def random(self, guest: "GuestInstance", ptr: int, length: int) -> None:
+    def random(self, guest: GuestInstance, ptr: int, length: int) -> None:
         if length > MAX_RANDOM_BYTES:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"random: at most {MAX_RANDOM_BYTES} bytes per call")
         try:
