@@ -21,7 +21,7 @@ from typing import Any
 from .abi import is_valid_name
 from .control import ControlDB
 from .errors import BadModule, BadRequest, NotFound
-from .wasm import WasmRuntime
+from .wasm import Prepared, WasmRuntime
 
 MAX_MODULE_BYTES = 64 * 1024 * 1024
 _WASM_MAGIC = b"\x00asm"
@@ -51,7 +51,7 @@ class LoadedModule:
     """A compiled, linked module ready to instantiate."""
 
     version: AppVersion
-    pre: Any  # wasmtime.InstancePre, kept opaque outside the seam
+    pre: Prepared  # opaque outside the seam
 
 
 def _row_to_version(row: dict[str, Any]) -> AppVersion:
@@ -67,7 +67,7 @@ class AppStore:
         self._control = control
         self._wasm = wasm
         self._lock = threading.Lock()
-        self._pre_by_sha: dict[str, Any] = {}
+        self._pre_by_sha: dict[str, Prepared] = {}
         self._loaded: dict[str, LoadedModule] = {}
         self._current: dict[str, AppVersion] = {}
         for name in control.app_names():

@@ -753,7 +753,12 @@ def scan_module(wasm: bytes) -> ModuleCounts:
                     flags, minimum = _limits(body, "memory")
                     if flags & 0x02:
                         raise BadModule("shared memories are not supported (no threads in the facet ABI v1)")
-                    page = 1 << body.uleb() if flags & 0x08 else 65_536
+                    page = 65_536
+                    if flags & 0x08:   # custom-page-sizes: log2 of the page size, 0 or 16
+                        page_log2 = body.uleb()
+                        if page_log2 > 16:
+                            raise _malformed(f"a memory page size of 2**{page_log2} bytes")
+                        page = 1 << page_log2
                     if minimum * page > abi.MAX_MEMORY_MIN_BYTES:
                         raise BadModule(f"the memory declares {minimum * page:,} initial bytes; "
                                         f"at most {abi.MAX_MEMORY_MIN_BYTES:,} are allowed")

@@ -163,7 +163,9 @@ def test_export_bomb_is_refused_before_compiling(sup, no_compiling):
     (b"\x00asm\x0d\x00\x01\x00", "component, not a core module"),
     (b"\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff\x0f", "runs past the end"),
     (b"\x00asm\x01\x00\x00\x00\x01\x06\xff\xff\xff\xff\xff\x01", "integer longer than 32 bits"),
-], ids=["function-body", "code-size", "component", "section-past-end", "long-leb"])
+    # one memory, flags 0x08 (custom page size), minimum 1, page size 2**4294967295
+    (b"\x00asm\x01\x00\x00\x00\x05\x08\x01\x08\x01\xff\xff\xff\xff\x0f", "page size"),
+], ids=["function-body", "code-size", "component", "section-past-end", "long-leb", "page-size"])
 def test_other_load_limits_and_malformed_headers(sup, no_compiling, module, words):
     with pytest.raises(BadModule, match=words):
         sup.load_app_bytes(module, "refused")
@@ -226,8 +228,9 @@ def test_oversized_module_bytes_are_refused(sup, no_compiling):
 
 def test_abi_page_states_the_load_limits():
     page = (COUNTER_WAT.parent.parent / "ABI.md").read_text()
-    for row, value in [("functions (defined)", abi.MAX_FUNCTIONS), ("exports", abi.MAX_EXPORTS),
-                       ("imports", abi.MAX_IMPORTS), ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
+    from runtime.apps import MAX_MODULE_BYTES
+    for row, value in [("module size", MAX_MODULE_BYTES // 2**20), ("functions (defined)", abi.MAX_FUNCTIONS),
+                       ("exports", abi.MAX_EXPORTS), ("imports", abi.MAX_IMPORTS), ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
                        ("all function bodies", abi.MAX_CODE_BYTES // 2**20)]:
         assert f"| {row} | {value:,}" in page, row
     assert f"{abi.MAX_TABLE_ELEMENTS:,} initial elements" in page
