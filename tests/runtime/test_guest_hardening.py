@@ -230,7 +230,8 @@ def test_abi_page_states_the_load_limits():
     page = (COUNTER_WAT.parent.parent / "ABI.md").read_text()
     from runtime.apps import MAX_MODULE_BYTES
     for row, value in [("module size", MAX_MODULE_BYTES // 2**20), ("functions (defined)", abi.MAX_FUNCTIONS),
-                       ("exports", abi.MAX_EXPORTS), ("imports", abi.MAX_IMPORTS), ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
+                       ("exports", abi.MAX_EXPORTS), ("imports", abi.MAX_IMPORTS),
+                       ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
                        ("all function bodies", abi.MAX_CODE_BYTES // 2**20)]:
         assert f"| {row} | {value:,}" in page, row
     assert f"{abi.MAX_TABLE_ELEMENTS:,} initial elements" in page
