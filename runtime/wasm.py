@@ -779,6 +779,7 @@ def scan_module(wasm: bytes) -> ModuleCounts:
         reader.pos = end
     return ModuleCounts(**counts)
 
+
 def _untyped_error(exc: wasmtime.WasmtimeError, during: str) -> GuestFault:
     """Classify a ``WasmtimeError``: an error that is not a trap, so it has no trap code.
 
