@@ -106,6 +106,20 @@ def _trap_address(message: str) -> int:
     return ctypes.cast(capi._wasmtime_trap_new(data, len(data)), ctypes.c_void_p).value or 0
 
 
+def _trap_or_zero(message: str) -> int:
+    """``_trap_address``, or 0 if even that fails (say, the stack ran out there).
+
+    An exception must never leave a ctypes callback: ctypes then returns whatever was in
+    the result slot, which wasmtime takes for a trap pointer and aborts the process. With 0
+    the guest runs on, and the decision already recorded on the instance (``_abort``)
+    still fails the request when the call returns (see ``GuestInstance._enter``).
+    """
+    try:
+        return _trap_address(message)
+    except BaseException:
+        return 0
+
+
 def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
     """Build the raw (unchecked) linker callback for host import ``name``.
 
@@ -120,7 +134,7 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
     def callback(env: Any, caller: Any, args: Any, nargs: int) -> int:
         guest: GuestInstance | None = getattr(_active, "guest", None)
         if guest is None or guest.host is None:
-            return _trap_address(f"host function {name} called outside a request")
+            return _trap_or_zero(f"host function {name} called outside a request")
         if guest._allocating:
             # The host is placing a reply with the guest's facet_alloc, which called a host
             # function again: each sql reply would call facet_alloc again, without end.
@@ -128,7 +142,7 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
                 ErrorCode.BAD_RESPONSE,
                 f"facet_alloc called host function {name} while the host was placing a reply "
                 "in guest memory; facet_alloc must not call host functions there")
-            return _trap_address(guest._abort.message)
+            return _trap_or_zero(guest._abort.message)
         outer = guest._inside
         guest._inside = caller_context(caller)
         guest._span_cache = None     # the guest ran since we last looked: memory may have grown
@@ -154,7 +168,7 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
         finally:
             guest._inside = outer
             guest._span_cache = None
-        return _trap_address(guest._abort.message)
+        return _trap_or_zero(guest._abort.message)
 
     return capi.wasmtime_func_unchecked_callback_t(callback)
 
