@@ -21,7 +21,7 @@ from typing import Any
 from .abi import is_valid_name
 from .control import ControlDB
 from .errors import BadModule, BadRequest, NotFound
-from .wasm import WasmRuntime
+from .wasm import Prepared, WasmRuntime
 
 MAX_MODULE_BYTES = 64 * 1024 * 1024
 _WASM_MAGIC = b"\x00asm"
@@ -51,7 +51,7 @@ class LoadedModule:
     """A compiled, linked module ready to instantiate."""
 
     version: AppVersion
-    pre: Any  # wasmtime.InstancePre, kept opaque outside the seam
+    pre: Prepared  # opaque outside the seam
 
 
 def _row_to_version(row: dict[str, Any]) -> AppVersion:
@@ -67,7 +67,7 @@ class AppStore:
         self._control = control
         self._wasm = wasm
         self._lock = threading.Lock()
-        self._pre_by_sha: dict[str, Any] = {}
+        self._pre_by_sha: dict[str, Prepared] = {}
         self._loaded: dict[str, LoadedModule] = {}
         self._current: dict[str, AppVersion] = {}
         for name in control.app_names():
@@ -113,16 +113,22 @@ class AppStore:
         """
         if not is_valid_name(name):
             raise BadRequest(f"bad app name {name!r}: expected [a-z0-9][a-z0-9_-]{{0,62}}")
+        if len(data) > MAX_MODULE_BYTES:
+            raise BadModule(f"module is {len(data):,} bytes; modules are limited to {MAX_MODULE_BYTES:,}")
         wasm = self.to_wasm(data)
         sha = hashlib.sha256(wasm).hexdigest()
         module = self._wasm.compile(wasm)
         shape = self._wasm.inspect(module)
         with self._lock:
             current = self._current.get(name)
+            # The directory may have been deleted under us (restored data dir, an operator):
+            # loading the same bytes again is how its files are put back.
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._store_file(self._dir / f"{sha}.wasm", wasm)
+            if not self._cache_path(sha).exists():
+                self._store_file(self._cache_path(sha), self._wasm.serialize(module))
             if current is not None and current.sha256 == sha:
                 return current, False
-            self._store_file(self._dir / f"{sha}.wasm", wasm)
-            self._store_file(self._cache_path(sha), self._wasm.serialize(module))
             version = AppVersion(app=name, version=(current.version + 1) if current else 1, sha256=sha,
                                  size=len(wasm), exports=shape.exports, imports=shape.imports,
                                  loaded_at=time.time(), source=source)
@@ -176,11 +182,33 @@ class AppStore:
             if pre is None:
                 module = self._wasm.deserialize_file(str(self._cache_path(version.sha256)))
                 if module is None:  # missing or from another engine build: recompile once
-                    wasm_path = self._dir / f"{version.sha256}.wasm"
-                    module = self._wasm.compile(wasm_path.read_bytes())
-                    cache = self._cache_path(version.sha256)
-                    cache.unlink(missing_ok=True)
-                    self._store_file(cache, self._wasm.serialize(module))
+                    module = self._wasm.compile(self._read_module(version))
+                    self._cache(version.sha256, module)
                 pre = self._pre_by_sha[version.sha256] = self._wasm.prepare(module)
             loaded = self._loaded[app] = LoadedModule(version, pre)
             return loaded
+
+    def _read_module(self, version: AppVersion) -> bytes:
+        """The stored bytes of ``version``; ``BadModule`` naming the file when they are gone
+        (an operator deleted ``DATA/modules/``, a data directory restored without it) or
+        damaged, so the caller gets a coded failure and everyone else is served on."""
+        path = self._dir / f"{version.sha256}.wasm"
+        try:
+            wasm = path.read_bytes()
+        except OSError as exc:
+            raise BadModule(f"cannot read {path} (module of {version.app} version {version.version}): "
+                            f"{exc.strerror or exc}; load the app again") from None
+        if hashlib.sha256(wasm).hexdigest() != version.sha256:
+            raise BadModule(f"{path} (module of {version.app} version {version.version}) does not "
+                            "match its sha256: the file is damaged; load the app again")
+        return wasm
+
+    def _cache(self, sha: str, module: Any) -> None:
+        """Write the compiled cache of ``sha``; best effort: without it the next cold
+        process compiles again, which is slower but correct."""
+        cache = self._cache_path(sha)
+        try:
+            cache.unlink(missing_ok=True)
+            self._store_file(cache, self._wasm.serialize(module))
+        except OSError:
+            pass

@@ -15,7 +15,11 @@ Failure rules, so a guest always gets a predictable outcome:
   same way so the guest can log them, and they also mark the request: it is
   rolled back and fails with that code however the guest goes on.
 * If the guest's ``facet_alloc`` returns 0 or a range outside memory while the
-  host writes a result, the request ends with ``bad_response``.
+  host writes a result, or calls a host function itself then (the wasm seam
+  refuses it: each ``sql`` reply would call it again), the request ends with
+  ``bad_response``.
+* ``log`` keeps at most ``log_bytes`` of text and ``max_log_records(log_bytes)``
+  records per request; what it cuts or drops is counted in ``logs_truncated``.
 """
 
 from __future__ import annotations
@@ -39,12 +43,24 @@ _INT64 = 2**63
 #: Built once: json.dumps with options builds a new encoder on every call.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 TRUNCATION_MARKER = " …[truncated]"
+#: What one log record costs besides its text, for the per-request record limit: a row in
+#: the control database (time, app, facet, request id, level, source) is about this many
+#: bytes. Without it 200,000 empty records in one request all reached the database.
+LOG_RECORD_COST = 64
+#: Records a request may always keep, however small its ``log_bytes`` quota.
+MIN_LOG_RECORDS = 16
+
+
+def max_log_records(log_bytes: int) -> int:
+    """Records one request may log under a ``log_bytes`` quota: one per ``LOG_RECORD_COST``
+    bytes of it (at least ``MIN_LOG_RECORDS``); the 64 KiB default gives 1,024."""
+    return max(MIN_LOG_RECORDS, log_bytes // LOG_RECORD_COST)
 
 
 class RequestCounters:
     """What one request used, besides fuel and wall time (measured by the caller)."""
 
-    __slots__ = ("rows_read", "rows_written", "sql_calls", "log_bytes", "logs_truncated")
+    __slots__ = ("log_bytes", "logs_truncated", "rows_read", "rows_written", "sql_calls")
 
     def __init__(self) -> None:
         self.rows_read = self.rows_written = self.sql_calls = 0
@@ -54,8 +70,8 @@ class RequestCounters:
 class RequestContext:
     """The state host functions share during one request (or one ``facet_init``)."""
 
-    __slots__ = ("app", "facet", "request_id", "db", "log_limit", "max_result_bytes", "counters",
-                 "logs", "poison")
+    __slots__ = ("app", "counters", "db", "facet", "log_limit", "log_records_left", "logs",
+                 "max_result_bytes", "poison", "request_id")
 
     def __init__(self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int,
                  max_result_bytes: int) -> None:
@@ -64,6 +80,7 @@ class RequestContext:
         self.request_id = request_id
         self.db = db
         self.log_limit = log_limit
+        self.log_records_left = max_log_records(log_limit)
         self.max_result_bytes = max_result_bytes
         self.counters = RequestCounters()
         self.logs: list[LogRecord] = []
@@ -71,13 +88,13 @@ class RequestContext:
         self.poison: tuple[ErrorCode, str] | None = None
 
     # -- helpers --------------------------------------------------------------
-    def _read(self, guest: "GuestInstance", ptr: int, length: int, what: str) -> bytes:
+    def _read(self, guest: GuestInstance, ptr: int, length: int, what: str) -> bytes:
         try:
             return guest.read(ptr, length)
         except IndexError as exc:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"{what}: {exc}") from None
 
-    def _reply(self, guest: "GuestInstance", payload: dict[str, Any]) -> int:
+    def _reply(self, guest: GuestInstance, payload: dict[str, Any]) -> int:
         data = _ENCODE(payload).encode()
         ptr = guest.alloc(len(data))
         if ptr == 0:
@@ -89,7 +106,7 @@ class RequestContext:
         return abi.pack(ptr, len(data))
 
     # -- host functions ------------------------------------------------------
-    def sql(self, guest: "GuestInstance", ptr: int, length: int) -> int:
+    def sql(self, guest: GuestInstance, ptr: int, length: int) -> int:
         raw = self._read(guest, ptr, length, "sql request")
         try:
             request = json.loads(raw.decode("utf-8"))
@@ -97,6 +114,9 @@ class RequestContext:
             raise HostAbort(ErrorCode.BAD_REQUEST, "sql request is not valid UTF-8") from None
         except ValueError as exc:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"sql request is not JSON: {exc}") from None
+        except RecursionError:   # json's decoder refuses nesting past the recursion limit
+            raise HostAbort(ErrorCode.BAD_REQUEST, "sql request is nested too deeply "
+                            "(parameters are JSON scalars or a {\"$blob\": ...} object)") from None
         self.counters.sql_calls += 1
         try:
             statement, params = self._parse_sql_request(request)
@@ -135,12 +155,13 @@ class RequestContext:
                 raise SqlFailure(ErrorCode.BAD_REQUEST, str(exc)) from None
         return statement, params
 
-    def log(self, guest: "GuestInstance", level: int, ptr: int, length: int) -> None:
+    def log(self, guest: GuestInstance, level: int, ptr: int, length: int) -> None:
         raw = self._read(guest, ptr, length, "log message")
         budget = self.log_limit - self.counters.log_bytes
-        if budget <= 0:
+        if budget <= 0 or self.log_records_left <= 0:
             self.counters.logs_truncated += 1
             return
+        self.log_records_left -= 1
         if len(raw) > budget:
             raw = raw[:budget]
             self.counters.logs_truncated += 1
@@ -153,10 +174,10 @@ class RequestContext:
             level=abi.LOG_LEVELS.get(level, "info"), message=neutralize(text), source="guest",
         ))
 
-    def now_ms(self, guest: "GuestInstance") -> int:
+    def now_ms(self, guest: GuestInstance) -> int:
         return int(time.time() * 1000)
 
-    def random(self, guest: "GuestInstance", ptr: int, length: int) -> None:
+    def random(self, guest: GuestInstance, ptr: int, length: int) -> None:
         if length > MAX_RANDOM_BYTES:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"random: at most {MAX_RANDOM_BYTES} bytes per call")
         try:

@@ -30,11 +30,13 @@ import ctypes
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import wasmtime
 from wasmtime import _bindings as capi
+from wasmtime import _ffi
 
 from . import abi
 from .errors import BadModule, ErrorCode
@@ -89,10 +91,10 @@ class HostAbort(Exception):
 class HostHandler(Protocol):
     """What a request context provides to the bound host functions."""
 
-    def sql(self, guest: "GuestInstance", ptr: int, length: int) -> int: ...
-    def log(self, guest: "GuestInstance", level: int, ptr: int, length: int) -> None: ...
-    def now_ms(self, guest: "GuestInstance") -> int: ...
-    def random(self, guest: "GuestInstance", ptr: int, length: int) -> None: ...
+    def sql(self, guest: GuestInstance, ptr: int, length: int) -> int: ...
+    def log(self, guest: GuestInstance, level: int, ptr: int, length: int) -> None: ...
+    def now_ms(self, guest: GuestInstance) -> int: ...
+    def random(self, guest: GuestInstance, ptr: int, length: int) -> None: ...
 
 
 _active = threading.local()
@@ -104,7 +106,21 @@ def _trap_address(message: str) -> int:
     return ctypes.cast(capi._wasmtime_trap_new(data, len(data)), ctypes.c_void_p).value or 0
 
 
-def _host_callback(name: str, nparams: int, has_result: bool):
+def _trap_or_zero(message: str) -> int:
+    """``_trap_address``, or 0 if even that fails (say, the stack ran out there).
+
+    An exception must never leave a ctypes callback: ctypes then returns whatever was in
+    the result slot, which wasmtime takes for a trap pointer and aborts the process. With 0
+    the guest runs on, and the decision already recorded on the instance (``_abort``)
+    still fails the request when the call returns (see ``GuestInstance._enter``).
+    """
+    try:
+        return _trap_address(message)
+    except BaseException:
+        return 0
+
+
+def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
     """Build the raw (unchecked) linker callback for host import ``name``.
 
     It never lets an exception reach wasmtime: a ``HostAbort`` (or any bug in
@@ -112,12 +128,21 @@ def _host_callback(name: str, nparams: int, has_result: bool):
     the outcome is decided per instance.
     """
     caller_context = capi._wasmtime_caller_context
+    failed = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed")
     mask = 0xFFFFFFFF  # every i32 of the ABI is a pointer, a length or a level: unsigned
 
-    def callback(env, caller, args, nargs):
+    def callback(env: Any, caller: Any, args: Any, nargs: int) -> int:
         guest: GuestInstance | None = getattr(_active, "guest", None)
         if guest is None or guest.host is None:
-            return _trap_address(f"host function {name} called outside a request")
+            return _trap_or_zero(f"host function {name} called outside a request")
+        if guest._allocating:
+            # The host is placing a reply with the guest's facet_alloc, which called a host
+            # function again: each sql reply would call facet_alloc again, without end.
+            guest._abort = HostAbort(
+                ErrorCode.BAD_RESPONSE,
+                f"facet_alloc called host function {name} while the host was placing a reply "
+                "in guest memory; facet_alloc must not call host functions there")
+            return _trap_or_zero(guest._abort.message)
         outer = guest._inside
         guest._inside = caller_context(caller)
         guest._span_cache = None     # the guest ran since we last looked: memory may have grown
@@ -138,11 +163,12 @@ def _host_callback(name: str, nparams: int, has_result: bool):
             fault = guest._fault(exc, during="facet_alloc")
             guest._abort = HostAbort(fault.code, fault.message)
         except BaseException as exc:  # a bug in a host function must not crash anything
+            guest._abort = failed   # first, prebuilt: building the message may fail too
             guest._abort = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed: {exc!r}")
         finally:
             guest._inside = outer
             guest._span_cache = None
-        return _trap_address(guest._abort.message)
+        return _trap_or_zero(guest._abort.message)
 
     return capi.wasmtime_func_unchecked_callback_t(callback)
 
@@ -157,6 +183,9 @@ _memory_size = capi._wasmtime_memory_data_size
 _set_fuel = capi._wasmtime_context_set_fuel
 _get_fuel = capi._wasmtime_context_get_fuel
 _set_epoch_deadline = capi._wasmtime_context_set_epoch_deadline
+_export_get = capi._wasmtime_instance_export_get
+_EXTERN_FUNC = _ffi.WASMTIME_EXTERN_FUNC.value
+_EXTERN_MEMORY = _ffi.WASMTIME_EXTERN_MEMORY.value
 _TrapPtr = ctypes.POINTER(capi.wasm_trap_t)
 _ValRaw2 = capi.wasmtime_val_raw_t * 2
 
@@ -211,7 +240,9 @@ class WasmRuntime:
 
     # -- modules -----------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
-        """Compile wasm binary bytes; raise ``BadModule`` when they are not valid wasm."""
+        """Compile wasm binary bytes; raise ``BadModule`` when they are not valid wasm or
+        exceed a load limit (checked first, on the section headers: see ``scan_module``)."""
+        scan_module(wasm)
         try:
             return wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
@@ -263,8 +294,13 @@ class WasmRuntime:
         return abi.ModuleShape(exports=tuple(sorted(exports)), imports=tuple(sorted(imports)),
                                has_init="facet_init" in exports)
 
-    def prepare(self, module: wasmtime.Module) -> wasmtime.InstancePre:
-        return self._linker.instantiate_pre(module)
+    def prepare(self, module: wasmtime.Module) -> Prepared:
+        """Link ``module`` once; what ``instantiate`` takes."""
+        memory_min = 0
+        for exp in module.exports:
+            if exp.name == abi.MEMORY_EXPORT and isinstance(exp.type, wasmtime.MemoryType):
+                memory_min = exp.type.limits.min * exp.type.page_size
+        return Prepared(self._linker.instantiate_pre(module), memory_min)
 
     def deadline_ticks(self, timeout_ms: int) -> int:
         """Epoch ticks for a deadline of ``timeout_ms`` (one extra: the current tick is partial)."""
@@ -273,22 +309,31 @@ class WasmRuntime:
             ticks = self._ticks[timeout_ms] = max(1, math.ceil(timeout_ms / self.settings.epoch_tick_ms)) + 1
         return ticks
 
-    def instantiate(self, pre: wasmtime.InstancePre, *, fuel: int, memory_limit: int,
-                    timeout_ms: int, table_limit: int = 100_000) -> "GuestInstance":
+    def instantiate(self, prepared: Prepared, *, fuel: int, memory_limit: int,
+                    timeout_ms: int) -> GuestInstance:
         """Create a store with its limits and instantiate; raise ``GuestFault`` on failure.
 
         Fuel and the epoch deadline are set before instantiation so that a
-        start function cannot spin forever either.
+        start function cannot spin forever either. A store limit that refuses
+        instantiation gives a ``WasmtimeError`` with no code (wasmtime's C API
+        has none for it: ``wasmtime_error_t`` carries only a message, an exit
+        status and a trace), so the limits are checked here first, exactly, on
+        what the module declares: its initial memory against the quota here,
+        its tables and counts at load (``scan_module``).
         """
+        if prepared.memory_min > memory_limit:
+            raise GuestFault(ErrorCode.MEMORY_LIMIT,
+                             f"instantiation refused: the module's initial memory of "
+                             f"{prepared.memory_min:,} bytes is over the memory quota of "
+                             f"{memory_limit:,} bytes")
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=memory_limit, table_elements=table_limit,
-                         instances=1, tables=4, memories=1)
+        _set_limits(store, memory_limit)
         store.set_fuel(fuel)
         store.set_epoch_deadline(self.deadline_ticks(timeout_ms))
         guest = GuestInstance(self, store, memory_limit)
         _active.guest = guest
         try:
-            instance = pre.instantiate(store)
+            instance = prepared.pre.instantiate(store)
         except Exception as exc:
             raise guest._fault(exc, during="instantiation") from None
         finally:
@@ -298,7 +343,23 @@ class WasmRuntime:
         return guest
 
 
-def _own(handle):
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A linked module, ready to instantiate, and what instantiation checks first."""
+
+    pre: wasmtime.InstancePre
+    #: Bytes of linear memory the module declares initially.
+    memory_min: int
+
+
+def _set_limits(store: wasmtime.Store, memory_limit: int) -> None:
+    """Every store limit at once: wasmtime_store_limiter replaces the whole limiter, so a
+    limit left out is not kept but lifted (a memory-only update dropped the table limit)."""
+    store.set_limits(memory_size=memory_limit, table_elements=abi.MAX_TABLE_ELEMENTS,
+                     instances=1, tables=abi.MAX_TABLES, memories=abi.MAX_MEMORIES)
+
+
+def _own(handle: Any) -> Any:
     """A pointer to a copy of an export's handle. Handles are small value structs, meant
     to be copied; a pointer to wasmtime-py's own would keep its extern wrappers alive,
     two more objects per export for the garbage collector to walk in every warm facet."""
@@ -319,6 +380,8 @@ class GuestInstance:
         self.host: HostHandler | None = None
         self.fuel_used = 0
         self._abort: HostAbort | None = None
+        #: True while the host runs the guest's facet_alloc from inside a host function.
+        self._allocating = False
         self._memory = None
         self._alloc = self._handle = self._init = None
         self._raw = _ValRaw2()
@@ -333,17 +396,35 @@ class GuestInstance:
         self._trap_ref = ctypes.byref(self._trap)
 
     def _bind(self, instance: wasmtime.Instance) -> None:
-        exports = instance.exports(self._store)
-        self._memory = _own(exports[abi.MEMORY_EXPORT]._memory)
-        self._alloc = _own(exports["facet_alloc"]._func)
-        self._handle = _own(exports["facet_handle"]._func)
-        init = exports.get("facet_init")
-        self._init = _own(init._func) if init is not None else None
+        """Look up the ABI's exports by name: ``instance.exports()`` wraps every export,
+        and a module with 100,000 of them took minutes per cold start that way."""
+        self._memory = self._export(instance, abi.MEMORY_EXPORT, _EXTERN_MEMORY)
+        self._alloc = self._export(instance, "facet_alloc", _EXTERN_FUNC)
+        self._handle = self._export(instance, "facet_handle", _EXTERN_FUNC)
+        self._init = self._export(instance, "facet_init", _EXTERN_FUNC, required=False)
+
+    def _export(self, instance: wasmtime.Instance, name: str, kind: int,
+                required: bool = True) -> Any:
+        """A pointer to our own copy of export ``name``'s handle (see ``_own``), or None."""
+        item = capi.wasmtime_extern_t()
+        encoded = name.encode()
+        if not _export_get(self._ctx, ctypes.byref(instance._instance), encoded, len(encoded),
+                           ctypes.byref(item)):
+            if required:   # inspect() checked this at load: only a bug gets here
+                raise GuestFault(ErrorCode.INTERNAL, f"export {name} not found after instantiation")
+            return None
+        try:
+            if item.kind != kind:
+                raise GuestFault(ErrorCode.INTERNAL, f"export {name} has an unexpected kind {item.kind}")
+            handle = item.of.memory if kind == _EXTERN_MEMORY else item.of.func
+            return _own(handle)
+        finally:
+            capi._wasmtime_extern_delete(ctypes.byref(item))
 
     # -- limits -------------------------------------------------------------
     def set_memory_limit(self, limit: int) -> None:
         """Change the memory limit of the live store; growth beyond it fails from now on."""
-        self._store.set_limits(memory_size=limit)
+        _set_limits(self._store, limit)
         self.memory_limit = limit
 
     @property
@@ -370,7 +451,7 @@ class GuestInstance:
         return cached
 
     # -- calls ------------------------------------------------------------------
-    def _call(self, ctx, func, raw, nargs: int) -> None:
+    def _call(self, ctx: Any, func: Any, raw: Any, nargs: int) -> None:
         """Call a guest function on raw values; wasmtime errors and traps are raised."""
         error = _call_unchecked(ctx, func, raw, nargs, self._trap_ref)
         self._span_cache = None   # the guest may have grown (and so moved) its memory
@@ -383,7 +464,8 @@ class GuestInstance:
             self._trap_ref = ctypes.byref(self._trap)
             raise wasmtime.Trap._from_ptr(trap)
 
-    def _enter(self, run, *args, fuel: int, timeout_ms: int, host: HostHandler | None):
+    def _enter(self, run: Callable[..., Any], *args: Any, fuel: int, timeout_ms: int,
+               host: HostHandler | None) -> Any:
         ctx = self._ctx
         error = _set_fuel(ctx, fuel)
         if error:
@@ -393,7 +475,7 @@ class GuestInstance:
         self._abort = None
         _active.guest = self
         try:
-            return run(*args)
+            result = run(*args)
         except GuestFault:
             raise
         except Exception as exc:
@@ -401,8 +483,14 @@ class GuestInstance:
         finally:
             _active.guest = None
             self._inside = None
+            self._allocating = False
             _get_fuel(ctx, self._fuel_ref)
             self.fuel_used = fuel - self._fuel_out.value
+        if self._abort is not None:
+            # A host function decided the request's fate but the guest ran on: its trap was
+            # lost (an exception escaped the ctypes callback, which then returns no trap).
+            raise GuestFault(self._abort.code, self._abort.message)
+        return result
 
     def _fault(self, exc: Exception, during: str) -> GuestFault:
         if self._abort is not None:  # decided by our own host function, whatever surfaced
@@ -410,7 +498,10 @@ class GuestInstance:
         if isinstance(exc, HostAbort):
             return GuestFault(exc.code, exc.message)
         if isinstance(exc, wasmtime.Trap):
-            code = exc.trap_code
+            try:
+                code = exc.trap_code
+            except ValueError:   # a code newer than wasmtime-py's TrapCode enum: a plain trap
+                code = None
             if code == wasmtime.TrapCode.OUT_OF_FUEL:
                 return GuestFault(ErrorCode.FUEL_EXHAUSTED, f"fuel exhausted during {during}")
             if code == wasmtime.TrapCode.INTERRUPT:
@@ -426,12 +517,7 @@ class GuestInstance:
                                   f"memory limit of {self.memory_limit} bytes reached ({_first_line(exc)})")
             return GuestFault(ErrorCode.TRAP, f"guest trapped: {_first_line(exc)}")
         if isinstance(exc, wasmtime.WasmtimeError):
-            text = str(exc)
-            if "exceeds memory limits" in text or "memory minimum size" in text \
-                    or "table minimum size" in text or "resource limit exceeded" in text \
-                    or "exceeds table limits" in text:
-                return GuestFault(ErrorCode.MEMORY_LIMIT, f"{during} refused: {_first_line(exc)}")
-            return GuestFault(ErrorCode.TRAP, f"{during} failed: {_first_line(exc)}")
+            return _untyped_error(exc, during)
         return GuestFault(ErrorCode.INTERNAL, f"{during} failed: {exc!r}")
 
     def call_init(self, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> None:
@@ -494,11 +580,239 @@ class GuestInstance:
         """Call the guest's ``facet_alloc`` from inside a host function."""
         raw = self._raw_nested
         raw[0].i32 = size
-        self._call(self._inside or self._ctx, self._alloc, raw, 1)
+        self._allocating = True
+        try:
+            self._call(self._inside or self._ctx, self._alloc, raw, 1)
+        finally:
+            self._allocating = False
         return raw[0].i32 & 0xFFFFFFFF
 
 
-def _func_type_is(ty, params: tuple[str, ...], results: tuple[str, ...]) -> bool:
+# -- the binary pre-scan ---------------------------------------------------------
+@dataclass(frozen=True)
+class ModuleCounts:
+    """What the pre-scan read from a wasm binary's section headers."""
+
+    types: int = 0
+    imports: int = 0
+    functions: int = 0
+    tables: int = 0
+    memories: int = 0
+    globals: int = 0
+    exports: int = 0
+    elements: int = 0
+    data: int = 0
+    tags: int = 0
+    #: The largest function body, in bytes.
+    largest_function: int = 0
+    #: The largest declared minimum of a table, in elements.
+    table_min: int = 0
+    #: The declared minimum of the linear memory, in bytes (0 without one).
+    memory_min: int = 0
+
+
+_COMPONENT_VERSION = b"\x0d\x00\x01\x00"
+_CORE_VERSION = b"\x01\x00\x00\x00"
+#: Section id -> (ModuleCounts field, the abi limit on it, what to call it).
+_COUNTED_SECTIONS: dict[int, tuple[str, int, str]] = {
+    1: ("types", abi.MAX_TYPES, "types"),
+    2: ("imports", abi.MAX_IMPORTS, "imports"),
+    3: ("functions", abi.MAX_FUNCTIONS, "functions"),
+    4: ("tables", abi.MAX_TABLES, "tables"),
+    5: ("memories", abi.MAX_MEMORIES, "memories"),
+    6: ("globals", abi.MAX_GLOBALS, "globals"),
+    7: ("exports", abi.MAX_EXPORTS, "exports"),
+    9: ("elements", abi.MAX_ELEMENT_SEGMENTS, "element segments"),
+    10: ("functions", abi.MAX_FUNCTIONS, "function bodies"),
+    11: ("data", abi.MAX_DATA_SEGMENTS, "data segments"),
+    12: ("data", abi.MAX_DATA_SEGMENTS, "data segments (data count)"),
+    13: ("tags", abi.MAX_TAGS, "tags"),
+}
+
+
+def _malformed(detail: str) -> BadModule:
+    return BadModule(f"not a valid WebAssembly module: {detail}")
+
+
+class _Reader:
+    """A bounds-checked cursor over ``data[pos:end]``; every read past ``end`` is a BadModule."""
+
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.pos, self.end = data, pos, end
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise _malformed("a section ends in the middle of an entry")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def uleb(self, bits: int = 32) -> int:
+        """An unsigned LEB128 of at most ``bits`` bits (and so at most ceil(bits / 7) bytes)."""
+        result = shift = 0
+        while True:
+            byte = self.byte()
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift >= bits:
+                raise _malformed(f"an integer longer than {bits} bits")
+        if result >> bits:
+            raise _malformed(f"an integer longer than {bits} bits")
+        return result
+
+    def skip_sleb(self, bits: int) -> None:
+        for _ in range((bits + 6) // 7):
+            if not self.byte() & 0x80:
+                return
+        raise _malformed(f"an integer longer than {bits} bits")
+
+    def skip(self, count: int) -> None:
+        if count > self.end - self.pos:
+            raise _malformed("a section ends in the middle of an entry")
+        self.pos += count
+
+
+def _limits(reader: _Reader, what: str) -> tuple[int, int]:
+    """Read ``limits`` (memory or table); return (flags, declared minimum)."""
+    flags = reader.uleb()
+    if flags & ~0x0F:
+        raise _malformed(f"unknown {what} limits flags {flags:#x}")
+    wide = 64 if flags & 0x04 else 32
+    minimum = reader.uleb(wide)
+    if flags & 0x01:
+        reader.uleb(wide)
+    return flags, minimum
+
+
+def _ref_type(reader: _Reader) -> None:
+    kind = reader.byte()
+    if kind in (0x63, 0x64):          # (ref null? heaptype): a heap type follows, an s33
+        reader.skip_sleb(33)
+
+
+def _const_expr(reader: _Reader) -> None:
+    """Skip a constant expression (a table's initializer): the instructions allowed there."""
+    for _ in range(1000):   # a guard: a constant expression is a handful of instructions
+        op = reader.byte()
+        if op == 0x0B:      # end
+            return
+        if op in (0x41, 0x42, 0x23, 0xD2):   # i32.const, i64.const, global.get, ref.func
+            reader.skip_sleb(64)
+        elif op == 0xD0:    # ref.null heaptype
+            reader.skip_sleb(33)
+        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):   # extended-const add/sub/mul
+            continue
+        else:
+            raise BadModule(f"table initializer uses instruction {op:#04x}; "
+                            "only i32/i64.const, global.get, ref.null and ref.func are supported")
+    raise _malformed("a table initializer that does not end")
+
+
+def scan_module(wasm: bytes) -> ModuleCounts:
+    """Check a wasm binary's shape against the load limits in ``abi`` before compiling it.
+
+    Compiling is where a hostile module costs: 100,000 empty functions (0.5 MB) took 5 s
+    and 600 MiB to compile, and 100,000 exports made every cold start take minutes. This
+    reads only section headers and the few entries that bound a cost (the count of each
+    counted section, each function body's size, table and memory limits) and raises
+    ``BadModule`` naming the first limit passed. Counts are bounds to check, never sizes
+    to allocate or loop over unchecked: a count over its limit is refused before anything
+    is read, and every read is bounds-checked against its section (the compiler then
+    validates the rest exactly).
+    """
+    if len(wasm) < 8 or wasm[:4] != b"\x00asm":
+        raise _malformed("no \\0asm header")
+    version = wasm[4:8]
+    if version == _COMPONENT_VERSION:
+        raise BadModule("a WebAssembly component, not a core module: the facet ABI v1 takes core modules")
+    if version != _CORE_VERSION:
+        raise _malformed(f"unsupported binary version {version.hex()}")
+    counts: dict[str, int] = {}
+    reader = _Reader(wasm, 8, len(wasm))
+    while reader.pos < reader.end:
+        section = reader.byte()
+        size = reader.uleb()
+        start, end = reader.pos, reader.pos + size
+        if end > len(wasm):
+            raise _malformed(f"section {section} runs past the end of the module")
+        body = _Reader(wasm, start, end)
+        counted = _COUNTED_SECTIONS.get(section)
+        if counted is not None:
+            field, limit, what = counted
+            count = body.uleb()
+            if count > limit:
+                raise BadModule(f"module declares {count:,} {what}; at most {limit:,} are allowed")
+            counts[field] = max(counts.get(field, 0), count)
+            if section == 4:
+                for _ in range(count):
+                    if body.end - body.pos >= 2 and wasm[body.pos:body.pos + 2] == b"\x40\x00":
+                        # a table with an initializer expression
+                        body.skip(2)
+                        _ref_type(body)
+                        _, minimum = _limits(body, "table")
+                        _const_expr(body)
+                    else:
+                        _ref_type(body)
+                        _, minimum = _limits(body, "table")
+                    if minimum > abi.MAX_TABLE_ELEMENTS:
+                        raise BadModule(f"a table declares {minimum:,} initial elements; "
+                                        f"at most {abi.MAX_TABLE_ELEMENTS:,} are allowed")
+                    counts["table_min"] = max(counts.get("table_min", 0), minimum)
+            elif section == 5:
+                for _ in range(count):
+                    flags, minimum = _limits(body, "memory")
+                    if flags & 0x02:
+                        raise BadModule("shared memories are not supported (no threads in the facet ABI v1)")
+                    page = 65_536
+                    if flags & 0x08:   # custom-page-sizes: log2 of the page size, 0 or 16
+                        page_log2 = body.uleb()
+                        if page_log2 > 16:
+                            raise _malformed(f"a memory page size of 2**{page_log2} bytes")
+                        page = 1 << page_log2
+                    if minimum * page > abi.MAX_MEMORY_MIN_BYTES:
+                        raise BadModule(f"the memory declares {minimum * page:,} initial bytes; "
+                                        f"at most {abi.MAX_MEMORY_MIN_BYTES:,} are allowed")
+                    counts["memory_min"] = max(counts.get("memory_min", 0), minimum * page)
+            elif section == 10:
+                largest = 0
+                if size > abi.MAX_CODE_BYTES:
+                    raise BadModule(f"module has {size:,} bytes of code; at most "
+                                    f"{abi.MAX_CODE_BYTES:,} are allowed")
+                for _ in range(count):
+                    length = body.uleb()
+                    if length > abi.MAX_FUNCTION_BYTES:
+                        raise BadModule(f"a function body of {length:,} bytes; at most "
+                                        f"{abi.MAX_FUNCTION_BYTES:,} are allowed")
+                    body.skip(length)
+                    largest = max(largest, length)
+                counts["largest_function"] = largest
+        reader.pos = end
+    return ModuleCounts(**counts)
+
+
+def _untyped_error(exc: wasmtime.WasmtimeError, during: str) -> GuestFault:
+    """Classify a ``WasmtimeError``: an error that is not a trap, so it has no trap code.
+
+    wasmtime's C API gives such an error nothing to classify it by (``wasmtime_error_t``
+    has a message, an exit status for WASI's proc_exit, and a trace), so it is classified
+    by where it happened, never by its text. Instantiating an ``InstancePre`` (imports
+    already resolved) fails without a trap only when the store's resource limiter
+    refuses a memory or a table, or the host cannot map one: a memory limit. The limits a
+    guest can reach that way are checked before, exactly, on what the module declares
+    (``WasmRuntime.instantiate``, ``scan_module``); this is the fallback for what those
+    cannot see (a module stored before the load limits existed). During a call, wasmtime
+    reports what stops a guest as traps; anything else is reported as a trap too.
+    """
+    if during == "instantiation":
+        return GuestFault(ErrorCode.MEMORY_LIMIT, f"instantiation refused: {_first_line(exc)}")
+    return GuestFault(ErrorCode.TRAP, f"{during} failed: {_first_line(exc)}")
+
+
+def _func_type_is(ty: object, params: tuple[str, ...], results: tuple[str, ...]) -> bool:
     if not isinstance(ty, wasmtime.FuncType):
         return False
     return [str(p) for p in ty.params] == list(params) and [str(r) for r in ty.results] == list(results)

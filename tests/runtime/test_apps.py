@@ -49,7 +49,7 @@ def test_new_bytes_make_a_new_version(sup):
 
 
 def test_unknown_import_is_refused_by_name(sup):
-    with pytest.raises(BadModule, match="env.system"):
+    with pytest.raises(BadModule, match=r"env\.system"):
         sup.load_app(fixture("unknown_import.wat"))
     assert sup.app_list() == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime import BadModule
 from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
@@ -69,11 +70,13 @@ def test_oversized_initial_memory(fleet):
     assert_others_fine(fleet, 2)
 
 
-def test_huge_table(fleet):
-    fleet.load_app(fixture("big_table.wat"))
-    result = fleet.call("big_table/x")
-    assert result.error == "memory_limit"
-    assert "table" in result.message
+def test_huge_table_is_refused_at_load(fleet):
+    # 10,000,000 initial elements are over the table limit every instantiation applies,
+    # so the module could never run: it is refused when loaded, not at each cold start.
+    with pytest.raises(BadModule, match="table") as refused:
+        fleet.load_app(fixture("big_table.wat"))
+    assert refused.value.code == "bad_module"
+    assert "big_table" not in {app.name for app in fleet.app_list()}
     assert_others_fine(fleet, 2)
 
 
