@@ -46,7 +46,8 @@ class CallResult:
     Attributes:
         ok: True when the guest answered and its transaction committed.
         response: the guest's response bytes (empty on failure).
-        error: a stable ``ErrorCode`` string, or None when ok.
+        error: a stable ``ErrorCode`` (a ``StrEnum``: it prints and serialises as its
+            string), or None when ok.
         message: a human explanation of the error ("" when ok).
         usage: what the request used.
         request_id: identifies the request in logs.
@@ -54,7 +55,7 @@ class CallResult:
 
     ok: bool
     response: bytes = b""
-    error: str | None = None
+    error: ErrorCode | None = None
     message: str = ""
     usage: Usage = field(default_factory=Usage)
     request_id: str = ""
@@ -62,7 +63,7 @@ class CallResult:
     @classmethod
     def failure(cls, code: ErrorCode, message: str, request_id: str = "",
                 usage: Usage | None = None) -> "CallResult":
-        return cls(ok=False, error=str(code), message=message, request_id=request_id,
+        return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id,
                    usage=usage or Usage())
 
 

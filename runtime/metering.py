@@ -122,6 +122,7 @@ class Meter:
             c["cold_starts"] += 1
         failed = 0
         if error:
+            error = str(error)   # an ErrorCode: stored and saved as its plain string
             failed = 1
             self.errors[error] = self.errors.get(error, 0) + 1
             self.last_error = error

@@ -1,0 +1,28 @@
+"""Hardening of the supervisor (issue 12): gates, import/export, faults, limits, read-only mode.
+
+Each test names the defect it proves fixed; the races are forced with hooks and Events
+at the race point, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from runtime import CallResult, ErrorCode
+from tests.conftest import COUNTER_WAT
+
+
+def test_call_result_error_is_an_error_code_that_prints_as_before(sup):
+    sup.load_app(COUNTER_WAT)
+    sup.set_quotas("counter/a", rate=1)
+    assert sup.call("counter/a").ok
+    refused = sup.call("counter/a")
+    assert isinstance(refused.error, ErrorCode) and refused.error is ErrorCode.RATE_LIMITED
+    assert str(refused.error) == "rate_limited" and f"{refused.error}" == "rate_limited"
+    assert json.dumps({"error": refused.error}) == '{"error": "rate_limited"}'
+    assert isinstance(CallResult.failure(ErrorCode.TRAP, "x").error, ErrorCode)
+    # The meters keep plain strings (saved as JSON, shown by every interface).
+    errors = sup.usage("counter/a")["errors"]
+    assert errors == {"rate_limited": 1} and all(type(k) is str for k in errors)
+    assert asdict(refused)["error"] == "rate_limited"
