@@ -103,10 +103,6 @@ class ControlDB:
                 return list(self.db["facets"].rows_where(order_by="app, name"))
             return list(self.db["facets"].rows_where("app = ?", [app], order_by="name"))
 
-    def facet_count(self, app: str) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT count(*) FROM facets WHERE app = ?", [app]).fetchone()[0]
-
     def add_facet(self, app: str, facet: str, created_at: float | None = None) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO facets(app, name, created_at) VALUES (?, ?, ?)",

@@ -364,7 +364,6 @@ class Supervisor:
                 self.quota_book.forget(f"{app}/{facet}")
         self.meters.remove(app, facet)
         self.policy.forget(app, facet)
-        self.log_sink.forget(app, facet)
         self._supervisor_log(app, facet, "warn", f"facet {app}/{facet} deleted")
 
     def export_facet(self, target: str, path: str | os.PathLike) -> int:

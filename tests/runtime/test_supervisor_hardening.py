@@ -26,3 +26,33 @@ def test_call_result_error_is_an_error_code_that_prints_as_before(sup):
     errors = sup.usage("counter/a")["errors"]
     assert errors == {"rate_limited": 1} and all(type(k) is str for k in errors)
     assert asdict(refused)["error"] == "rate_limited"
+
+
+def _records_held(obj: object) -> int:
+    """LogRecords held by ``obj``'s attributes: in a list, or in a dict of lists/deques."""
+    from runtime.logs import LogRecord
+
+    count = 0
+    for value in vars(obj).values():
+        groups = value.values() if isinstance(value, dict) else [value]
+        for group in groups:
+            if isinstance(group, (list, tuple)) or hasattr(group, "maxlen"):
+                count += sum(isinstance(item, LogRecord) for item in group)
+    return count
+
+
+def test_log_sink_keeps_no_records_once_written():
+    """Dead code removed: the per-facet rings kept 1,000 records per facet that nothing read."""
+    from runtime.logs import LogRecord, LogSink
+
+    written: list[LogRecord] = []
+    sink = LogSink(written.extend)
+    try:
+        sink.add(LogRecord(time=0.0, app="a", facet=f"f{i}", request_id="", level="info", message="m")
+                 for i in range(50))
+        sink.flush()
+        assert len(written) == 50
+        assert _records_held(sink) == 0
+        assert not hasattr(sink, "recent")
+    finally:
+        sink.close()
