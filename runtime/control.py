@@ -16,23 +16,39 @@ from typing import Any, Iterator
 
 import sqlite_utils
 
+from .errors import ErrorCode, FacetsError
 from .logs import LEVEL_RANK, LogRecord
 
 SCHEMA_VERSION = 1
 
+#: Primary SQLite result codes that mean the file itself is damaged or not SQLite.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+class ControlDBError(FacetsError):
+    """The control database cannot be used (damaged, not SQLite, unreadable)."""
+
+    code = ErrorCode.INTERNAL
+
 
 class ControlDB:
     def __init__(self, path: str) -> None:
+        self.path = path
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
-        # created just before it is re-registered from its file at the next start).
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-        self.db = sqlite_utils.Database(conn)
-        self._lock = threading.RLock()
-        self._create_schema()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
+            # created just before it is re-registered from its file at the next start).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self._lock = threading.RLock()
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unusable(path, exc) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -241,3 +257,18 @@ class ControlDB:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _unusable(path: str, exc: sqlite3.DatabaseError) -> FacetsError:
+    """A clear error for a control database SQLite refuses, classified by its result code."""
+    primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if primary == _SQLITE_NOTADB:
+        what = "is not a SQLite database"
+    elif primary == _SQLITE_CORRUPT:
+        what = "is corrupted"
+    else:
+        return ControlDBError(f"control database {path} cannot be opened "
+                              f"({getattr(exc, 'sqlite_errorname', 'error')}: {exc})")
+    return ControlDBError(f"control database {path} {what} ({exc}); move it aside "
+                          f"(with its -wal and -shm files) to start fresh: the facets' own "
+                          f"databases are kept and registered again at the next start")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from runtime import CallResult, ErrorCode
+import pytest
+
+from runtime import CallResult, ErrorCode, FacetsError, Supervisor
 from tests.conftest import COUNTER_WAT
 
 
@@ -56,3 +58,16 @@ def test_log_sink_keeps_no_records_once_written():
         assert not hasattr(sink, "recent")
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("garbage", [b"this is not a database at all" * 100,
+                                     b"SQLite format 3\x00" + b"\xff" * 4000], ids=["not-sqlite", "bad-header"])
+def test_a_damaged_control_database_is_a_clear_error(tmp_path, garbage):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "control.sqlite3").write_bytes(garbage)
+    with pytest.raises(FacetsError) as caught:
+        Supervisor(data)
+    message = caught.value.message
+    assert str(data / "control.sqlite3") in message and "move it aside" in message
+    assert (data / "control.sqlite3").read_bytes() == garbage   # nothing was overwritten
