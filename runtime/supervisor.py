@@ -9,6 +9,7 @@ policy observation -> ``CallResult``.
 from __future__ import annotations
 
 import calendar
+import errno
 import itertools
 import os
 import secrets
@@ -36,6 +37,7 @@ from .storage import RESERVED_PREFIX, FacetReader
 from .wasm import EngineSettings, WasmRuntime
 
 DURABILITIES = ("full", "process")
+SQLITE_FULL = 13
 DEFAULT_MAX_OPEN_DBS = 1024
 
 
@@ -162,6 +164,10 @@ class Supervisor:
         self._slots: dict[tuple[str, str], FacetSlot] = {}
         self._created: dict[tuple[str, str], float] = {}
         self._facet_counts: dict[str, int] = {}
+        #: Creations in flight (their policy call runs outside the lock), per facet and
+        #: per app; see ``_create_facet``.
+        self._creating: dict[tuple[str, str], threading.Event] = {}
+        self._reserved: dict[str, int] = {}
         for row in self.control.facet_rows():
             self._register(row["app"], row["name"], row["created_at"])
         self._adopt_orphan_databases()
@@ -309,17 +315,54 @@ class Supervisor:
                 self._register(app, facet, created_at)
 
     def _create_facet(self, app: str, facet: str) -> CallResult | None:
-        """Create the facet on its first call; a ``CallResult`` when the policy refuses."""
-        with self._lock:
-            if (app, facet) in self._created:
-                return None
-            existing = self._facet_counts.get(app, 0)
-            refusal = self.policy.admit_facet(app, facet, existing, self.quota_book.effective(app))
+        """Create the facet on its first call; a ``CallResult`` when the policy refuses or
+        the disk does (never raises for a call: it reports a code and keeps serving).
+
+        The policy runs outside ``self._lock`` (a slow custom policy must not stall every
+        other app's creations and listings). Two creations racing for the same app cannot
+        both pass ``max_facets``: each in-flight creation holds a reservation that the others
+        count as an existing facet. Racing creations of the same facet wait for the first.
+        """
+        key = (app, facet)
+        while True:
+            with self._lock:
+                if key in self._created:
+                    return None
+                pending = self._creating.get(key)
+                if pending is None:
+                    pending = self._creating[key] = threading.Event()
+                    existing = self._facet_counts.get(app, 0) + self._reserved.get(app, 0)
+                    self._reserved[app] = self._reserved.get(app, 0) + 1
+                    break
+            pending.wait()   # the first creation decides; then look again
+        try:
+            try:
+                refusal = self.policy.admit_facet(app, facet, existing, self.quota_book.effective(app))
+            except Exception as exc:  # a broken custom policy refuses, it does not crash the call
+                self._supervisor_log(app, facet, "error", f"policy.admit_facet failed: {exc!r}")
+                return CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
             if refusal is not None:
                 return CallResult.failure(refusal.code, refusal.message)
-            created_at = time.time()
-            self.control.add_facet(app, facet, created_at)
-            self._register(app, facet, created_at)
+            try:
+                (self.data_dir / "facets" / app).mkdir(exist_ok=True)
+                created_at = time.time()
+                with self._lock:
+                    self.control.add_facet(app, facet, created_at)
+                    self._register(app, facet, created_at)
+            except (sqlite3.Error, OSError) as exc:   # a full disk, a read-only file system
+                code = fault_code(exc)
+                self._supervisor_log(app, facet, "error", f"facet {app}/{facet} not created ({code}): {exc}")
+                return CallResult.failure(code, f"cannot create facet {app}/{facet}: "
+                                                f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                del self._creating[key]
+                left = self._reserved[app] - 1
+                if left:
+                    self._reserved[app] = left
+                else:
+                    del self._reserved[app]
+            pending.set()
         self._supervisor_log(app, facet, "info", f"facet {app}/{facet} created")
         return None
 
@@ -839,6 +882,17 @@ class Supervisor:
         with self.reader(target) as reader:
             return reader.query(sql, params)
 
+
+
+def fault_code(exc: BaseException) -> ErrorCode:
+    """The code of a failed file or database operation, by error number, never by message:
+    a full disk (or quota) is ``storage_full``, anything else ``internal``."""
+    if isinstance(exc, sqlite3.Error):
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+            return ErrorCode.STORAGE_FULL
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ErrorCode.STORAGE_FULL
+    return ErrorCode.INTERNAL
 
 
 def raise_fd_limit() -> int:

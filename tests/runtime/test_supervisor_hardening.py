@@ -6,12 +6,17 @@ at the race point, never with sleeps.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sqlite3
+import threading
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
-from runtime import CallResult, ErrorCode, FacetsError, Supervisor
+from runtime import CallResult, ErrorCode, FacetsError, QuotaPolicy, Supervisor
 from tests.conftest import COUNTER_WAT
 
 
@@ -71,3 +76,134 @@ def test_a_damaged_control_database_is_a_clear_error(tmp_path, garbage):
     message = caught.value.message
     assert str(data / "control.sqlite3") in message and "move it aside" in message
     assert (data / "control.sqlite3").read_bytes() == garbage   # nothing was overwritten
+
+
+# -- facet creation: a slow policy, a full disk -------------------------------------------
+
+class _BlockingPolicy(QuotaPolicy):
+    """Blocks ``admit_facet`` for app ``a`` (only its facet ``facet`` if given) until
+    ``release`` is set."""
+
+    def __init__(self, facet: str | None = None) -> None:
+        super().__init__()
+        self.facet = facet
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def admit_facet(self, app, facet, existing_facets, quotas):
+        if app == "a" and self.facet in (None, facet):
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the policy"
+        return super().admit_facet(app, facet, existing_facets, quotas)
+
+
+def _in_thread(fn):
+    """Run ``fn`` on a thread; return (done Event, results list)."""
+    done, out = threading.Event(), []
+
+    def run():
+        try:
+            out.append(fn())
+        finally:
+            done.set()
+    threading.Thread(target=run, daemon=True).start()
+    return done, out
+
+
+def test_a_slow_admit_facet_does_not_stall_other_apps(tmp_path):
+    policy = _BlockingPolicy()
+    with Supervisor(tmp_path / "d", policy=policy) as sup:
+        sup.load_app(COUNTER_WAT, name="a")
+        sup.load_app(COUNTER_WAT, name="b")
+        slow_done, slow = _in_thread(lambda: sup.call("a/x"))
+        assert policy.entered.wait(30)
+        # While app a's policy call blocks: app b creates a facet, and listings answer.
+        other_done, other = _in_thread(lambda: (sup.call("b/y"), sup.facet_list(), sup.app_list()))
+        stalled = not other_done.wait(30)   # a deadlock detector, not a timing assertion
+        policy.release.set()
+        assert not stalled, "b's creation waited for a's policy"
+        result, listed, apps = other[0]
+        assert result.ok and result.response == b'{"count":1}'
+        assert [f.target for f in listed] == ["b/y"]
+        assert slow_done.wait(30) and slow[0].ok
+        assert {f.target for f in sup.facet_list()} == {"a/x", "b/y"}
+
+
+def test_racing_creations_never_exceed_max_facets(tmp_path):
+    policy = _BlockingPolicy(facet="x")
+    with Supervisor(tmp_path / "d", policy=policy) as sup:
+        sup.load_app(COUNTER_WAT, name="a")
+        sup.set_quotas("a", max_facets=1)
+        first_done, first = _in_thread(lambda: sup.call("a/x"))
+        assert policy.entered.wait(30)
+        # A second creation while the first is still being admitted counts it as existing.
+        second_done, second = _in_thread(lambda: sup.call("a/y"))
+        stalled = not second_done.wait(30)   # a deadlock detector, not a timing assertion
+        policy.release.set()
+        assert not stalled
+        assert first_done.wait(30) and first[0].ok
+        assert second[0].error == ErrorCode.FACET_LIMIT
+        assert [f.target for f in sup.facet_list("a")] == ["a/x"]
+
+
+def test_racing_first_calls_to_one_facet_create_it_once(tmp_path):
+    policy = _BlockingPolicy()
+    with Supervisor(tmp_path / "d", policy=policy) as sup:
+        sup.load_app(COUNTER_WAT, name="a")
+        sup.set_quotas("a", max_facets=1)
+        first_done, first = _in_thread(lambda: sup.call("a/x"))
+        assert policy.entered.wait(30)
+        second_done, second = _in_thread(lambda: sup.call("a/x"))
+        policy.release.set()
+        assert first_done.wait(30) and second_done.wait(30)
+        assert first[0].ok and second[0].ok   # the second is not refused facet_limit
+        assert sorted([first[0].response, second[0].response]) == [b'{"count":1}', b'{"count":2}']
+
+
+def _real_sqlite_full() -> sqlite3.OperationalError:
+    """A genuine SQLITE_FULL error, as a full disk raises it."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("PRAGMA max_page_count=2")
+    try:
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    except sqlite3.OperationalError as exc:
+        assert exc.sqlite_errorcode == 13
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("expected SQLITE_FULL")
+
+
+def test_a_full_control_database_refuses_the_creation_with_a_code(sup, monkeypatch):
+    sup.load_app(COUNTER_WAT)
+    assert sup.call("counter/old").ok
+    full = _real_sqlite_full()
+
+    def add_facet(*args, **kwargs):
+        raise full
+    monkeypatch.setattr(sup.control, "add_facet", add_facet)
+    result = sup.call("counter/new")
+    assert not result.ok and result.error == ErrorCode.STORAGE_FULL
+    assert not sup.facet_exists("counter/new")
+    assert sup.call("counter/old").response == b'{"count":2}'   # everyone else is served
+    monkeypatch.undo()
+    assert sup.call("counter/new").response == b'{"count":1}'   # and it works once there is room
+
+
+@pytest.mark.parametrize("number, code", [(errno.ENOSPC, ErrorCode.STORAGE_FULL),
+                                          (errno.EACCES, ErrorCode.INTERNAL)])
+def test_a_failing_mkdir_refuses_the_creation_with_a_code(sup, monkeypatch, number, code):
+    sup.load_app(COUNTER_WAT)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if "facets" in self.parts:
+            raise OSError(number, os.strerror(number), str(self))
+        return real_mkdir(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = sup.call("counter/a")
+    assert not result.ok and result.error == code
+    assert not sup.facet_exists("counter/a")
+    monkeypatch.undo()
+    assert sup.call("counter/a").response == b'{"count":1}'
