@@ -19,8 +19,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .apps import LoadedModule
 from .errors import ErrorCode
@@ -152,6 +154,27 @@ class FacetSlot:
             if request.wake is not None and not request.woken:
                 request.woken = True
                 request.wake.release()
+
+    @contextmanager
+    def gate(self) -> Iterator[None]:
+        """Hold the gate for work other than requests (eviction, deletion, import); on
+        leaving, wake the oldest queued request, which would otherwise sleep until its
+        ``max_wait`` and fail ``overloaded``."""
+        self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.release_gate()
+
+    def try_gate(self) -> bool:
+        """Take the gate if it is free (pair with ``release_gate``); a held gate means the
+        facet is in use."""
+        return self.lock.acquire(blocking=False)
+
+    def release_gate(self) -> None:
+        """Release the gate and wake the next queued request: every holder leaves this way."""
+        self.lock.release()
+        self.wake_next()
 
     def wake_next(self) -> None:
         """After the gate was released: wake the oldest queued request, whose thread then

@@ -212,7 +212,7 @@ class Supervisor:
         with self._lock:
             slots = list(self._slots.values())
         for slot in slots:
-            with slot.lock:
+            with slot.gate():
                 slot.close()
         self.flush_usage()
         self.log_sink.close()
@@ -374,7 +374,7 @@ class Supervisor:
         slot = self._slots.get((app, facet))
         if slot is None:
             return False
-        with slot.lock:
+        with slot.gate():
             was_warm = slot.guest is not None
             slot.close()
         with self._warm_lock:
@@ -391,7 +391,7 @@ class Supervisor:
         if (app, facet) not in self._created:
             raise NotFound(f"no facet {target}")
         slot = self._slot(app, facet)
-        with slot.lock:
+        with slot.gate():
             slot.close()
             slot.deleted = True
             for suffix in ("", "-wal", "-shm", "-journal"):
@@ -465,7 +465,7 @@ class Supervisor:
             if refused is not None:
                 raise FacetsError(refused.message, refused.code)
             slot = self._slot(app, facet)
-            with slot.lock:
+            with slot.gate():
                 slot.db_path.parent.mkdir(parents=True, exist_ok=True)
                 dest = sqlite3.connect(slot.db_path)
                 try:
@@ -596,7 +596,7 @@ class Supervisor:
             slot.lock.release()
             for request in group:
                 slot.wake(request)
-            slot.wake_next()
+            slot.wake_next()   # as release_gate, after the group's own wake-ups
 
     def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
         """Run ``call`` on the worker pool; different facets run in parallel."""
@@ -673,11 +673,11 @@ class Supervisor:
         for key, slot in candidates:
             if len(closed) >= count:
                 break
-            if slot.lock.acquire(blocking=False):   # a busy facet is in use: not a candidate
+            if slot.try_gate():   # a busy facet is in use: not a candidate
                 try:
                     close(slot)
                 finally:
-                    slot.lock.release()
+                    slot.release_gate()
                 with self._warm_lock:
                     lru.pop(key, None)
                     if slot.db is None:
@@ -706,7 +706,7 @@ class Supervisor:
         with self._warm_lock:
             idle = [(k, s) for k, s in self._warm.items() if s.last_used < cutoff]
         for key, slot in idle:
-            if slot.lock.acquire(blocking=False):
+            if slot.try_gate():
                 try:
                     if slot.last_used < cutoff:
                         slot.close()
@@ -716,7 +716,7 @@ class Supervisor:
                             self._changes.touch(key, time.monotonic())
                         self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
                 finally:
-                    slot.lock.release()
+                    slot.release_gate()
 
     def flush_usage(self) -> None:
         """Persist usage counters and series changed since the last flush."""

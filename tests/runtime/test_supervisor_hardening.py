@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from runtime import CallResult, ErrorCode, FacetsError, QuotaPolicy, Supervisor
+from runtime.facet import FacetSlot
 from tests.conftest import COUNTER_WAT
 
 
@@ -207,3 +208,62 @@ def test_a_failing_mkdir_refuses_the_creation_with_a_code(sup, monkeypatch, numb
     assert not sup.facet_exists("counter/a")
     monkeypatch.undo()
     assert sup.call("counter/a").response == b'{"count":1}'
+
+
+# -- gates and waits ----------------------------------------------------------------------
+
+class _GateHook:
+    """Makes ``FacetSlot.<method>`` block, for the facet named ``facet``, once armed: the
+    evicting thread then holds that facet's gate until ``release`` is set. Also signals
+    ``sleeping`` when a request queued at a gate goes to sleep."""
+
+    def __init__(self, monkeypatch, method: str, facet: str) -> None:
+        self.armed = False
+        self.held, self.release, self.sleeping = threading.Event(), threading.Event(), threading.Event()
+        original = getattr(FacetSlot, method)
+        original_sleep = FacetSlot.sleep
+
+        def hooked(slot, *args, **kwargs):
+            if self.armed and slot.name == facet:
+                self.armed = False
+                self.held.set()
+                assert self.release.wait(30), "the test never released the gate"
+            return original(slot, *args, **kwargs)
+
+        def sleep(slot, request, timeout):
+            self.sleeping.set()
+            return original_sleep(slot, request, timeout)
+        monkeypatch.setattr(FacetSlot, method, hooked)
+        monkeypatch.setattr(FacetSlot, "sleep", sleep)
+
+
+@pytest.mark.parametrize("path", ["operator-evict", "idle", "lru-warm", "lru-db", "delete"])
+def test_a_request_queued_while_eviction_holds_the_gate_is_woken(tmp_path, monkeypatch, path):
+    settings = {"idle_timeout": 0.0 if path == "idle" else 3600.0,
+                "usage_flush_interval": 0.05 if path == "idle" else 3600.0,
+                "max_warm": 1 if path == "lru-warm" else 100,
+                "max_open_dbs": 1 if path == "lru-db" else 100}
+    hook = _GateHook(monkeypatch, "close_db" if path == "lru-db" else "close", "a")
+    with Supervisor(tmp_path / "d", **settings) as sup:   # full durability: commit groups on
+        sup.load_app(COUNTER_WAT)
+        sup.set_quotas("counter", timeout_ms=500)   # the old code failed after 2 x 0.5 s
+        hook.armed = path == "idle"                 # the housekeeper evicts it after this call
+        assert sup.call("counter/a").ok
+        hook.armed = True
+        evictor = {"operator-evict": lambda: sup.evict("counter/a"),
+                   "idle": lambda: None,
+                   "lru-warm": lambda: sup.call("counter/b"),
+                   "lru-db": lambda: sup.call("counter/b"),
+                   "delete": lambda: sup.delete("counter/a")}[path]
+        evicted, _ = _in_thread(evictor)
+        assert hook.held.wait(30)                   # eviction holds a's gate now
+        queued, results = _in_thread(lambda: sup.call("counter/a"))
+        assert hook.sleeping.wait(30)               # the request queued and went to sleep
+        hook.release.set()
+        assert queued.wait(30) and evicted.wait(30)
+        result = results[0]
+        if path == "delete":
+            assert result.error == ErrorCode.NOT_FOUND, (result.error, result.message)
+        else:
+            assert result.ok, (result.error, result.message)
+            assert result.response == b'{"count":2}'
