@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import transfer
 from .abi import is_valid_name
 from .apps import AppStore, AppVersion
 from .billing import PriceSheet, compute_bill, prometheus_text
@@ -307,6 +308,9 @@ class Supervisor:
         """Register facet databases the control database does not know (its last changes
         can be lost in a power cut, the facet's committed data cannot)."""
         root = self.data_dir / "facets"
+        for path in transfer.remove_temps(root):
+            self._supervisor_log(path.parent.name, "", "warn",
+                                 f"removed {path.name}, left by an import or export that was killed")
         for path in root.glob("*/*.sqlite3"):
             app, facet = path.parent.name, path.name[: -len(".sqlite3")]
             if is_valid_name(app) and is_valid_name(facet) and (app, facet) not in self._created:
@@ -314,9 +318,14 @@ class Supervisor:
                 self.control.add_facet(app, facet, created_at)
                 self._register(app, facet, created_at)
 
-    def _create_facet(self, app: str, facet: str) -> CallResult | None:
+    def _create_facet(self, app: str, facet: str, *, move_from: Path | None = None) -> CallResult | None:
         """Create the facet on its first call; a ``CallResult`` when the policy refuses or
         the disk does (never raises for a call: it reports a code and keeps serving).
+
+        ``move_from`` (an import): the complete database to install as the facet's; the
+        facet must not exist or be being created, else ``BadRequest``. The file takes its
+        name and the facet is registered under ``self._lock``, which every creation takes
+        before registering, so a call either sees the imported facet or made it first.
 
         The policy runs outside ``self._lock`` (a slow custom policy must not stall every
         other app's creations and listings). Two creations racing for the same app cannot
@@ -327,6 +336,9 @@ class Supervisor:
         while True:
             with self._lock:
                 if key in self._created:
+                    if move_from is not None:
+                        raise BadRequest(f"facet {app}/{facet} came to exist meanwhile (a call "
+                                         f"created it); nothing was imported")
                     return None
                 pending = self._creating.get(key)
                 if pending is None:
@@ -334,6 +346,8 @@ class Supervisor:
                     existing = self._facet_counts.get(app, 0) + self._reserved.get(app, 0)
                     self._reserved[app] = self._reserved.get(app, 0) + 1
                     break
+            if move_from is not None:
+                raise BadRequest(f"facet {app}/{facet} is being created by a call; nothing was imported")
             pending.wait()   # the first creation decides; then look again
         try:
             try:
@@ -343,13 +357,24 @@ class Supervisor:
                 return CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
             if refusal is not None:
                 return CallResult.failure(refusal.code, refusal.message)
+            dest = self.data_dir / "facets" / app / f"{facet}.sqlite3"
+            installed = False
             try:
-                (self.data_dir / "facets" / app).mkdir(exist_ok=True)
+                dest.parent.mkdir(exist_ok=True)
                 created_at = time.time()
                 with self._lock:
+                    if move_from is not None:
+                        try:
+                            transfer.publish(move_from, dest)
+                        except FileExistsError:
+                            raise BadRequest(f"a database file {dest} exists for no facet; move it "
+                                             f"aside (a restart adopts it as {app}/{facet})") from None
+                        installed = True
                     self.control.add_facet(app, facet, created_at)
                     self._register(app, facet, created_at)
             except (sqlite3.Error, OSError) as exc:   # a full disk, a read-only file system
+                if installed:   # not registered: the file goes back to being the import's copy
+                    os.replace(dest, move_from)
                 code = fault_code(exc)
                 self._supervisor_log(app, facet, "error", f"facet {app}/{facet} not created ({code}): {exc}")
                 return CallResult.failure(code, f"cannot create facet {app}/{facet}: "
@@ -411,26 +436,42 @@ class Supervisor:
 
     def export_facet(self, target: str, path: str | os.PathLike) -> int:
         """Write a consistent copy of the facet's database to ``path`` (SQLite's backup API,
-        safe while the facet serves). Never overwrites. Returns the copy's size in bytes."""
+        safe while the facet serves). Never overwrites. Returns the copy's size in bytes.
+
+        Atomic: the copy is written under a temporary name beside ``path`` and only a
+        complete, fsynced copy takes the name ``path``, so a killed export leaves no
+        partial file in the way of a retry."""
         dest_path = Path(path)
         if dest_path.exists():
             raise BadRequest(f"{dest_path} already exists; export never overwrites")
         if not dest_path.parent.is_dir():
             raise NotFound(f"no directory {str(dest_path.parent)!r}")
-        with self.reader(target) as reader:
-            dest = sqlite3.connect(dest_path)
-            try:
-                reader.backup(dest)
-            finally:
-                dest.close()
-        return dest_path.stat().st_size
+        temp = transfer.temp_path(dest_path, "export")
+        try:
+            with self.reader(target) as reader:
+                size = transfer.copy_database(reader.backup, temp, wal=False)
+            transfer.publish(temp, dest_path)
+        except FileExistsError:
+            raise BadRequest(f"{dest_path} already exists; export never overwrites") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise FacetsError(f"cannot export {target} to {dest_path}: {type(exc).__name__}: {exc}",
+                              fault_code(exc)) from None
+        finally:
+            transfer.discard(temp)
+        return size
 
     def import_facet(self, path: str | os.PathLike, target: str) -> list[str]:
         """Create facet ``target`` from a SQLite database file (copied, never moved).
 
         The app must be loaded and the facet must not exist yet; the file must
         pass ``PRAGMA quick_check``, use no reserved ``_facets`` names, and fit
-        the facet's storage quota. Returns the imported table names.
+        the facet's storage quota (what is copied, its ``-wal`` included). Returns the
+        imported table names.
+
+        Only ever creates a brand-new facet: the copy is made under a temporary name,
+        and registering it fails if the facet came to exist meanwhile (a call created
+        it), so a database a call has written is never overwritten. A killed import
+        leaves nothing registered (see ``transfer``).
         """
         app, facet = parse_facet_target(target)
         if not self.apps.has(app):
@@ -440,13 +481,15 @@ class Supervisor:
         source_path = Path(path)
         if not source_path.is_file():
             raise NotFound(f"no file at {str(source_path)!r}")
-        quotas = self.quota_book.effective(app, facet)
-        if source_path.stat().st_size > quotas.storage:
-            raise BadRequest(f"{source_path.name} is larger than the storage quota of {quotas.storage} bytes")
+        if source_path.stat().st_size > self.quota_book.effective(app, facet).storage:
+            raise BadRequest(f"{source_path.name} is larger than the storage quota of "
+                             f"{self.quota_book.effective(app, facet).storage} bytes")
         try:
             source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
         except sqlite3.Error as exc:
             raise BadRequest(f"cannot open {source_path.name}: {exc}") from None
+        dest = self.data_dir / "facets" / app / f"{facet}.sqlite3"
+        temp = transfer.temp_path(dest, "import")
         try:
             try:
                 check = source.execute("PRAGMA quick_check").fetchone()[0]
@@ -461,20 +504,22 @@ class Supervisor:
             reserved = [n for n in names if n.lower().startswith(RESERVED_PREFIX)]
             if reserved:
                 raise BadRequest(f"{source_path.name} uses reserved names: {', '.join(reserved)}")
-            refused = self._create_facet(app, facet)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                size = transfer.copy_database(source.backup, temp, wal=True)
+            except (sqlite3.Error, OSError) as exc:
+                raise FacetsError(f"cannot import {source_path.name}: {type(exc).__name__}: {exc}",
+                                  fault_code(exc)) from None
+            quotas = self.quota_book.effective(app, facet)
+            if size > quotas.storage:
+                raise BadRequest(f"{source_path.name} holds {size} bytes of database (its WAL "
+                                 f"included), more than the storage quota of {quotas.storage} bytes")
+            refused = self._create_facet(app, facet, move_from=temp)
             if refused is not None:
                 raise FacetsError(refused.message, refused.code)
-            slot = self._slot(app, facet)
-            with slot.gate():
-                slot.db_path.parent.mkdir(parents=True, exist_ok=True)
-                dest = sqlite3.connect(slot.db_path)
-                try:
-                    source.backup(dest)
-                    dest.execute("PRAGMA journal_mode=WAL")
-                finally:
-                    dest.close()
         finally:
             source.close()
+            transfer.discard(temp)
         self._touch((app, facet))
         self._supervisor_log(app, facet, "info", f"facet {target} imported from {source_path.name}")
         return sorted(name for kind, name in schema if kind == "table" and not name.startswith("sqlite_"))

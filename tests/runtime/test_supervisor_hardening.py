@@ -18,7 +18,7 @@ import pytest
 
 from runtime import CallResult, ErrorCode, FacetsError, QuotaPolicy, Supervisor
 from runtime.facet import FacetSlot
-from tests.conftest import COUNTER_WAT
+from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
 def test_call_result_error_is_an_error_code_that_prints_as_before(sup):
@@ -267,3 +267,151 @@ def test_a_request_queued_while_eviction_holds_the_gate_is_woken(tmp_path, monke
         else:
             assert result.ok, (result.error, result.message)
             assert result.response == b'{"count":2}'
+
+
+# -- import and export ----------------------------------------------------------------------
+
+def _make_source(path: Path, rows: int = 2000) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT)")
+    conn.executemany("INSERT INTO items(name) VALUES (?)", [(f"item {i:05d} " + "x" * 100,) for i in range(rows)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_path, monkeypatch):
+    source = _make_source(tmp_path / "source.sqlite3")
+    effective = probe.quota_book.effective
+    armed = [True]
+
+    def race(app, facet=None):
+        # The race point: the import checked that probe/x does not exist and is about to
+        # install its copy; a call creates probe/x and writes first.
+        if armed[0] and facet == "x":
+            armed[0] = False
+            written = probe.call("probe/x", sql_body("CREATE TABLE written(v)"))
+            assert written.ok
+            assert probe.call("probe/x", sql_body("INSERT INTO written VALUES ('acknowledged')")).ok
+        return effective(app, facet)
+    monkeypatch.setattr(probe.quota_book, "effective", race)
+    with pytest.raises(FacetsError) as caught:
+        probe.import_facet(source, "probe/x")
+    assert caught.value.code == ErrorCode.BAD_REQUEST and "meanwhile" in caught.value.message
+    assert not armed[0]
+    # The call's acknowledged write is there; nothing of the import is.
+    rows = sql_reply(probe.call("probe/x", sql_body("SELECT v FROM written")))
+    assert rows["rows"] == [["acknowledged"]]
+    assert [t["name"] for t in probe.tables("probe/x")] == ["written"]
+    assert [p.name for p in (probe.data_dir / "facets" / "probe").iterdir()
+            if p.name.startswith(".")] == []   # no temporary copy left behind
+
+
+def test_import_counts_the_source_wal_against_the_storage_quota(probe, tmp_path):
+    source = tmp_path / "walled.sqlite3"
+    writer = sqlite3.connect(source)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")   # everything stays in the -wal
+        writer.execute("CREATE TABLE blobs(b)")
+        writer.executemany("INSERT INTO blobs VALUES (randomblob(10000))", [()] * 200)
+        writer.commit()
+        assert source.stat().st_size < 64 * 1024 < 1024 * 1024 < Path(f"{source}-wal").stat().st_size
+        probe.set_quotas("probe", storage=1024 * 1024)
+        with pytest.raises(FacetsError) as caught:
+            probe.import_facet(source, "probe/big")
+        assert caught.value.code == ErrorCode.BAD_REQUEST and "storage quota" in caught.value.message
+    finally:
+        writer.close()
+    assert not probe.facet_exists("probe/big")
+    assert list((probe.data_dir / "facets").glob("*/big*")) == []
+    assert list((probe.data_dir / "facets").glob("*/.*")) == []
+
+
+_KILL_MID_COPY = r"""
+import os, signal, sqlite3, sys
+sys.path.insert(0, os.getcwd())
+from runtime import Supervisor
+from runtime.storage import FacetReader
+
+data, what, source, target = sys.argv[1:5]
+
+def kill(status, remaining, total):   # after the first page: the copy is half done
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class KilledMidBackup(sqlite3.Connection):
+    def backup(self, dest, **kwargs):
+        return super().backup(dest, pages=1, progress=kill)
+
+real_connect = sqlite3.connect
+def connect(database, *args, **kwargs):
+    if isinstance(database, str) and database.startswith("file:") and source in database:
+        kwargs["factory"] = KilledMidBackup
+    return real_connect(database, *args, **kwargs)
+sqlite3.connect = connect
+
+def reader_backup(self, dest):
+    with self._use() as conn:
+        conn.backup(dest, pages=1, progress=kill)
+FacetReader.backup = reader_backup
+
+sup = Supervisor(data)
+if what == "import":
+    sup.import_facet(source, target)
+else:
+    sup.export_facet(source, target)
+print("not killed")
+"""
+
+
+def _run_killed(tmp_path: Path, *args: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.run([sys.executable, "-c", _KILL_MID_COPY, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_an_import_killed_mid_copy_registers_nothing_and_can_be_retried(tmp_path):
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(fixture("probe.wat"))
+    source = _make_source(tmp_path / "source.sqlite3")
+    _run_killed(tmp_path, str(data), "import", str(source), "probe/x")
+    with Supervisor(data) as sup:
+        assert not sup.facet_exists("probe/x")
+        assert [p.name for p in (data / "facets").glob("*/*")] == []   # the temp copy is gone
+        assert sup.import_facet(source, "probe/x") == ["items"]
+        assert sup.tables("probe/x") == [{"name": "items", "count": 2000, "columns": ["id", "name"]}]
+
+
+def test_an_export_killed_mid_copy_leaves_nothing_in_the_way(tmp_path):
+    data = tmp_path / "data"
+    source = _make_source(tmp_path / "source.sqlite3")
+    with Supervisor(data) as sup:
+        sup.load_app(fixture("probe.wat"))
+        sup.import_facet(source, "probe/x")
+    out = tmp_path / "out"
+    out.mkdir()
+    _run_killed(tmp_path, str(data), "export", "probe/x", str(out / "x.sqlite3"))
+    assert not (out / "x.sqlite3").exists()
+    with Supervisor(data) as sup:
+        size = sup.export_facet("probe/x", out / "x.sqlite3")
+    assert size == (out / "x.sqlite3").stat().st_size
+    conn = sqlite3.connect(out / "x.sqlite3")
+    assert conn.execute("SELECT count(*) FROM items").fetchone() == (2000,)
+    conn.close()
+
+
+def test_startup_does_not_adopt_temporary_copies(tmp_path):
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(fixture("probe.wat"))
+        assert sup.call("probe/kept").ok
+    leftover = data / "facets" / "probe" / ".y.sqlite3.import-0badf00d.tmp"
+    _make_source(leftover, rows=10)
+    with Supervisor(data) as sup:
+        assert [f.target for f in sup.facet_list()] == ["probe/kept"]
+        assert not leftover.exists()
