@@ -241,6 +241,10 @@ class FacetSlot:
                                      request_id=request_id, level=level, message=message,
                                      source="supervisor"))
 
+    def open_db(self, quotas: Quotas) -> FacetDB:
+        """Open the database if it is not (raises what opening raises)."""
+        return self._ensure_db(quotas)
+
     def _ensure_db(self, quotas: Quotas) -> FacetDB:
         if self.db is None:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)

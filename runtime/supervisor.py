@@ -39,6 +39,7 @@ from .wasm import EngineSettings, WasmRuntime
 
 DURABILITIES = ("full", "process")
 SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
 DEFAULT_MAX_OPEN_DBS = 1024
 
 
@@ -179,7 +180,7 @@ class Supervisor:
         #: instance; so there are fewer open databases than warm instances, and a facet
         #: whose database was closed reopens it (not a cold start) at its next request.
         self._open_dbs: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
-        self.max_open_dbs = max_open_dbs or max(16, min(DEFAULT_MAX_OPEN_DBS, (raise_fd_limit() - 256) // 3))
+        self.max_open_dbs = max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
         self._warm_lock = threading.Lock()   # guards _warm, _open_dbs and _changes
@@ -634,6 +635,8 @@ class Supervisor:
                 except FacetsError as exc:
                     fail_all(group, exc.code, exc.message)
                 else:
+                    if slot.db is None:
+                        self._open_db(slot, group[-1].quotas)
                     slot.run(self.wasm, module, group)
         finally:
             for request in group:
@@ -642,6 +645,16 @@ class Supervisor:
             for request in group:
                 slot.wake(request)
             slot.wake_next()   # as release_gate, after the group's own wake-ups
+
+    def _open_db(self, slot: FacetSlot, quotas: Quotas) -> None:
+        """Open the facet's database before its requests run; out of file descriptors,
+        close the least recently used databases and leave the retry to ``slot.run``
+        (which reports a failure that remains)."""
+        try:
+            slot.open_db(quotas)
+        except (sqlite3.Error, OSError) as exc:
+            if out_of_descriptors(exc):
+                self._close_lru_dbs(2)   # 6 descriptors: room for this one, and a reader
 
     def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
         """Run ``call`` on the worker pool; different facets run in parallel."""
@@ -938,6 +951,41 @@ def fault_code(exc: BaseException) -> ErrorCode:
     elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ErrorCode.STORAGE_FULL
     return ErrorCode.INTERNAL
+
+
+#: File descriptors an open facet database holds: the file, its -wal and its -shm.
+FDS_PER_DB = 3
+
+
+def open_db_budget(fd_limit: int, in_use: int) -> int:
+    """How many facet databases may be open at once under ``fd_limit`` descriptors, with
+    ``in_use`` already open. A reserve stays free for what the process opens besides:
+    an operator's reader (3), an import's source and copy (up to 6), a module being read,
+    the console's files; a quarter of the limit, at least 8 and at most 256 (the reserve
+    the old fixed formula kept, which left 256 databases at the usual limit of 1024). Under
+    a tiny limit that is fewer than 16 databases, down to 1: `ulimit -n 32` leaves
+    (32 - 9 - 8) // 3 = 5, where the old floor of 16 needed 48 descriptors."""
+    reserve = max(8, min(256, fd_limit // 4))
+    return max(1, min(DEFAULT_MAX_OPEN_DBS, (fd_limit - in_use - reserve) // FDS_PER_DB))
+
+
+def open_descriptors() -> int:
+    """File descriptors this process has open now (0 where the OS does not say)."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return max(0, len(os.listdir(listing)) - 1)   # minus the listing's own
+        except OSError:
+            continue
+    return 0
+
+
+def out_of_descriptors(exc: BaseException) -> bool:
+    """Whether opening a database failed for want of file descriptors. SQLite reports
+    EMFILE as SQLITE_CANTOPEN without the errno, so CANTOPEN counts: closing a few idle
+    databases and retrying once is cheap when it was something else."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_CANTOPEN
 
 
 def raise_fd_limit() -> int:

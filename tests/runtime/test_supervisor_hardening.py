@@ -415,3 +415,38 @@ def test_startup_does_not_adopt_temporary_copies(tmp_path):
     with Supervisor(data) as sup:
         assert [f.target for f in sup.facet_list()] == ["probe/kept"]
         assert not leftover.exists()
+
+
+# -- limits: file descriptors, memory --------------------------------------------------------
+
+_UNDER_32_FDS = r"""
+import os, resource, sys, json
+sys.path.insert(0, os.getcwd())
+from runtime import Supervisor
+data, max_open = sys.argv[1], int(sys.argv[2]) or None
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))   # hard too: raise_fd_limit cannot lift it
+failures = []
+with Supervisor(data, max_open_dbs=max_open) as sup:
+    sup.load_app("sample_apps/counter/counter.wat")
+    for round in range(2):
+        for i in range(40):
+            result = sup.call(f"counter/f{i}")
+            if not result.ok or result.response != ('{"count":%d}' % (round + 1)).encode():
+                failures.append([f"counter/f{i}", result.error, result.message])
+    print(json.dumps({"failures": failures, "max_open_dbs": sup.max_open_dbs}))
+"""
+
+
+@pytest.mark.parametrize("max_open_dbs", [0, 100], ids=["derived-budget", "too-many-asked"])
+def test_every_call_succeeds_under_ulimit_n_32(tmp_path, max_open_dbs):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.run([sys.executable, "-c", _UNDER_32_FDS, str(tmp_path / "d"), str(max_open_dbs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["failures"] == []
+    if not max_open_dbs:
+        assert 1 <= report["max_open_dbs"] < 16
