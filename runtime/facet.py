@@ -128,6 +128,8 @@ class FacetSlot:
         #: Database size in bytes as of the last committed write (None: not measured yet).
         self.storage: int | None = None
         self.memory = 0
+        #: ``memory`` as counted in the supervisor's memory budget (guarded by its warm lock).
+        self.counted_memory = 0
         self._storage_measured = float("-inf")
         #: Supervisor events produced while handling (instantiated, trapped...).
         self.events: list[LogRecord] = []

@@ -131,6 +131,8 @@ class Supervisor:
         commit_groups: run the requests queued at a facet as one transaction with one
             COMMIT (see facet.py); default on with ``full`` durability, where a COMMIT
             costs a disk sync, and off with ``process``, where it costs little.
+        memory_budget: bytes of linear memory all warm instances may hold together; beyond
+            it the least recently used are evicted (see ``default_memory_budget``).
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, durability: str = "full",
@@ -139,7 +141,8 @@ class Supervisor:
                  usage_flush_interval: float = 1.0, log_retention_count: int = 10_000,
                  log_retention_age: float = 7 * 86400,
                  prices: PriceSheet | str | os.PathLike | None = None,
-                 max_open_dbs: int | None = None, commit_groups: bool | None = None) -> None:
+                 max_open_dbs: int | None = None, commit_groups: bool | None = None,
+                 memory_budget: int | None = None) -> None:
         if durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
         self.data_dir = Path(data_dir)
@@ -183,7 +186,10 @@ class Supervisor:
         self.max_open_dbs = max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
-        self._warm_lock = threading.Lock()   # guards _warm, _open_dbs and _changes
+        self._warm_lock = threading.Lock()   # guards _warm, _open_dbs, _warm_memory and _changes
+        self.memory_budget = memory_budget or default_memory_budget()
+        #: Linear memory of the warm instances, as of their last requests (``slot.counted_memory``).
+        self._warm_memory = 0
         self._changes = ChangeTracker()
         self._breaches: dict[tuple[str, str, str | None], tuple[float, int]] = {}
         self._ids = itertools.count(1)
@@ -404,9 +410,7 @@ class Supervisor:
             was_warm = slot.guest is not None
             slot.close()
         with self._warm_lock:
-            self._warm.pop((app, facet), None)
-            self._open_dbs.pop((app, facet), None)
-            self._changes.touch((app, facet), time.monotonic())
+            self._drop_locked((app, facet), slot)
         if was_warm:
             self._supervisor_log(app, facet, "info", "evicted by operator")
         return was_warm
@@ -423,9 +427,7 @@ class Supervisor:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
             with self._warm_lock:
-                self._warm.pop((app, facet), None)
-                self._open_dbs.pop((app, facet), None)
-                self._changes.remove((app, facet), time.monotonic())
+                self._drop_locked((app, facet), slot, deleted=True)
             with self._lock:
                 self._slots.pop((app, facet), None)
                 self._unregister(app, facet)
@@ -675,15 +677,23 @@ class Supervisor:
                     warm.move_to_end(key)
                 else:
                     warm[key] = slot
-            elif key in warm:
-                del warm[key]
+                memory = slot.memory
+            else:
+                if key in warm:
+                    del warm[key]
+                memory = 0
+            self._warm_memory += memory - slot.counted_memory
+            slot.counted_memory = memory
             self._changes.touch(key, time.monotonic())
             db_overflow = len(open_dbs) - self.max_open_dbs
             warm_overflow = len(warm) - self.max_warm
+            over_budget = self._warm_memory > self.memory_budget
         if db_overflow > 0:
             self._close_lru_dbs(db_overflow)
         if warm_overflow > 0:
             self._evict_lru(warm_overflow)
+        if over_budget:
+            self._evict_over_memory_budget()
         self.meters.record(slot.app, slot.name, result.usage, result.error, storage)
         if logs:
             self.log_sink.add(logs)
@@ -692,6 +702,21 @@ class Supervisor:
                 self.policy.observe(slot.app, slot.name, result)
             except Exception as exc:  # a broken custom policy must not fail the request after COMMIT
                 self._supervisor_log(slot.app, slot.name, "error", f"policy.observe failed: {exc!r}")
+
+    def _drop_locked(self, key: tuple[str, str], slot: FacetSlot, deleted: bool = False) -> None:
+        """After ``slot`` was closed (evicted, its database closed, deleted): take it out of
+        the LRUs it no longer belongs to and the memory count, and mark it changed. The
+        caller holds ``_warm_lock``."""
+        if slot.guest is None:
+            self._warm.pop(key, None)
+            self._warm_memory -= slot.counted_memory
+            slot.counted_memory = 0
+        if slot.db is None:
+            self._open_dbs.pop(key, None)
+        if deleted:
+            self._changes.remove(key, time.monotonic())
+        else:
+            self._changes.touch(key, time.monotonic())
 
     def _record_refusal(self, app: str, facet: str, result: CallResult) -> None:
         """Count a request refused before it reached the facet (policy, queue)."""
@@ -716,20 +741,33 @@ class Supervisor:
 
     def _evict_lru(self, count: int) -> None:
         """Evict the ``count`` least recently used warm facets (skipping busy ones)."""
-        for app, facet in self._close_least_recent(self._warm, count, FacetSlot.close):
+        for app, facet in self._close_least_recent(self._warm, lambda closed: closed >= count,
+                                                   FacetSlot.close):
             self._supervisor_log(app, facet, "debug", "evicted (least recently used)")
+
+    def _evict_over_memory_budget(self) -> None:
+        """Evict least recently used warm facets (skipping busy ones) until their linear
+        memory fits ``memory_budget`` again."""
+        budget = self.memory_budget
+        for app, facet in self._close_least_recent(self._warm, lambda _: self._warm_memory <= budget,
+                                                   FacetSlot.close):
+            self._supervisor_log(app, facet, "debug", f"evicted (warm instances over the memory "
+                                                      f"budget of {budget / 2**20:g} MiB)")
 
     def _close_lru_dbs(self, count: int) -> None:
         """Close the databases of the ``count`` least recently used facets (instances stay)."""
-        self._close_least_recent(self._open_dbs, count, FacetSlot.close_db)
+        self._close_least_recent(self._open_dbs, lambda closed: closed >= count, FacetSlot.close_db)
 
-    def _close_least_recent(self, lru: OrderedDict[tuple[str, str], FacetSlot], count: int,
+    def _close_least_recent(self, lru: OrderedDict[tuple[str, str], FacetSlot],
+                            enough: Callable[[int], bool],
                             close: Callable[[FacetSlot], None]) -> list[tuple[str, str]]:
+        """Close facets from ``lru``, least recently used first, until ``enough(closed so
+        far)``; a facet whose gate is held is busy and skipped."""
         with self._warm_lock:
             candidates = list(lru.items())
         closed: list[tuple[str, str]] = []
         for key, slot in candidates:
-            if len(closed) >= count:
+            if enough(len(closed)):
                 break
             if slot.try_gate():   # a busy facet is in use: not a candidate
                 try:
@@ -737,10 +775,7 @@ class Supervisor:
                 finally:
                     slot.release_gate()
                 with self._warm_lock:
-                    lru.pop(key, None)
-                    if slot.db is None:
-                        self._open_dbs.pop(key, None)
-                    self._changes.touch(key, time.monotonic())
+                    self._drop_locked(key, slot)
                 closed.append(key)
         return closed
 
@@ -769,9 +804,7 @@ class Supervisor:
                     if slot.last_used < cutoff:
                         slot.close()
                         with self._warm_lock:
-                            self._warm.pop(key, None)
-                            self._open_dbs.pop(key, None)
-                            self._changes.touch(key, time.monotonic())
+                            self._drop_locked(key, slot)
                         self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
                 finally:
                     slot.release_gate()
@@ -986,6 +1019,18 @@ def out_of_descriptors(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.EMFILE, errno.ENFILE)
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_CANTOPEN
+
+
+def default_memory_budget() -> int:
+    """A quarter of physical memory (2 GiB where the OS does not say). Warm instances are
+    a cache: a cold start costs ~25 us plus the guest's init, while a facet's memory stays
+    resident for as long as it is warm (a 32 MiB default quota; max_warm=1000 could hold
+    ~30 GiB). A quarter leaves the rest to SQLite's page caches (~140 KiB per open
+    database), the requests running (up to a memory quota each, per worker) and the host."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 2 * 2**30
 
 
 def raise_fd_limit() -> int:

@@ -450,3 +450,34 @@ def test_every_call_succeeds_under_ulimit_n_32(tmp_path, max_open_dbs):
     assert report["failures"] == []
     if not max_open_dbs:
         assert 1 <= report["max_open_dbs"] < 16
+
+
+def test_warm_instances_are_evicted_beyond_the_memory_budget(tmp_path):
+    budget = 3 * 2**20
+    with Supervisor(tmp_path / "d", memory_budget=budget) as sup:
+        sup.load_app(fixture("probe.wat"))
+        grow = b"E" + b"x" * 2**20   # the echo's buffer grows each instance past 1 MiB
+        for name in "abcd":
+            result = sup.call(f"probe/{name}", grow)
+            assert result.ok and result.usage.memory > 2**20
+            assert sup.usage()["memory"] <= budget
+        states = {f.name: f.state for f in sup.facet_list()}
+        assert states == {"a": "cold", "b": "cold", "c": "warm", "d": "warm"}
+        # The evicted come back with a cold start; the budget holds throughout.
+        again = sup.call("probe/a", grow)
+        assert again.ok and again.usage.cold_start
+        assert {f.name for f in sup.facet_list() if f.state == "warm"} == {"d", "a"}
+        assert sup.usage()["memory"] <= budget
+        assert any("memory budget" in r.message for r in sup.logs("probe/b"))
+
+
+def test_a_busy_facet_is_never_evicted_for_memory(tmp_path):
+    with Supervisor(tmp_path / "d", memory_budget=3 * 2**20) as sup:
+        sup.load_app(fixture("probe.wat"))
+        grow = b"E" + b"x" * 2**20
+        assert sup.call("probe/a", grow).ok and sup.call("probe/b", grow).ok
+        slot_a = sup._slots[("probe", "a")]
+        with slot_a.gate():   # a is busy (its gate is held) while c pushes over the budget
+            assert sup.call("probe/c", grow).ok
+        states = {f.name: f.state for f in sup.facet_list()}
+        assert states == {"a": "warm", "b": "cold", "c": "warm"}
