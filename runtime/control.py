@@ -8,9 +8,11 @@ logs and usage arrive in batches from background threads.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -33,10 +35,32 @@ class ControlDBError(FacetsError):
 
 
 class ControlDB:
-    def __init__(self, path: str) -> None:
+    """Args:
+        path: the database file.
+        readonly: open without writing anything: no schema upgrade, no journal-mode change,
+            every write refused by SQLite (``query_only``). A cleanly closed database has no
+            ``-wal``/``-shm`` beside it, and opening it ``mode=ro`` would create both; it is
+            opened ``immutable`` instead (nobody writes it). With a writer running (its
+            ``-wal`` exists), ``mode=ro`` reads its committed changes as they come.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.readonly = readonly
+        if readonly:
+            mode = "mode=ro" if os.path.exists(f"{path}-wal") else "immutable=1"
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?{mode}", uri=True,
+                                   check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            if readonly:
+                conn.execute("PRAGMA query_only=1")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()   # is it SQLite?
+                self._conn = conn
+                self.db = sqlite_utils.Database(conn)
+                self._lock = threading.RLock()
+                return
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
             # created just before it is re-registered from its file at the next start).

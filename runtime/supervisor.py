@@ -38,6 +38,9 @@ from .storage import RESERVED_PREFIX, FacetReader
 from .wasm import EngineSettings, WasmRuntime
 
 DURABILITIES = ("full", "process")
+#: The code of a write refused by a read-only supervisor. ``ErrorCode.REFUSED`` is being
+#: added to errors.py by another change; until it lands, ``bad_request``.
+REFUSED: ErrorCode = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 DEFAULT_MAX_OPEN_DBS = 1024
@@ -142,12 +145,17 @@ class Supervisor:
                  log_retention_age: float = 7 * 86400,
                  prices: PriceSheet | str | os.PathLike | None = None,
                  max_open_dbs: int | None = None, commit_groups: bool | None = None,
-                 memory_budget: int | None = None) -> None:
+                 memory_budget: int | None = None, readonly: bool = False) -> None:
         if durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "facets").mkdir(exist_ok=True)
+        self.readonly = readonly
+        if readonly:
+            if not (self.data_dir / "control.sqlite3").is_file():
+                raise NotFound(f"no data directory at {self.data_dir} (no control.sqlite3) to open read-only")
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "facets").mkdir(exist_ok=True)
         self.durability = durability
         self.commit_groups = durability == "full" if commit_groups is None else commit_groups
         self.idle_timeout = idle_timeout
@@ -159,12 +167,13 @@ class Supervisor:
             prices = self.data_dir / "prices.json"
         self.prices = prices if isinstance(prices, PriceSheet) else \
             PriceSheet.from_file(prices) if prices is not None else PriceSheet()
-        self.control = ControlDB(str(self.data_dir / "control.sqlite3"))
+        self.control = ControlDB(str(self.data_dir / "control.sqlite3"), readonly=readonly)
         self.wasm = WasmRuntime(engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm)
         self.quota_book = QuotaBook(self.control.quota_settings())
         self.meters = Meters(self.control.load_usage())
-        self.log_sink = LogSink(self.control.write_logs)
+        # Read-only, the supervisor's own events still reach subscribers, and are not stored.
+        self.log_sink = LogSink(_discard if readonly else self.control.write_logs)
         self._lock = threading.RLock()
         self._slots: dict[tuple[str, str], FacetSlot] = {}
         self._created: dict[tuple[str, str], float] = {}
@@ -175,7 +184,8 @@ class Supervisor:
         self._reserved: dict[str, int] = {}
         for row in self.control.facet_rows():
             self._register(row["app"], row["name"], row["created_at"])
-        self._adopt_orphan_databases()
+        if not readonly:
+            self._adopt_orphan_databases()
         self._warm: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
         #: Facets with an open database, least recently used first. An open facet database
         #: costs ~140 KiB (SQLite preallocates ~87 KiB of page cache per connection, plus
@@ -201,7 +211,8 @@ class Supervisor:
         self._flush_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="facets-housekeeper",
                                              daemon=True)
-        self._housekeeper.start()
+        if not readonly:   # nothing to flush, prune or evict: no request runs
+            self._housekeeper.start()
 
     # -- context manager ------------------------------------------------------
     def __enter__(self) -> "Supervisor":
@@ -216,7 +227,8 @@ class Supervisor:
             return
         self._closed.set()
         self._pool.shutdown(wait=True)
-        self._housekeeper.join(timeout=5)
+        if self._housekeeper.is_alive():
+            self._housekeeper.join(timeout=5)
         with self._lock:
             slots = list(self._slots.values())
         for slot in slots:
@@ -227,13 +239,19 @@ class Supervisor:
         self.wasm.close()
         self.control.close()
 
+    def _refuse_if_readonly(self, what: str) -> None:
+        if self.readonly:
+            raise FacetsError(f"{what} refused: the supervisor was opened read-only", REFUSED)
+
     # -- apps -------------------------------------------------------------------
     def load_app(self, path: str | os.PathLike, name: str | None = None) -> AppVersion:
         """Load a ``.wasm`` or ``.wat`` file as a new version of app ``name`` (default: the file's stem)."""
+        self._refuse_if_readonly("loading an app")
         data = AppStore.read_source(path)
         return self.load_app_bytes(data, name or AppStore.default_name(path), source=str(path))
 
     def load_app_bytes(self, data: bytes | str, name: str, source: str = "") -> AppVersion:
+        self._refuse_if_readonly("loading an app")
         if isinstance(data, str):
             data = data.encode("utf-8")
         version, is_new = self.apps.load(data, name, source=source)
@@ -400,6 +418,7 @@ class Supervisor:
 
     def evict(self, target: str) -> bool:
         """Drop the facet's warm instance and close its database; True if it was warm."""
+        self._refuse_if_readonly("evict")
         app, facet = parse_facet_target(target)
         if (app, facet) not in self._created:
             raise NotFound(f"no facet {target}")
@@ -417,6 +436,7 @@ class Supervisor:
 
     def delete(self, target: str) -> None:
         """Delete a facet: its instance, its database files, its quotas and usage rows."""
+        self._refuse_if_readonly("delete")
         app, facet = parse_facet_target(target)
         if (app, facet) not in self._created:
             raise NotFound(f"no facet {target}")
@@ -444,6 +464,7 @@ class Supervisor:
         Atomic: the copy is written under a temporary name beside ``path`` and only a
         complete, fsynced copy takes the name ``path``, so a killed export leaves no
         partial file in the way of a retry."""
+        self._refuse_if_readonly("export")
         dest_path = Path(path)
         if dest_path.exists():
             raise BadRequest(f"{dest_path} already exists; export never overwrites")
@@ -476,6 +497,7 @@ class Supervisor:
         it), so a database a call has written is never overwritten. A killed import
         leaves nothing registered (see ``transfer``).
         """
+        self._refuse_if_readonly("import")
         app, facet = parse_facet_target(target)
         if not self.apps.has(app):
             raise NotFound(f"no app named {app!r}")
@@ -543,6 +565,9 @@ class Supervisor:
         request_id = self._next_request_id()
         if self._closed.is_set():
             return CallResult.failure(ErrorCode.OVERLOADED, "the supervisor is shut down", request_id)
+        if self.readonly:   # a request writes the facet's database
+            return CallResult.failure(REFUSED, "requests are refused: the supervisor was opened read-only",
+                                      request_id)
         try:
             parsed = self._targets.get(target)
             if parsed is None:
@@ -811,6 +836,8 @@ class Supervisor:
 
     def flush_usage(self) -> None:
         """Persist usage counters and series changed since the last flush."""
+        if self.readonly:
+            return
         with self._flush_lock:   # two flushes writing out of order would store older values
             rows, series = self.meters.collect_dirty()
             if rows or series:
@@ -836,6 +863,7 @@ class Supervisor:
         Takes effect at the next request of a running facet. Returns the
         effective quotas at ``target`` after the change.
         """
+        self._refuse_if_readonly("changing quotas")
         changes = {**(changes or {}), **kwargs}
         scope, sets, unsets = self.quota_book.plan(target, changes)
         with self._lock:
@@ -973,6 +1001,10 @@ class Supervisor:
         with self.reader(target) as reader:
             return reader.query(sql, params)
 
+
+
+def _discard(batch: list[LogRecord]) -> None:
+    """The log writer of a read-only supervisor: nothing is stored."""
 
 
 def fault_code(exc: BaseException) -> ErrorCode:

@@ -481,3 +481,50 @@ def test_a_busy_facet_is_never_evicted_for_memory(tmp_path):
             assert sup.call("probe/c", grow).ok
         states = {f.name: f.state for f in sup.facet_list()}
         assert states == {"a": "warm", "b": "cold", "c": "warm"}
+
+
+# -- read-only ------------------------------------------------------------------------------
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_readonly_supervisor_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(COUNTER_WAT)
+        assert sup.call("counter/a").ok
+        sup.set_quotas("counter", fuel="5M")
+    stray = data / "facets" / "app" / "x.sqlite3"
+    stray.parent.mkdir()
+    _make_source(stray, rows=3)
+    before = _tree(data)
+    refused_code = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
+    with Supervisor(data, readonly=True, usage_flush_interval=0.01) as sup:
+        # Reads work...
+        assert [f.target for f in sup.facet_list()] == ["counter/a"]   # the stray is not adopted
+        assert not sup.facet_exists("app/x")
+        assert [a.name for a in sup.app_list()] == ["counter"]
+        assert sup.usage("counter/a")["requests"] == 1
+        assert sup.quotas("counter").fuel == 5_000_000
+        assert any("created" in r.message for r in sup.logs("counter/a"))
+        assert len(sup.series("*", "requests", resolution=60, points=2)) == 2   # would flush usage
+        assert 'facet="a"' in sup.prometheus()
+        # ...every write is refused with one stable code, and nothing is written.
+        result = sup.call("counter/a")
+        assert not result.ok and result.error == refused_code
+        for write in (lambda: sup.load_app(COUNTER_WAT), lambda: sup.set_quotas("counter", fuel="1M"),
+                      lambda: sup.delete("counter/a"), lambda: sup.evict("counter/a"),
+                      lambda: sup.export_facet("counter/a", tmp_path / "out.sqlite3"),
+                      lambda: sup.import_facet(stray, "counter/b")):
+            with pytest.raises(FacetsError) as caught:
+                write()
+            assert caught.value.code == refused_code
+    assert _tree(data) == before   # control.sqlite3 byte-identical, no file added or removed
+    assert not (tmp_path / "out.sqlite3").exists()
+
+
+def test_readonly_needs_an_existing_data_directory(tmp_path):
+    with pytest.raises(FacetsError):
+        Supervisor(tmp_path / "none", readonly=True)
+    assert not (tmp_path / "none").exists()
