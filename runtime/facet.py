@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -28,9 +27,9 @@ from .apps import LoadedModule
 from .errors import ErrorCode
 from .hostcalls import RequestContext
 from .logs import LogRecord
-from .metering import Usage
 from .quotas import Quotas
 from .storage import FacetDB
+from .types import CallResult, Usage  # noqa: F401  (CallResult re-exported where it lived)
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the
@@ -39,34 +38,6 @@ STORAGE_GAUGE_PERIOD = 1.0
 
 #: At most this many queued requests share one COMMIT.
 MAX_GROUP = 64
-
-
-@dataclass(slots=True)
-class CallResult:
-    """The outcome of one request.
-
-    Attributes:
-        ok: True when the guest answered and its transaction committed.
-        response: the guest's response bytes (empty on failure).
-        error: a stable ``ErrorCode`` (a ``StrEnum``: it prints and serialises as its
-            string), or None when ok.
-        message: a human explanation of the error ("" when ok).
-        usage: what the request used.
-        request_id: identifies the request in logs.
-    """
-
-    ok: bool
-    response: bytes = b""
-    error: ErrorCode | None = None
-    message: str = ""
-    usage: Usage = field(default_factory=Usage)
-    request_id: str = ""
-
-    @classmethod
-    def failure(cls, code: ErrorCode, message: str, request_id: str = "",
-                usage: Usage | None = None) -> "CallResult":
-        return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id,
-                   usage=usage or Usage())
 
 
 def _failure_code(exc: Exception) -> ErrorCode:

@@ -37,8 +37,9 @@ import threading
 import time
 from array import array
 from collections import deque
-from dataclasses import asdict, dataclass
 from typing import Any
+
+from .types import Usage  # noqa: F401  (defined there; re-exported where it lived)
 
 #: (bucket seconds, buckets kept): per-second ones in memory, the others in the control database.
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 120), (60, 1440), (3600, 24 * 400))
@@ -51,26 +52,6 @@ _STORAGE = SERIES_FIELDS.index("storage")
 ROLLUPS = tuple(res for res, _ in RESOLUTIONS if res != 1)
 LATENCY_WINDOW = 1024
 _ZERO_ROW = array("d", [0.0] * len(SERIES_FIELDS))
-
-
-@dataclass(slots=True)
-class Usage:
-    """What one request used (see the module docstring for what each field counts)."""
-
-    fuel: int = 0
-    wall_ms: float = 0.0
-    rows_read: int = 0
-    rows_written: int = 0
-    sql_calls: int = 0
-    log_bytes: int = 0
-    logs_truncated: int = 0
-    cold_start: bool = False
-    memory: int = 0
-    #: How many requests shared this request's COMMIT (1: a transaction of its own).
-    commit_group: int = 1
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 COUNTER_FIELDS = ("requests", "fuel", "wall_ms", "rows_read", "rows_written", "sql_calls",

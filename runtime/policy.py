@@ -35,13 +35,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .errors import ErrorCode
 from .quotas import Quotas
-
-if TYPE_CHECKING:
-    from .facet import CallResult
+from .types import CallResult
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class Policy:
     def admit_request(self, app: str, facet: str, quotas: Quotas) -> Refusal | None:
         return None
 
-    def observe(self, app: str, facet: str, result: "CallResult") -> None:
+    def observe(self, app: str, facet: str, result: CallResult) -> None:
         return None
 
     def forget(self, app: str, facet: str) -> None:

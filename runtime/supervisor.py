@@ -18,7 +18,6 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,12 +28,13 @@ from .billing import PriceSheet, compute_bill, prometheus_text
 from .changes import ChangeTracker
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
-from .facet import CallResult, FacetSlot, Request, fail_all
+from .facet import FacetSlot, Request, fail_all
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .storage import RESERVED_PREFIX, FacetReader
+from .types import AppInfo, CallResult, FacetChanges, FacetInfo
 from .wasm import EngineSettings, WasmRuntime
 
 DURABILITIES = ("full", "process")
@@ -44,59 +44,6 @@ REFUSED: ErrorCode = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 DEFAULT_MAX_OPEN_DBS = 1024
-
-
-@dataclass(frozen=True)
-class FacetInfo:
-    """A facet as listed: ``state`` is cold, warm, busy or failed; ``version`` the app
-    version its warm instance runs (None when cold)."""
-
-    app: str
-    name: str
-    state: str
-    created_at: float
-    usage: dict[str, Any]
-    version: int | None = None
-
-    @property
-    def target(self) -> str:
-        return f"{self.app}/{self.name}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "name": self.name, "state": self.state, "version": self.version,
-                "created_at": self.created_at, "usage": self.usage}
-
-
-@dataclass(frozen=True)
-class FacetChanges:
-    """The facet list's changes since an earlier ``Supervisor.facet_changes`` call.
-
-    Attributes:
-        cursor: pass it to the next call.
-        complete: ``facets`` is every facet (the first call, a quota change, or the
-            last call too long ago); else it is only the facets that changed.
-        facets: the facets, as ``facet_list`` lists them.
-        removed: targets deleted since (a target can also be in ``facets`` if it was
-            created again: apply removals first).
-    """
-
-    cursor: float
-    complete: bool
-    facets: list[FacetInfo]
-    removed: list[str]
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    name: str
-    version: AppVersion
-    versions: int
-    facets: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version.version, "versions": self.versions,
-                "facets": self.facets, "sha256": self.version.sha256,
-                "exports": list(self.version.exports), "imports": list(self.version.imports)}
 
 
 def parse_facet_target(target: str) -> tuple[str, str]:
