@@ -16,6 +16,7 @@ from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, Quo
 from .logs import LogRecord, neutralize
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
+from .settings import SupervisorSettings
 from .supervisor import Supervisor, default_data_dir, parse_facet_target
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
 from .wasm import EngineSettings
@@ -23,6 +24,6 @@ from .wasm import EngineSettings
 __all__ = [
     "ABI_VERSION", "AppInfo", "AppVersion", "BadModule", "BadRequest", "CallResult", "EngineSettings",
     "ErrorCode", "FacetChanges", "FacetInfo", "FacetsError", "LogRecord", "NotFound", "Policy", "QUOTA_KEYS",
-    "QuotaError", "QuotaPolicy", "Quotas", "Refusal", "Supervisor", "Usage", "default_data_dir",
+    "QuotaError", "QuotaPolicy", "Quotas", "Refusal", "Supervisor", "SupervisorSettings", "Usage", "default_data_dir",
     "neutralize", "parse_facet_target", "parse_quota",
 ]

@@ -9,6 +9,7 @@ policy observation -> ``CallResult``.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import errno
 import itertools
 import os
@@ -32,18 +33,18 @@ from .facet import FacetSlot, Request, fail_all
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
+from .settings import (DURABILITIES, SupervisorSettings, default_memory_budget,  # noqa: F401
+                       open_db_budget, open_descriptors, raise_fd_limit)
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .storage import RESERVED_PREFIX, FacetReader
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
-from .wasm import EngineSettings, WasmRuntime
+from .wasm import WasmRuntime
 
-DURABILITIES = ("full", "process")
 #: The code of a write refused by a read-only supervisor. ``ErrorCode.REFUSED`` is being
 #: added to errors.py by another change; until it lands, ``bad_request``.
 REFUSED: ErrorCode = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
-DEFAULT_MAX_OPEN_DBS = 1024
 
 
 def parse_facet_target(target: str) -> tuple[str, str]:
@@ -63,38 +64,18 @@ class Supervisor:
     """Hosts apps and their facets from one data directory.
 
     Args:
-        data_dir: holds ``control.sqlite3``, ``modules/`` and ``facets/``; created if missing.
-        durability: ``"full"`` (synchronous=FULL: a commit survives power loss) or
-            ``"process"`` (synchronous=NORMAL in WAL: survives a killed process).
-        idle_timeout: seconds after which an idle warm instance is evicted.
-        max_warm: at most this many warm instances; the least recently used go first.
-        workers: threads of the pool behind ``submit``.
-        policy: decisions in front of every request; ``QuotaPolicy`` by default.
-        engine: wasm engine settings.
-        usage_flush_interval: seconds between flushes of usage counters.
-        log_retention_count: log records kept per facet.
-        log_retention_age: seconds a log record is kept.
-        prices: a ``PriceSheet`` or a JSON file of prices; default ``DATA/prices.json``
-            when it exists, else the built-in sheet.
-        max_open_dbs: facet databases kept open at once (default: what the file descriptor
-            limit allows, after raising the soft limit to the hard one).
-        commit_groups: run the requests queued at a facet as one transaction with one
-            COMMIT (see facet.py); default on with ``full`` durability, where a COMMIT
-            costs a disk sync, and off with ``process``, where it costs little.
-        memory_budget: bytes of linear memory all warm instances may hold together; beyond
-            it the least recently used are evicted (see ``default_memory_budget``).
+        data_dir: holds ``control.sqlite3``, ``modules/`` and ``facets/``; created if missing
+            (unless ``readonly``).
+        settings: a ``SupervisorSettings``; keywords override its fields (each keyword
+            of ``SupervisorSettings`` works on its own too: ``Supervisor(d, max_warm=3)``).
     """
 
-    def __init__(self, data_dir: str | os.PathLike, *, durability: str = "full",
-                 idle_timeout: float = 300.0, max_warm: int = 1000, workers: int | None = None,
-                 policy: Policy | None = None, engine: EngineSettings | None = None,
-                 usage_flush_interval: float = 1.0, log_retention_count: int = 10_000,
-                 log_retention_age: float = 7 * 86400,
-                 prices: PriceSheet | str | os.PathLike | None = None,
-                 max_open_dbs: int | None = None, commit_groups: bool | None = None,
-                 memory_budget: int | None = None, readonly: bool = False) -> None:
-        if durability not in DURABILITIES:
-            raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
+    def __init__(self, data_dir: str | os.PathLike[str], settings: SupervisorSettings | None = None,
+                 **overrides: Any) -> None:
+        settings = dataclasses.replace(settings or SupervisorSettings(), **overrides)
+        settings.validate()
+        self.settings = settings
+        durability, readonly, prices = settings.durability, settings.readonly, settings.prices
         self.data_dir = Path(data_dir)
         self.readonly = readonly
         if readonly:
@@ -104,18 +85,18 @@ class Supervisor:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             (self.data_dir / "facets").mkdir(exist_ok=True)
         self.durability = durability
-        self.commit_groups = durability == "full" if commit_groups is None else commit_groups
-        self.idle_timeout = idle_timeout
-        self.max_warm = max_warm
-        self.log_retention_count = log_retention_count
-        self.log_retention_age = log_retention_age
-        self.policy = policy or QuotaPolicy()
+        self.commit_groups = settings.groups_commits()
+        self.idle_timeout = settings.idle_timeout
+        self.max_warm = settings.max_warm
+        self.log_retention_count = settings.log_retention_count
+        self.log_retention_age = settings.log_retention_age
+        self.policy = settings.policy or QuotaPolicy()
         if prices is None and (self.data_dir / "prices.json").exists():
             prices = self.data_dir / "prices.json"
         self.prices = prices if isinstance(prices, PriceSheet) else \
             PriceSheet.from_file(prices) if prices is not None else PriceSheet()
         self.control = ControlDB(str(self.data_dir / "control.sqlite3"), readonly=readonly)
-        self.wasm = WasmRuntime(engine)
+        self.wasm = WasmRuntime(settings.engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm)
         self.quota_book = QuotaBook(self.control.quota_settings())
         self.meters = Meters(self.control.load_usage())
@@ -140,21 +121,21 @@ class Supervisor:
         #: instance; so there are fewer open databases than warm instances, and a facet
         #: whose database was closed reopens it (not a cold start) at its next request.
         self._open_dbs: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
-        self.max_open_dbs = max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
+        self.max_open_dbs = settings.max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
         self._warm_lock = threading.Lock()   # guards _warm, _open_dbs, _warm_memory and _changes
-        self.memory_budget = memory_budget or default_memory_budget()
+        self.memory_budget = settings.memory_budget or default_memory_budget()
         #: Linear memory of the warm instances, as of their last requests (``slot.counted_memory``).
         self._warm_memory = 0
         self._changes = ChangeTracker()
         self._breaches: dict[tuple[str, str, str | None], tuple[float, int]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
-        self._pool = ThreadPoolExecutor(max_workers=workers or max(4, (os.cpu_count() or 2) * 2),
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers or max(4, (os.cpu_count() or 2) * 2),
                                         thread_name_prefix="facets-worker")
         self._closed = threading.Event()
-        self._usage_flush_interval = usage_flush_interval
+        self._usage_flush_interval = settings.usage_flush_interval
         self._flush_lock = threading.Lock()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="facets-housekeeper",
                                              daemon=True)
@@ -965,32 +946,6 @@ def fault_code(exc: BaseException) -> ErrorCode:
     return ErrorCode.INTERNAL
 
 
-#: File descriptors an open facet database holds: the file, its -wal and its -shm.
-FDS_PER_DB = 3
-
-
-def open_db_budget(fd_limit: int, in_use: int) -> int:
-    """How many facet databases may be open at once under ``fd_limit`` descriptors, with
-    ``in_use`` already open. A reserve stays free for what the process opens besides:
-    an operator's reader (3), an import's source and copy (up to 6), a module being read,
-    the console's files; a quarter of the limit, at least 8 and at most 256 (the reserve
-    the old fixed formula kept, which left 256 databases at the usual limit of 1024). Under
-    a tiny limit that is fewer than 16 databases, down to 1: `ulimit -n 32` leaves
-    (32 - 9 - 8) // 3 = 5, where the old floor of 16 needed 48 descriptors."""
-    reserve = max(8, min(256, fd_limit // 4))
-    return max(1, min(DEFAULT_MAX_OPEN_DBS, (fd_limit - in_use - reserve) // FDS_PER_DB))
-
-
-def open_descriptors() -> int:
-    """File descriptors this process has open now (0 where the OS does not say)."""
-    for listing in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return max(0, len(os.listdir(listing)) - 1)   # minus the listing's own
-        except OSError:
-            continue
-    return 0
-
-
 def out_of_descriptors(exc: BaseException) -> bool:
     """Whether opening a database failed for want of file descriptors. SQLite reports
     EMFILE as SQLITE_CANTOPEN without the errno, so CANTOPEN counts: closing a few idle
@@ -998,31 +953,6 @@ def out_of_descriptors(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.EMFILE, errno.ENFILE)
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_CANTOPEN
-
-
-def default_memory_budget() -> int:
-    """A quarter of physical memory (2 GiB where the OS does not say). Warm instances are
-    a cache: a cold start costs ~25 us plus the guest's init, while a facet's memory stays
-    resident for as long as it is warm (a 32 MiB default quota; max_warm=1000 could hold
-    ~30 GiB). A quarter leaves the rest to SQLite's page caches (~140 KiB per open
-    database), the requests running (up to a memory quota each, per worker) and the host."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    except (ValueError, OSError, AttributeError):
-        return 2 * 2**30
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard limit; return the soft limit now in force."""
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        return soft if soft != resource.RLIM_INFINITY else 1 << 20
-    except (ImportError, ValueError, OSError):
-        return 1024
 
 
 def default_data_dir() -> Path:

@@ -528,3 +528,17 @@ def test_readonly_needs_an_existing_data_directory(tmp_path):
     with pytest.raises(FacetsError):
         Supervisor(tmp_path / "none", readonly=True)
     assert not (tmp_path / "none").exists()
+
+
+def test_settings_and_keywords_configure_the_same_supervisor(tmp_path):
+    from runtime import SupervisorSettings
+
+    settings = SupervisorSettings(durability="process", max_warm=3)
+    with Supervisor(tmp_path / "a", settings, idle_timeout=60) as sup:
+        assert (sup.durability, sup.max_warm, sup.idle_timeout, sup.commit_groups) == ("process", 3, 60, False)
+    with Supervisor(tmp_path / "b", durability="process", max_warm=3, idle_timeout=60) as sup:
+        assert sup.settings == SupervisorSettings(durability="process", max_warm=3, idle_timeout=60)
+    with pytest.raises(TypeError):
+        Supervisor(tmp_path / "c", no_such_setting=1)
+    with pytest.raises(FacetsError):
+        Supervisor(tmp_path / "d", durability="sometimes")
