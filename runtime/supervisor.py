@@ -29,7 +29,8 @@ from .billing import PriceSheet, compute_bill, prometheus_text
 from .changes import ChangeTracker
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
-from .facet import FacetSlot, Request, fail_all
+from .facet import FacetSlot
+from .gate import Request, fail_all, pass_gate
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
 from .policy import Policy, QuotaPolicy
@@ -160,7 +161,7 @@ class Supervisor:
         with self._lock:
             slots = list(self._slots.values())
         for slot in slots:
-            with slot.gate():
+            with slot.gate.held():
                 slot.close()
         self.flush_usage()
         self.log_sink.close()
@@ -353,7 +354,7 @@ class Supervisor:
         slot = self._slots.get((app, facet))
         if slot is None:
             return False
-        with slot.gate():
+        with slot.gate.held():
             was_warm = slot.guest is not None
             slot.close()
         with self._warm_lock:
@@ -369,7 +370,7 @@ class Supervisor:
         if (app, facet) not in self._created:
             raise NotFound(f"no facet {target}")
         slot = self._slot(app, facet)
-        with slot.gate():
+        with slot.gate.held():
             slot.close()
             slot.deleted = True
             for suffix in ("", "-wal", "-shm", "-journal"):
@@ -527,79 +528,40 @@ class Supervisor:
             self._record_refusal(app, facet, result)
             return result
         slot = self._slot(app, facet)
-        # The input gate: one thread at a time runs a facet's requests; at most `queue`
-        # wait behind it, and they then run together as one commit group (see facet.py).
-        if quotas.queue and slot.waiting >= quotas.queue:
+        # The input gate (gate.py): one thread at a time runs a facet's requests; at most
+        # `queue` wait behind it, and they then run together as one commit group.
+        waiting = slot.gate.waiting
+        if quotas.queue and waiting >= quotas.queue:
             result = CallResult.failure(ErrorCode.OVERLOADED,
-                                        f"{target} already has {slot.waiting} requests waiting "
+                                        f"{target} already has {waiting} requests waiting "
                                         f"(queue={quotas.queue})", request_id)
             self._record_refusal(app, facet, result)
             return result
         request = Request(body, request_id, quotas)
-        if not slot.queue and slot.lock.acquire(blocking=False):
-            self._run_gated(slot, [request])   # nobody waiting: no queue to go through
-        else:
-            # Each group ahead holds the gate for at most its requests' instantiation + init
-            # and handling, each bounded by timeout_ms; waiting longer means something is wrong.
-            max_wait = (slot.waiting + 1) * 2 * quotas.timeout_ms / 1000
-            if not self._wait_for_turn(slot, request, max_wait):
-                result = CallResult.failure(ErrorCode.OVERLOADED,
-                                            f"{target} stayed busy for {max_wait:g} s", request_id)
-                self._record_refusal(app, facet, result)
-                return result
+        gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
+        if gave_up is not None:
+            result = CallResult.failure(ErrorCode.OVERLOADED, f"{target} stayed busy for {gave_up:g} s",
+                                        request_id)
+            self._record_refusal(app, facet, result)
+            return result
         result = request.result
+        assert result is not None
         self._after_request(slot, result, request.logs, request.storage)
         return result
 
-    def _wait_for_turn(self, slot: FacetSlot, request: Request, max_wait: float) -> bool:
-        """Wait until ``request`` is done. The thread that holds the gate runs everything
-        queued as one group, wakes each member when done, and on leaving wakes the oldest
-        request still queued, which takes the gate next. False if the request gave up after
-        ``max_wait`` seconds, still queued."""
-        if not self.commit_groups:
-            # Without groups each waiting thread takes the gate itself and runs its own
-            # request: cheaper under the GIL when a COMMIT costs no disk sync (bench/README.md).
-            slot.enqueue(request, sleeps=False)   # counted in `waiting` only
-            acquired = slot.lock.acquire(timeout=max_wait)
-            slot.withdraw(request)
-            if acquired:
-                self._run_gated(slot, [request])
-            return acquired
-        slot.enqueue(request)
-        deadline = time.monotonic() + max_wait
-        while not request.done:
-            if not request.taken and slot.lock.acquire(blocking=False):
-                self._run_gated(slot, slot.take_group())
-                continue
-            if request.taken:
-                slot.sleep(request, None)     # in a running group: woken when it is done
-            elif not slot.sleep(request, deadline - time.monotonic()):
-                if slot.withdraw(request):
-                    return False
-        return True
-
-    def _run_gated(self, slot: FacetSlot, group: list[Request]) -> None:
-        """Run ``group`` on ``slot``, whose gate the caller acquired; mark it done, release
-        the gate, then wake the group's waiting callers and the next queued request."""
+    def _run(self, slot: FacetSlot, group: list[Request]) -> None:
+        """Run ``group`` on ``slot`` (its gate held): every request gets its ``result``."""
+        if slot.deleted:
+            fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
+            return
         try:
-            if slot.deleted:
-                fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
-            elif group:
-                try:
-                    module = self.apps.module(slot.app)
-                except FacetsError as exc:
-                    fail_all(group, exc.code, exc.message)
-                else:
-                    if slot.db is None:
-                        self._open_db(slot, group[-1].quotas)
-                    slot.run(self.wasm, module, group)
-        finally:
-            for request in group:
-                request.done = True
-            slot.lock.release()
-            for request in group:
-                slot.wake(request)
-            slot.wake_next()   # as release_gate, after the group's own wake-ups
+            module = self.apps.module(slot.app)
+        except FacetsError as exc:
+            fail_all(group, exc.code, exc.message)
+            return
+        if slot.db is None:
+            self._open_db(slot, group[-1].quotas)
+        slot.run(self.wasm, module, group)
 
     def _open_db(self, slot: FacetSlot, quotas: Quotas) -> None:
         """Open the facet's database before its requests run; out of file descriptors,
@@ -722,11 +684,11 @@ class Supervisor:
         for key, slot in candidates:
             if enough(len(closed)):
                 break
-            if slot.try_gate():   # a busy facet is in use: not a candidate
+            if slot.gate.try_enter():   # a busy facet is in use: not a candidate
                 try:
                     close(slot)
                 finally:
-                    slot.release_gate()
+                    slot.gate.leave()
                 with self._warm_lock:
                     self._drop_locked(key, slot)
                 closed.append(key)
@@ -752,7 +714,7 @@ class Supervisor:
         with self._warm_lock:
             idle = [(k, s) for k, s in self._warm.items() if s.last_used < cutoff]
         for key, slot in idle:
-            if slot.try_gate():
+            if slot.gate.try_enter():
                 try:
                     if slot.last_used < cutoff:
                         slot.close()
@@ -760,7 +722,7 @@ class Supervisor:
                             self._drop_locked(key, slot)
                         self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
                 finally:
-                    slot.release_gate()
+                    slot.gate.leave()
 
     def flush_usage(self) -> None:
         """Persist usage counters and series changed since the last flush."""

@@ -18,6 +18,7 @@ import pytest
 
 from runtime import CallResult, ErrorCode, FacetsError, QuotaPolicy, Supervisor
 from runtime.facet import FacetSlot
+from runtime.gate import Gate
 from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
@@ -221,7 +222,7 @@ class _GateHook:
         self.armed = False
         self.held, self.release, self.sleeping = threading.Event(), threading.Event(), threading.Event()
         original = getattr(FacetSlot, method)
-        original_sleep = FacetSlot.sleep
+        original_sleep = Gate.sleep
 
         def hooked(slot, *args, **kwargs):
             if self.armed and slot.name == facet:
@@ -234,7 +235,7 @@ class _GateHook:
             self.sleeping.set()
             return original_sleep(slot, request, timeout)
         monkeypatch.setattr(FacetSlot, method, hooked)
-        monkeypatch.setattr(FacetSlot, "sleep", sleep)
+        monkeypatch.setattr(Gate, "sleep", sleep)
 
 
 @pytest.mark.parametrize("path", ["operator-evict", "idle", "lru-warm", "lru-db", "delete"])
@@ -477,7 +478,7 @@ def test_a_busy_facet_is_never_evicted_for_memory(tmp_path):
         grow = b"E" + b"x" * 2**20
         assert sup.call("probe/a", grow).ok and sup.call("probe/b", grow).ok
         slot_a = sup._slots[("probe", "a")]
-        with slot_a.gate():   # a is busy (its gate is held) while c pushes over the budget
+        with slot_a.gate.held():   # a is busy (its gate is held) while c pushes over the budget
             assert sup.call("probe/c", grow).ok
         states = {f.name: f.state for f in sup.facet_list()}
         assert states == {"a": "warm", "b": "cold", "c": "warm"}
