@@ -17,7 +17,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -26,10 +25,10 @@ from . import transfer
 from .abi import is_valid_name
 from .apps import AppStore, AppVersion
 from .billing import PriceSheet, compute_bill, prometheus_text
-from .changes import ChangeTracker
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .facet import FacetSlot
+from .residency import Residency
 from .gate import Request, fail_all, pass_gate
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
@@ -87,8 +86,6 @@ class Supervisor:
             (self.data_dir / "facets").mkdir(exist_ok=True)
         self.durability = durability
         self.commit_groups = settings.groups_commits()
-        self.idle_timeout = settings.idle_timeout
-        self.max_warm = settings.max_warm
         self.log_retention_count = settings.log_retention_count
         self.log_retention_age = settings.log_retention_age
         self.policy = settings.policy or QuotaPolicy()
@@ -115,21 +112,13 @@ class Supervisor:
             self._register(row["app"], row["name"], row["created_at"])
         if not readonly:
             self._adopt_orphan_databases()
-        self._warm: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
-        #: Facets with an open database, least recently used first. An open facet database
-        #: costs ~140 KiB (SQLite preallocates ~87 KiB of page cache per connection, plus
-        #: the 32 KiB WAL index) and three file descriptors, against ~11 KiB for a warm wasm
-        #: instance; so there are fewer open databases than warm instances, and a facet
-        #: whose database was closed reopens it (not a cold start) at its next request.
-        self._open_dbs: OrderedDict[tuple[str, str], FacetSlot] = OrderedDict()
-        self.max_open_dbs = settings.max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
+        self.residency = Residency(
+            max_warm=settings.max_warm, idle_timeout=settings.idle_timeout,
+            max_open_dbs=settings.max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors()),
+            memory_budget=settings.memory_budget or default_memory_budget(),
+            log=lambda app, facet, level, message: self._supervisor_log(app, facet, level, message))
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
-        self._warm_lock = threading.Lock()   # guards _warm, _open_dbs, _warm_memory and _changes
-        self.memory_budget = settings.memory_budget or default_memory_budget()
-        #: Linear memory of the warm instances, as of their last requests (``slot.counted_memory``).
-        self._warm_memory = 0
-        self._changes = ChangeTracker()
         self._breaches: dict[tuple[str, str, str | None], tuple[float, int]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
@@ -213,9 +202,7 @@ class Supervisor:
         returned ``cursor`` (all of them when None): what a live view refreshes, at a
         cost that follows the traffic, not the number of facets."""
         with self._lock:
-            with self._warm_lock:
-                now = time.monotonic()
-                complete, changed, removed = self._changes.since(cursor, now)
+            now, complete, changed, removed = self.residency.changes_since(cursor)
             if complete:
                 return FacetChanges(now, True, self.facet_list(), [])
             return FacetChanges(now, False, [self._facet_info(k) for k in changed if k in self._created],
@@ -231,8 +218,7 @@ class Supervisor:
                          version=slot.guest_version if warm else None)
 
     def _touch(self, key: tuple[str, str]) -> None:
-        with self._warm_lock:
-            self._changes.touch(key, time.monotonic())
+        self.residency.touch(key)
 
     def facet_exists(self, target: str) -> bool:
         return parse_facet_target(target) in self._created
@@ -354,11 +340,13 @@ class Supervisor:
         slot = self._slots.get((app, facet))
         if slot is None:
             return False
-        with slot.gate.held():
-            was_warm = slot.guest is not None
+        warm: list[bool] = []
+
+        def close(slot: FacetSlot) -> None:
+            warm.append(slot.guest is not None)
             slot.close()
-        with self._warm_lock:
-            self._drop_locked((app, facet), slot)
+        self.residency.close(slot, close=close)
+        was_warm = warm[0]
         if was_warm:
             self._supervisor_log(app, facet, "info", "evicted by operator")
         return was_warm
@@ -370,18 +358,17 @@ class Supervisor:
         if (app, facet) not in self._created:
             raise NotFound(f"no facet {target}")
         slot = self._slot(app, facet)
-        with slot.gate.held():
-            slot.close()
+
+        def remove() -> None:   # under the gate, after closing
             slot.deleted = True
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
-            with self._warm_lock:
-                self._drop_locked((app, facet), slot, deleted=True)
             with self._lock:
                 self._slots.pop((app, facet), None)
                 self._unregister(app, facet)
                 self.control.remove_facet(app, facet)
                 self.quota_book.forget(f"{app}/{facet}")
+        self.residency.close(slot, then=remove, deleted=True)
         self.meters.remove(app, facet)
         self.policy.forget(app, facet)
         self._supervisor_log(app, facet, "warn", f"facet {app}/{facet} deleted")
@@ -571,7 +558,7 @@ class Supervisor:
             slot.open_db(quotas)
         except (sqlite3.Error, OSError) as exc:
             if out_of_descriptors(exc):
-                self._close_lru_dbs(2)   # 6 descriptors: room for this one, and a reader
+                self.residency.close_lru_dbs(2)   # 6 descriptors: room for this one, and a reader
 
     def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
         """Run ``call`` on the worker pool; different facets run in parallel."""
@@ -579,36 +566,7 @@ class Supervisor:
 
     def _after_request(self, slot: FacetSlot, result: CallResult, logs: list[LogRecord],
                        storage: int | None) -> None:
-        key = (slot.app, slot.name)
-        warm, open_dbs = self._warm, self._open_dbs
-        with self._warm_lock:   # both LRUs: most recently used last
-            if slot.db is not None:
-                if key in open_dbs:
-                    open_dbs.move_to_end(key)
-                else:
-                    open_dbs[key] = slot
-            if slot.guest is not None:
-                if key in warm:
-                    warm.move_to_end(key)
-                else:
-                    warm[key] = slot
-                memory = slot.memory
-            else:
-                if key in warm:
-                    del warm[key]
-                memory = 0
-            self._warm_memory += memory - slot.counted_memory
-            slot.counted_memory = memory
-            self._changes.touch(key, time.monotonic())
-            db_overflow = len(open_dbs) - self.max_open_dbs
-            warm_overflow = len(warm) - self.max_warm
-            over_budget = self._warm_memory > self.memory_budget
-        if db_overflow > 0:
-            self._close_lru_dbs(db_overflow)
-        if warm_overflow > 0:
-            self._evict_lru(warm_overflow)
-        if over_budget:
-            self._evict_over_memory_budget()
+        self.residency.used(slot)
         self.meters.record(slot.app, slot.name, result.usage, result.error, storage)
         if logs:
             self.log_sink.add(logs)
@@ -617,21 +575,6 @@ class Supervisor:
                 self.policy.observe(slot.app, slot.name, result)
             except Exception as exc:  # a broken custom policy must not fail the request after COMMIT
                 self._supervisor_log(slot.app, slot.name, "error", f"policy.observe failed: {exc!r}")
-
-    def _drop_locked(self, key: tuple[str, str], slot: FacetSlot, deleted: bool = False) -> None:
-        """After ``slot`` was closed (evicted, its database closed, deleted): take it out of
-        the LRUs it no longer belongs to and the memory count, and mark it changed. The
-        caller holds ``_warm_lock``."""
-        if slot.guest is None:
-            self._warm.pop(key, None)
-            self._warm_memory -= slot.counted_memory
-            slot.counted_memory = 0
-        if slot.db is None:
-            self._open_dbs.pop(key, None)
-        if deleted:
-            self._changes.remove(key, time.monotonic())
-        else:
-            self._changes.touch(key, time.monotonic())
 
     def _record_refusal(self, app: str, facet: str, result: CallResult) -> None:
         """Count a request refused before it reached the facet (policy, queue)."""
@@ -654,53 +597,13 @@ class Supervisor:
         self._supervisor_log(app, facet, "warn", f"quota breached ({result.error}): {result.message}{more}",
                              result.request_id)
 
-    def _evict_lru(self, count: int) -> None:
-        """Evict the ``count`` least recently used warm facets (skipping busy ones)."""
-        for app, facet in self._close_least_recent(self._warm, lambda closed: closed >= count,
-                                                   FacetSlot.close):
-            self._supervisor_log(app, facet, "debug", "evicted (least recently used)")
-
-    def _evict_over_memory_budget(self) -> None:
-        """Evict least recently used warm facets (skipping busy ones) until their linear
-        memory fits ``memory_budget`` again."""
-        budget = self.memory_budget
-        for app, facet in self._close_least_recent(self._warm, lambda _: self._warm_memory <= budget,
-                                                   FacetSlot.close):
-            self._supervisor_log(app, facet, "debug", f"evicted (warm instances over the memory "
-                                                      f"budget of {budget / 2**20:g} MiB)")
-
-    def _close_lru_dbs(self, count: int) -> None:
-        """Close the databases of the ``count`` least recently used facets (instances stay)."""
-        self._close_least_recent(self._open_dbs, lambda closed: closed >= count, FacetSlot.close_db)
-
-    def _close_least_recent(self, lru: OrderedDict[tuple[str, str], FacetSlot],
-                            enough: Callable[[int], bool],
-                            close: Callable[[FacetSlot], None]) -> list[tuple[str, str]]:
-        """Close facets from ``lru``, least recently used first, until ``enough(closed so
-        far)``; a facet whose gate is held is busy and skipped."""
-        with self._warm_lock:
-            candidates = list(lru.items())
-        closed: list[tuple[str, str]] = []
-        for key, slot in candidates:
-            if enough(len(closed)):
-                break
-            if slot.gate.try_enter():   # a busy facet is in use: not a candidate
-                try:
-                    close(slot)
-                finally:
-                    slot.gate.leave()
-                with self._warm_lock:
-                    self._drop_locked(key, slot)
-                closed.append(key)
-        return closed
-
     # -- housekeeping -------------------------------------------------------------
     def _housekeeping(self) -> None:
         last_prune = 0.0
         while not self._closed.wait(self._usage_flush_interval):
             try:
                 self.flush_usage()
-                self._evict_idle()
+                self.residency.evict_idle()
                 if time.monotonic() - last_prune > 60:
                     last_prune = time.monotonic()
                     self.control.prune_logs(keep_per_facet=self.log_retention_count,
@@ -708,21 +611,6 @@ class Supervisor:
                     self.control.prune_series({res: kept for res, kept in RESOLUTIONS if res != 1})
             except Exception as exc:  # keep housekeeping alive; report through the logs
                 self._supervisor_log("", "", "error", f"housekeeping failed: {exc!r}")
-
-    def _evict_idle(self) -> None:
-        cutoff = time.monotonic() - self.idle_timeout
-        with self._warm_lock:
-            idle = [(k, s) for k, s in self._warm.items() if s.last_used < cutoff]
-        for key, slot in idle:
-            if slot.gate.try_enter():
-                try:
-                    if slot.last_used < cutoff:
-                        slot.close()
-                        with self._warm_lock:
-                            self._drop_locked(key, slot)
-                        self._supervisor_log(key[0], key[1], "debug", "evicted (idle)")
-                finally:
-                    slot.gate.leave()
 
     def flush_usage(self) -> None:
         """Persist usage counters and series changed since the last flush."""
@@ -735,7 +623,23 @@ class Supervisor:
 
     @property
     def warm_count(self) -> int:
-        return len(self._warm)
+        return self.residency.warm_count
+
+    @property
+    def max_warm(self) -> int:
+        return self.residency.max_warm
+
+    @property
+    def max_open_dbs(self) -> int:
+        return self.residency.max_open_dbs
+
+    @property
+    def memory_budget(self) -> int:
+        return self.residency.memory_budget
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.residency.idle_timeout
 
     # -- quotas -------------------------------------------------------------------
     def quotas(self, target: str = "*") -> Quotas:
@@ -759,8 +663,7 @@ class Supervisor:
         with self._lock:
             self.control.save_quotas(scope, sets, unsets)
             self.quota_book.apply(scope, sets, unsets)
-        with self._warm_lock:   # a storage quota shows on every row of its scope
-            self._changes.touch_everything(time.monotonic())
+        self.residency.touch_everything()   # a storage quota shows on every row of its scope
         app, _, facet = scope.partition("/")
         described = ", ".join([f"{k}={v}" for k, v in sets.items()] + [f"{k}=default" for k in unsets])
         self._supervisor_log(app if scope != "*" else "", facet, "info",
@@ -772,7 +675,7 @@ class Supervisor:
         """Accumulated usage of the fleet, an ``APP`` or an ``APP/FACET``."""
         if not target or target == "*":
             snap = self.meters.snapshot()
-            snap["memory"] = self._memory_of(None)
+            snap["memory"] = self.residency.memory_of(None)
             return snap
         if "/" in target:
             app, facet = parse_facet_target(target)
@@ -786,14 +689,8 @@ class Supervisor:
         if not self.apps.has(target):
             raise NotFound(f"no app named {target!r}")
         snap = self.meters.snapshot(target)
-        snap["memory"] = self._memory_of(target)
+        snap["memory"] = self.residency.memory_of(target)
         return snap
-
-    def _memory_of(self, app: str | None) -> int:
-        """Linear memory held by warm instances (of one app, or all)."""
-        with self._warm_lock:
-            warm = [s for (a, _), s in self._warm.items() if app is None or a == app]
-        return sum(s.memory_bytes() for s in warm)
 
     def series(self, target: str | None, field: str, *, resolution: int = 1,
                points: int = 60) -> list[float]:
