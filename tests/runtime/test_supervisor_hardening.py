@@ -281,15 +281,19 @@ def _make_source(path: Path, rows: int = 2000) -> Path:
     return path
 
 
-def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["before-copy", "after-copy"])
+def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_path, monkeypatch, when):
     source = _make_source(tmp_path / "source.sqlite3")
     effective = probe.quota_book.effective
     armed = [True]
+    facet_dir = probe.data_dir / "facets" / "probe"
 
     def race(app, facet=None):
-        # The race point: the import checked that probe/x does not exist and is about to
-        # install its copy; a call creates probe/x and writes first.
-        if armed[0] and facet == "x":
+        # The race points: the import checked that probe/x does not exist, and is about to
+        # copy ("before-copy": the old code's window) or to install its finished copy
+        # ("after-copy", a temporary file exists); a call creates probe/x and writes first.
+        copied = facet_dir.is_dir() and any(p.name.startswith(".") for p in facet_dir.iterdir())
+        if armed[0] and facet == "x" and (when == "before-copy" or copied):
             armed[0] = False
             written = probe.call("probe/x", sql_body("CREATE TABLE written(v)"))
             assert written.ok
@@ -304,8 +308,7 @@ def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_pat
     rows = sql_reply(probe.call("probe/x", sql_body("SELECT v FROM written")))
     assert rows["rows"] == [["acknowledged"]]
     assert [t["name"] for t in probe.tables("probe/x")] == ["written"]
-    assert [p.name for p in (probe.data_dir / "facets" / "probe").iterdir()
-            if p.name.startswith(".")] == []   # no temporary copy left behind
+    assert [p.name for p in facet_dir.iterdir() if p.name.startswith(".")] == []   # no temp left
 
 
 def test_import_counts_the_source_wal_against_the_storage_quota(probe, tmp_path):
@@ -477,7 +480,7 @@ def test_a_busy_facet_is_never_evicted_for_memory(tmp_path):
         sup.load_app(fixture("probe.wat"))
         grow = b"E" + b"x" * 2**20
         assert sup.call("probe/a", grow).ok and sup.call("probe/b", grow).ok
-        slot_a = sup._slots[("probe", "a")]
+        slot_a = sup._slot("probe", "a")
         with slot_a.gate.held():   # a is busy (its gate is held) while c pushes over the budget
             assert sup.call("probe/c", grow).ok
         states = {f.name: f.state for f in sup.facet_list()}
