@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 LEVELS = ("debug", "info", "warn", "error")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
@@ -48,6 +48,25 @@ class LogRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Throttle:
+    """At most one report per key every ``period`` seconds: ``due(key)`` is None while a
+    report is suppressed, else how many were suppressed since the last one. Unlocked: a
+    race between two threads can let one extra report through, never lose a request."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last: dict[Hashable, tuple[float, int]] = {}
+
+    def due(self, key: Hashable) -> int | None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.period:
+            self._last[key] = (last, suppressed + 1)
+            return None
+        self._last[key] = (now, 0)
+        return suppressed
 
 
 Subscriber = Callable[[list[LogRecord]], None]

@@ -44,8 +44,22 @@ from .quotas import QuotaBook
 from .types import CallResult
 
 Key = tuple[str, str]
+
 #: ``log(app, facet, level, message)``: the supervisor's own log.
 Log = Callable[[str, str, str, str], None]
+
+
+def parse_facet_target(target: str) -> tuple[str, str]:
+    """Split ``APP/FACET``; raise ``BadRequest`` before anything touches the disk."""
+    if not isinstance(target, str):
+        raise BadRequest("a facet is addressed as 'APP/FACET'")
+    app, sep, facet = target.partition("/")
+    if not sep:
+        raise BadRequest(f"bad facet address {target!r}: expected APP/FACET")
+    for part, what in ((app, "app"), (facet, "facet")):
+        if not is_valid_name(part):
+            raise BadRequest(f"bad {what} name {part!r}: names match [a-z0-9][a-z0-9_-]{{0,62}}")
+    return app, facet
 
 
 class FacetRegistry:
@@ -97,8 +111,13 @@ class FacetRegistry:
             self.counts[app] = self.counts.get(app, 0) + 1
         self.created[(app, facet)] = created_at
 
-    def remove(self, app: str, facet: str) -> None:
-        """Unregister a deleted facet (its slot closed and its files gone)."""
+    def remove(self, slot: FacetSlot) -> None:
+        """Delete a facet whose slot was closed (its gate held): mark the slot deleted,
+        remove its database files, unregister it and forget its quotas."""
+        app, facet = slot.app, slot.name
+        slot.deleted = True
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
         with self.lock:
             self.slots.pop((app, facet), None)
             if self.created.pop((app, facet), None) is not None:

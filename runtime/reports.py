@@ -1,5 +1,5 @@
-"""What the supervisor reports about its facets: usage, time series, bills, Prometheus
-text and stored logs. Reads only: meters in memory, the control database, residency.
+"""What the supervisor reports about its facets: listed rows, usage, time series, bills,
+Prometheus text and stored logs. Reads only: meters in memory, the control database, residency.
 
 Thread-safety: no lock of its own. ``Meters`` and ``ControlDB`` lock inside; the
 registry's keys and residency's memory figures are copied under their locks. Runs on
@@ -18,6 +18,7 @@ from .control import ControlDB
 from .errors import BadRequest, NotFound
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
+from .types import FacetInfo
 
 if TYPE_CHECKING:
     from .apps import AppStore
@@ -41,6 +42,21 @@ class Reports:
         self.prices = prices
         self._flush_usage = flush_usage
         self._parse = parse
+
+    def facet_infos(self, keys: list[tuple[str, str]]) -> list[FacetInfo]:
+        """Listed rows of ``keys`` that still exist (one deleted meanwhile is left out)."""
+        infos = []
+        for key in keys:
+            created_at = self._registry.created.get(key)
+            if created_at is None:
+                continue
+            slot = self._registry.slots.get(key)
+            usage = self._meters.snapshot(*key)
+            usage["memory"] = slot.memory_bytes() if slot is not None else 0
+            infos.append(FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
+                                   created_at=created_at, usage=usage,
+                                   version=slot.guest_version if slot is not None and slot.guest else None))
+        return infos
 
     def usage(self, target: str | None = None) -> dict[str, Any]:
         if not target or target == "*":

@@ -31,6 +31,7 @@ Thread-safety rules:
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -38,6 +39,8 @@ from typing import Callable
 
 from .changes import ChangeTracker
 from .facet import FacetSlot
+from .faults import out_of_descriptors
+from .quotas import Quotas
 
 Key = tuple[str, str]
 #: ``log(app, facet, level, message)``: the supervisor's own log.
@@ -152,6 +155,26 @@ class Residency:
             return True
         finally:
             gate.leave()   # wakes a request that queued meanwhile
+
+    def evict(self, slot: FacetSlot) -> bool:
+        """An operator's eviction: wait for the gate, close; whether it was warm."""
+        was_warm: list[bool] = []
+
+        def close(slot: FacetSlot) -> None:
+            was_warm.append(slot.guest is not None)
+            slot.close()
+        self.close(slot, close=close)
+        return was_warm[0]
+
+    def open_db(self, slot: FacetSlot, quotas: Quotas) -> None:
+        """Open ``slot``'s database (its gate held) before its requests run. Out of file
+        descriptors, close the least recently used databases and leave the retry to
+        ``FacetSlot.run``, which reports a failure that remains."""
+        try:
+            slot.open_db(quotas)
+        except (sqlite3.Error, OSError) as exc:
+            if out_of_descriptors(exc):
+                self.close_lru_dbs(2)   # 6 descriptors: room for this one, and a reader
 
     def _close_least_recent(self, lru: OrderedDict[Key, FacetSlot], enough: Callable[[int], bool],
                             close: Callable[[FacetSlot], None]) -> list[Key]:

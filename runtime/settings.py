@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .billing import PriceSheet
 from .errors import BadRequest
 
 if TYPE_CHECKING:
-    from .billing import PriceSheet
     from .policy import Policy
     from .wasm import EngineSettings
 
@@ -64,6 +65,15 @@ class SupervisorSettings:
     def validate(self) -> None:
         if self.durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {self.durability!r}")
+
+    def price_sheet(self, data_dir: Path) -> PriceSheet:
+        """``prices``, or ``DATA/prices.json`` when it exists, or the built-in sheet."""
+        prices = self.prices
+        if prices is None and (data_dir / "prices.json").exists():
+            prices = data_dir / "prices.json"
+        if isinstance(prices, PriceSheet):
+            return prices
+        return PriceSheet.from_file(prices) if prices is not None else PriceSheet()
 
     def groups_commits(self) -> bool:
         """Whether queued requests share one COMMIT (see ``commit_groups``)."""

@@ -25,27 +25,24 @@ import dataclasses
 import itertools
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from .abi import is_valid_name
 from .apps import AppStore, AppVersion
-from .billing import PriceSheet
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .facet import FacetSlot
-from .faults import fault_code, out_of_descriptors  # noqa: F401  (fault_code: re-exported)
+from .faults import fault_code  # noqa: F401  (re-exported)
 from .gate import Request, fail_all, pass_gate
 from .housekeeper import Housekeeper
-from .logs import LogRecord, LogSink
+from .logs import LogRecord, LogSink, Throttle
 from .metering import RESOLUTIONS, Meters
 from .policy import Policy, QuotaPolicy
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
-from .registry import FacetRegistry
+from .registry import FacetRegistry, parse_facet_target
 from .reports import Reports
 from .residency import Residency
 from .settings import (DURABILITIES, SupervisorSettings, default_memory_budget,  # noqa: F401
@@ -58,19 +55,6 @@ from .wasm import WasmRuntime
 #: The code of a write refused by a read-only supervisor. ``ErrorCode.REFUSED`` is being
 #: added to errors.py by another change; until it lands, ``bad_request``.
 REFUSED: ErrorCode = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
-
-
-def parse_facet_target(target: str) -> tuple[str, str]:
-    """Split ``APP/FACET``; raise ``BadRequest`` before anything touches the disk."""
-    if not isinstance(target, str):
-        raise BadRequest("a facet is addressed as 'APP/FACET'")
-    app, sep, facet = target.partition("/")
-    if not sep:
-        raise BadRequest(f"bad facet address {target!r}: expected APP/FACET")
-    for part, what in ((app, "app"), (facet, "facet")):
-        if not is_valid_name(part):
-            raise BadRequest(f"bad {what} name {part!r}: names match [a-z0-9][a-z0-9_-]{{0,62}}")
-    return app, facet
 
 
 class Supervisor:
@@ -101,11 +85,7 @@ class Supervisor:
         self.log_retention_count = settings.log_retention_count
         self.log_retention_age = settings.log_retention_age
         self.policy = settings.policy or QuotaPolicy()
-        prices = settings.prices
-        if prices is None and (self.data_dir / "prices.json").exists():
-            prices = self.data_dir / "prices.json"
-        self.prices = prices if isinstance(prices, PriceSheet) else \
-            PriceSheet.from_file(prices) if prices is not None else PriceSheet()
+        self.prices = settings.price_sheet(self.data_dir)
         self.control = ControlDB(str(self.data_dir / "control.sqlite3"), readonly=readonly)
         self.wasm = WasmRuntime(settings.engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm)
@@ -128,7 +108,7 @@ class Supervisor:
                                prices=self.prices, flush_usage=self.flush_usage, parse=parse_facet_target)
         self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
-        self._breaches: dict[tuple[str, str, str | None], tuple[float, int]] = {}
+        self._breaches = Throttle(1.0)
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
         self._pool = ThreadPoolExecutor(max_workers=settings.workers or max(4, (os.cpu_count() or 2) * 2),
@@ -197,7 +177,7 @@ class Supervisor:
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:
         if app is not None and not self.apps.has(app):
             raise NotFound(f"no app named {app!r}")
-        return self._infos(self.registry.keys(app))
+        return self.reports.facet_infos(self.registry.keys(app))
 
     def facet_changes(self, cursor: float | None = None) -> FacetChanges:
         """The facets whose listed state or usage may have changed since the call that
@@ -206,22 +186,7 @@ class Supervisor:
         now, complete, changed, removed = self.residency.changes_since(cursor)
         if complete:
             return FacetChanges(now, True, self.facet_list(), [])
-        return FacetChanges(now, False, self._infos(changed), [f"{app}/{facet}" for app, facet in removed])
-
-    def _infos(self, keys: list[tuple[str, str]]) -> list[FacetInfo]:
-        """Listed rows of ``keys`` that still exist (one deleted meanwhile is left out)."""
-        infos = []
-        for key in keys:
-            created_at = self.registry.created.get(key)
-            if created_at is None:
-                continue
-            slot = self.registry.slots.get(key)
-            usage = self.meters.snapshot(*key)
-            usage["memory"] = slot.memory_bytes() if slot is not None else 0
-            infos.append(FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
-                                   created_at=created_at, usage=usage,
-                                   version=slot.guest_version if slot is not None and slot.guest else None))
-        return infos
+        return FacetChanges(now, False, self.reports.facet_infos(changed), [f"{app}/{facet}" for app, facet in removed])
 
     def facet_exists(self, target: str) -> bool:
         return parse_facet_target(target) in self.registry.created
@@ -240,30 +205,18 @@ class Supervisor:
         self._refuse_if_readonly("evict")
         app, facet = self._known(target)
         slot = self.registry.slots.get((app, facet))
-        if slot is None:
-            return False
-        warm: list[bool] = []
-
-        def close(slot: FacetSlot) -> None:
-            warm.append(slot.guest is not None)
-            slot.close()
-        self.residency.close(slot, close=close)
-        if warm[0]:
+        was_warm = slot is not None and self.residency.evict(slot)
+        if was_warm:
             self._supervisor_log(app, facet, "info", "evicted by operator")
-        return warm[0]
+        return was_warm
 
     def delete(self, target: str) -> None:
         """Delete a facet: its instance, its database files, its quotas and usage rows."""
         self._refuse_if_readonly("delete")
         app, facet = self._known(target)
         slot = self.registry.slot(app, facet)
-
-        def remove() -> None:   # under the gate, after closing: a queued request finds it deleted
-            slot.deleted = True
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
-            self.registry.remove(app, facet)
-        self.residency.close(slot, then=remove, deleted=True)
+        # Under the gate, after closing: a request queued meanwhile finds it deleted.
+        self.residency.close(slot, then=lambda: self.registry.remove(slot), deleted=True)
         self.meters.remove(app, facet)
         self.policy.forget(app, facet)
         self._supervisor_log(app, facet, "warn", f"facet {app}/{facet} deleted")
@@ -369,12 +322,8 @@ class Supervisor:
         except FacetsError as exc:
             fail_all(group, exc.code, exc.message)
             return
-        if slot.db is None:   # out of descriptors: close LRU databases, slot.run retries once
-            try:
-                slot.open_db(group[-1].quotas)
-            except (sqlite3.Error, OSError) as exc:
-                if out_of_descriptors(exc):
-                    self.residency.close_lru_dbs(2)   # 6 descriptors: this one, and a reader
+        if slot.db is None:
+            self.residency.open_db(slot, group[-1].quotas)
         slot.run(self.wasm, module, group)
 
     def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
@@ -388,16 +337,11 @@ class Supervisor:
         self.meters.record(app, facet, result.usage, result.error, None)
         self.residency.touch((app, facet))
         if result.error in (ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED):
-            key = (app, facet, result.error)
-            now = time.monotonic()
-            last, suppressed = self._breaches.get(key, (float("-inf"), 0))
-            if now - last < 1.0:
-                self._breaches[key] = (last, suppressed + 1)
-                return result
-            self._breaches[key] = (now, 0)
-            more = f" (and {suppressed} more since the last report)" if suppressed else ""
-            self._supervisor_log(app, facet, "warn", f"quota breached ({result.error}): {result.message}{more}",
-                       result.request_id)
+            suppressed = self._breaches.due((app, facet, result.error))
+            if suppressed is not None:
+                more = f" (and {suppressed} more since the last report)" if suppressed else ""
+                self._supervisor_log(app, facet, "warn", f"quota breached ({result.error}): {result.message}{more}",
+                                     result.request_id)
         return result
 
     # -- housekeeping ---------------------------------------------------------------
@@ -419,20 +363,8 @@ class Supervisor:
         return self.residency.warm_count
 
     @property
-    def max_warm(self) -> int:
-        return self.residency.max_warm
-
-    @property
     def max_open_dbs(self) -> int:
         return self.residency.max_open_dbs
-
-    @property
-    def memory_budget(self) -> int:
-        return self.residency.memory_budget
-
-    @property
-    def idle_timeout(self) -> float:
-        return self.residency.idle_timeout
 
     # -- quotas -------------------------------------------------------------------
     def quotas(self, target: str = "*") -> Quotas:
