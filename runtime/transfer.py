@@ -192,7 +192,7 @@ class Transfer:
                                  f"included), more than the storage quota of {quotas.storage} bytes")
             refused = self._registry.create(app, facet, move_from=temp)
             if refused is not None:
-                raise FacetsError(refused.message, refused.code)
+                raise FacetsError(refused.message, refused.error)
         finally:
             source.close()
             discard(temp)

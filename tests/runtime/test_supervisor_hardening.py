@@ -547,3 +547,15 @@ def test_settings_and_keywords_configure_the_same_supervisor(tmp_path):
         Supervisor(tmp_path / "c", no_such_setting=1)
     with pytest.raises(FacetsError):
         Supervisor(tmp_path / "d", durability="sometimes")
+
+
+def test_an_import_the_policy_refuses_is_a_clear_error(probe, tmp_path):
+    """It raised AttributeError (CallResult has no ``code``) instead of the refusal."""
+    probe.set_quotas("probe", max_facets=1)
+    assert probe.call("probe/first").ok
+    with pytest.raises(FacetsError) as caught:
+        probe.import_facet(_make_source(tmp_path / "s.sqlite3", rows=3), "probe/second")
+    assert caught.value.code == ErrorCode.FACET_LIMIT
+    assert not probe.facet_exists("probe/second")
+    assert not list((probe.data_dir / "facets" / "probe").glob("*second*"))   # nothing left of it
+    assert not list((probe.data_dir / "facets" / "probe").glob(".*"))
