@@ -134,6 +134,7 @@ class FacetSlot:
         return self.db
 
     def _context(self, request_id: str, quotas: Quotas) -> RequestContext:
+        assert self.db is not None   # opened by run() before any request
         return RequestContext(app=self.app, facet=self.name, request_id=request_id, db=self.db,
                               log_limit=quotas.log_bytes,
                               max_result_bytes=max(4096, quotas.memory // 4))
@@ -226,7 +227,7 @@ class FacetSlot:
                 for again in released + group[index + 1:]:
                     self._run_one(wasm, module, again, db, nested=False)
                 return
-            if request.result.ok:
+            if request.result is not None and request.result.ok:
                 released.append(request)
         started = time.perf_counter()
         try:
@@ -246,6 +247,7 @@ class FacetSlot:
             return
         share = (time.perf_counter() - started) * 1000 / max(1, len(released))
         for request in released:
+            assert request.result is not None
             usage = request.result.usage
             usage.wall_ms += share   # the COMMIT, shared by those it made durable
             usage.commit_group = len(released)
@@ -270,8 +272,10 @@ class FacetSlot:
             begin, end, undo = self._steps(nested)
             begin(time.monotonic() + quotas.timeout_ms / 1000)
             done = False
+            guest = self.guest
+            assert guest is not None   # _ensure_instance made one or raised
             try:
-                response = self.guest.handle(request.body, fuel=quotas.fuel,
+                response = guest.handle(request.body, fuel=quotas.fuel,
                                              timeout_ms=quotas.timeout_ms, host=ctx)
                 if ctx.poison is not None:
                     raise GuestFault(*ctx.poison)

@@ -73,7 +73,7 @@ class SupervisorSettings:
             prices = data_dir / "prices.json"
         if isinstance(prices, PriceSheet):
             return prices
-        return PriceSheet.from_file(prices) if prices is not None else PriceSheet()
+        return PriceSheet.from_file(Path(prices)) if prices is not None else PriceSheet()
 
     def groups_commits(self) -> bool:
         """Whether queued requests share one COMMIT (see ``commit_groups``)."""
