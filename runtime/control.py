@@ -3,6 +3,13 @@
 One SQLite file (``DATA/control.sqlite3``) behind one connection and a lock,
 schema managed with sqlite-utils. Request paths never write here directly:
 logs and usage arrive in batches from background threads.
+
+Thread-safety: ``_lock`` (re-entrant) serialises every use of the one connection
+(Python's sqlite3 connection must not be used by two threads at once). It is the
+innermost of the supervisor's locks: callers may hold the registry's lock around a
+write (``add_facet``, ``remove_facet``, ``save_quotas``); nothing is acquired while
+it is held. Runs on: the log writer thread (``write_logs``), the housekeeper
+(``save_usage``, pruning), request threads on a facet's creation, operators.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Guest ``log`` calls and the supervisor's own events become ``LogRecord``s.
 The sink hands batches to a writer (the control database) off the request
 path, and fans each batch out to subscribers such as the console's live tail,
 so nothing polls a database. Reads go to the control database.
+
+Thread-safety: ``LogSink._lock`` guards the pending batch and the subscribers; it is
+a leaf (held for a list operation; the batch is written and fanned out after it is
+released). ``add`` is called from any thread; the writer and the subscribers run on
+the sink's own thread (``facets-log-writer``), or on the caller's in ``flush``.
+``Throttle`` is unlocked on purpose (see its docstring).
 """
 
 from __future__ import annotations

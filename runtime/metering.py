@@ -29,6 +29,12 @@ collector does not track: a busy facet's meter stays about 40 KiB however long
 it runs, most of it the latency window (a dict of lists was ~320 KiB after three
 hours at a request a second, and would have been millions of tracked objects
 across 10,000 facets, each full collection taking seconds).
+
+Thread-safety: ``Meters`` has one lock (``_lock``, also ``lock``) around every meter
+it holds: ``record`` on request threads, ``collect_dirty`` on the housekeeper's,
+snapshots on operators'. It is a leaf: nothing else is acquired while it is held,
+and callers may hold the registry's or residency's lock around it. A ``Meter`` on
+its own is not thread-safe; only ``Meters`` touches one.
 """
 
 from __future__ import annotations

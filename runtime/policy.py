@@ -28,6 +28,11 @@ supervisor's input gate itself. A custom policy usually subclasses
                 return Refusal(ErrorCode.RATE_LIMITED, f"{app} used its daily budget")
             self.used[app] = self.used.get(app, 0) + 1
             return None
+
+Thread-safety: the hooks are called from request threads, several at once, and
+with no supervisor lock held (``admit_facet`` included: a slow one stalls only the
+facet being created). A policy guards its own state: ``QuotaPolicy`` has one lock,
+a leaf, around its token buckets.
 """
 
 from __future__ import annotations

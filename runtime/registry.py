@@ -15,8 +15,9 @@ Thread-safety rules:
 * ``lock`` (re-entrant) guards ``created``, ``counts``, the reservations and
   additions to ``slots``; it is held for dictionary updates and the control
   database's ``add_facet``/``remove_facet`` (whose own lock is taken inside it),
-  never while calling the policy or waiting for a gate. Residency's lock may be
-  taken inside it (``Supervisor.facet_changes``), never the other way round.
+  never while calling the policy or waiting for a gate. It may be taken with a
+  facet's gate held (``remove``, during a deletion), never the other way round,
+  and never while residency's lock is held.
 * ``created`` and ``slots`` are read without the lock on every request (a dict
   lookup is atomic under the GIL): a request that misses a facet being created
   goes through ``create``, which looks again under the lock.

@@ -18,9 +18,9 @@ Thread-safety rules:
 
 * ``_lock`` guards both LRUs, ``warm_memory``, every slot's ``counted_memory``
   and the change tracker. It is taken after a facet's gate (``close`` holds the
-  gate, then takes it), after the registry's lock (``Supervisor.facet_changes``),
-  and before nothing: no code waits for a gate or another lock while holding it.
-  Evictions copy the candidates under it, then try each gate without it.
+  gate, then takes it) and before nothing but the change tracker (no lock of its
+  own): no code waits for a gate or another lock while holding it. Evictions copy
+  the candidates under it, then try each gate without it.
 * A busy facet (its gate held) is never closed: candidates are tried with
   ``Gate.try_enter``; only an operator's ``evict`` and ``delete`` wait.
 * ``warm_count`` and ``warm_memory`` are read without the lock (one attribute or

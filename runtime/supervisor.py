@@ -10,13 +10,15 @@ The parts: ``registry`` (which facets exist), ``gate`` (who runs on a facet),
 warm), ``transfer`` (import/export), ``housekeeper`` (the background thread),
 ``reports`` (usage, series, bills, logs), ``settings``.
 
-Thread-safety rules: the supervisor has no lock of its own. Lock order, outermost
-first: a facet's gate (``Gate.lock``) -> the registry's lock -> residency's lock ->
-the locks inside ``ControlDB``, ``Meters``, ``LogSink`` and ``QuotaBook``; a
-``Gate.queue_lock`` is innermost of all. No code holds one of these while waiting for
-a gate. Each module states which of its reads are safe without its lock. Threads:
-``call`` runs on the caller's thread (``submit``: a pool worker), the housekeeper on
-its own, the log sink's writer on its own; operator methods on the caller's.
+Thread-safety rules: the supervisor has one lock of its own, ``_flush_lock`` (two
+usage flushes must not write out of order), a leaf. Lock order, outermost first: a
+facet's gate (``Gate.lock``) -> the registry's lock -> residency's lock -> the leaf
+locks inside ``ControlDB``, ``Meters``, ``LogSink``, ``QuotaBook`` and the policy;
+``Gate.queue_lock`` is innermost of all. Nobody waits for a gate while holding any
+of these (evictions only try a gate). Each module states which of its reads are
+safe without its lock. Threads: ``call`` runs on the caller's thread (``submit``: a
+pool worker), the housekeeper and the log writer on their own; operator methods on
+the caller's.
 """
 
 from __future__ import annotations
