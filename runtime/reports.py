@@ -55,7 +55,7 @@ class Reports:
             usage["memory"] = slot.memory_bytes() if slot is not None else 0
             infos.append(FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
                                    created_at=created_at, usage=usage,
-                                   version=slot.guest_version if slot is not None and slot.guest else None))
+                                   version=slot.guest_version if slot is not None and slot.guest is not None else None))
         return infos
 
     def usage(self, target: str | None = None) -> dict[str, Any]:

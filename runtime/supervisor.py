@@ -368,6 +368,11 @@ class Supervisor:
     def max_open_dbs(self) -> int:
         return self.residency.max_open_dbs
 
+    @property
+    def _open_dbs(self) -> dict[tuple[str, str], FacetSlot]:
+        """The open databases (bench/run.py counts them)."""
+        return self.residency.open_dbs
+
     # -- quotas -------------------------------------------------------------------
     def quotas(self, target: str = "*") -> Quotas:
         """Effective quotas at ``*``, ``APP`` or ``APP/FACET``."""
