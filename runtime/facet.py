@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .apps import LoadedModule
 from .errors import ErrorCode
@@ -32,7 +32,7 @@ from .hostcalls import RequestContext
 from .logs import LogRecord
 from .quotas import Quotas
 from .storage import FacetDB
-from .types import CallResult, Usage  # noqa: F401  (CallResult re-exported where it lived)
+from .types import CallResult, Usage
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the

@@ -40,8 +40,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from .errors import ErrorCode
 from .logs import LogRecord
@@ -57,8 +58,18 @@ Owner = TypeVar("Owner")
 class Request:
     """One request on its way through a facet's gate; ``result`` is set once it is answered."""
 
-    __slots__ = ("body", "request_id", "quotas", "result", "logs", "storage", "taken", "done",
-                 "wake", "woken")
+    __slots__ = (
+        "body",
+        "done",
+        "logs",
+        "quotas",
+        "request_id",
+        "result",
+        "storage",
+        "taken",
+        "wake",
+        "woken",
+    )
 
     def __init__(self, body: bytes, request_id: str, quotas: Quotas) -> None:
         self.body = body
@@ -201,9 +212,8 @@ def pass_gate(gate: Gate, request: Request, run: Callable[[Owner, list[Request]]
             continue
         if request.taken:
             gate.sleep(request, None)     # in a running group: woken when it is done
-        elif not gate.sleep(request, deadline - time.monotonic()):
-            if gate.withdraw(request):
-                return max_wait
+        elif not gate.sleep(request, deadline - time.monotonic()) and gate.withdraw(request):
+            return max_wait   # gave up still queued (withdraw fails once a group took it)
     return None
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 LEVELS = ("debug", "info", "warn", "error")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}

@@ -69,7 +69,7 @@ class Policy:
 
 
 class _TokenBucket:
-    __slots__ = ("tokens", "stamp")
+    __slots__ = ("stamp", "tokens")
 
     def __init__(self, capacity: float) -> None:
         self.tokens = capacity

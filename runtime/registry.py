@@ -31,8 +31,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import transfer
 from .abi import is_valid_name
@@ -86,7 +86,7 @@ class FacetRegistry:
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
 
-    def keys(self, app: str | None = None) -> list[Key]:
+    def listed(self, app: str | None = None) -> list[Key]:
         """The registered facets (of one app, or all), sorted."""
         with self.lock:
             return sorted(k for k in self.created if app is None or k[0] == app)

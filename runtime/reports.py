@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .abi import is_valid_name
 from .billing import PriceSheet, compute_bill, prometheus_text
@@ -115,11 +116,11 @@ class Reports:
                 raise NotFound(f"no app named {target!r}")
             app = target
         self._flush_usage()
-        per_facet = ((a, f, self._control.load_series(a, f, 3600)) for a, f in self._registry.keys(app))
+        per_facet = ((a, f, self._control.load_series(a, f, 3600)) for a, f in self._registry.listed(app))
         return compute_bill(per_facet, self.prices, since, until)
 
     def prometheus(self) -> str:
-        return prometheus_text((a, f, self.usage(f"{a}/{f}")) for a, f in self._registry.keys())
+        return prometheus_text((a, f, self.usage(f"{a}/{f}")) for a, f in self._registry.listed())
 
     def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
              since: float | None = None, until: float | None = None,

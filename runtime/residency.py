@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from .changes import ChangeTracker
 from .facet import FacetSlot

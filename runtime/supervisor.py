@@ -29,9 +29,10 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .apps import AppStore, AppVersion
 from .control import ControlDB
@@ -47,8 +48,14 @@ from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .registry import FacetRegistry, parse_facet_target
 from .reports import Reports
 from .residency import Residency
-from .settings import (DURABILITIES, SupervisorSettings, default_memory_budget,  # noqa: F401
-                       open_db_budget, open_descriptors, raise_fd_limit)
+from .settings import (  # noqa: F401
+    DURABILITIES,
+    SupervisorSettings,
+    default_memory_budget,
+    open_db_budget,
+    open_descriptors,
+    raise_fd_limit,
+)
 from .storage import FacetReader
 from .transfer import Transfer
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
@@ -123,7 +130,7 @@ class Supervisor:
         if not readonly:   # nothing to flush, prune or evict: no request runs
             self._housekeeper.start()
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +186,7 @@ class Supervisor:
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:
         if app is not None and not self.apps.has(app):
             raise NotFound(f"no app named {app!r}")
-        return self.reports.facet_infos(self.registry.keys(app))
+        return self.reports.facet_infos(self.registry.listed(app))
 
     def facet_changes(self, cursor: float | None = None) -> FacetChanges:
         """The facets whose listed state or usage may have changed since the call that
@@ -328,7 +335,7 @@ class Supervisor:
             self.residency.open_db(slot, group[-1].quotas)
         slot.run(self.wasm, module, group)
 
-    def submit(self, target: str, body: bytes | str = b"") -> "Future[CallResult]":
+    def submit(self, target: str, body: bytes | str = b"") -> Future[CallResult]:
         """Run ``call`` on the worker pool; different facets run in parallel."""
         return self._pool.submit(self.call, target, body)
 

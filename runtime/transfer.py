@@ -23,8 +23,9 @@ import errno
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .errors import BadRequest, FacetsError, NotFound
 from .faults import fault_code

@@ -59,7 +59,7 @@ class CallResult:
 
     @classmethod
     def failure(cls, code: ErrorCode, message: str, request_id: str = "",
-                usage: Usage | None = None) -> "CallResult":
+                usage: Usage | None = None) -> CallResult:
         return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id,
                    usage=usage or Usage())
 

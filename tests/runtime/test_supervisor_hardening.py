@@ -125,6 +125,7 @@ def test_a_slow_admit_facet_does_not_stall_other_apps(tmp_path):
         policy.release.set()
         assert not stalled, "b's creation waited for a's policy"
         result, listed, apps = other[0]
+        assert [a.name for a in apps] == ["a", "b"]
         assert result.ok and result.response == b'{"count":1}'
         assert [f.target for f in listed] == ["b/y"]
         assert slow_done.wait(30) and slow[0].ok
