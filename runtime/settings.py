@@ -75,6 +75,14 @@ class SupervisorSettings:
             return prices
         return PriceSheet.from_file(Path(prices)) if prices is not None else PriceSheet()
 
+    def open_db_limit(self) -> int:
+        """``max_open_dbs``, or what the descriptor limit allows (see ``open_db_budget``)."""
+        return self.max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors())
+
+    def memory_limit(self) -> int:
+        """``memory_budget``, or ``default_memory_budget()``."""
+        return self.memory_budget or default_memory_budget()
+
     def groups_commits(self) -> bool:
         """Whether queued requests share one COMMIT (see ``commit_groups``)."""
         return self.durability == "full" if self.commit_groups is None else self.commit_groups

@@ -38,7 +38,6 @@ from .apps import AppStore, AppVersion
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .facet import FacetSlot
-from .faults import fault_code  # noqa: F401  (re-exported)
 from .gate import Request, fail_all, pass_gate
 from .housekeeper import Housekeeper
 from .logs import LogRecord, LogSink, Throttle
@@ -48,14 +47,7 @@ from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .registry import FacetRegistry, parse_facet_target
 from .reports import Reports
 from .residency import Residency
-from .settings import (  # noqa: F401
-    DURABILITIES,
-    SupervisorSettings,
-    default_memory_budget,
-    open_db_budget,
-    open_descriptors,
-    raise_fd_limit,
-)
+from .settings import SupervisorSettings
 from .storage import FacetReader
 from .transfer import Transfer
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
@@ -109,8 +101,7 @@ class Supervisor:
             self.registry.adopt_orphans()
         self.residency = Residency(
             max_warm=settings.max_warm, idle_timeout=settings.idle_timeout,
-            max_open_dbs=settings.max_open_dbs or open_db_budget(raise_fd_limit(), open_descriptors()),
-            memory_budget=settings.memory_budget or default_memory_budget(), log=log)
+            max_open_dbs=settings.open_db_limit(), memory_budget=settings.memory_limit(), log=log)
         self.transfer = Transfer(self.registry, self.apps, self.quota_book, self.reader, log)
         self.reports = Reports(meters=self.meters, control=self.control, apps=self.apps,
                                registry=self.registry, residency=self.residency, log_sink=self.log_sink,
