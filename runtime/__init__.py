@@ -13,17 +13,39 @@ never imports the console.
 from .abi import ABI_VERSION
 from .apps import AppVersion
 from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, QuotaError
-from .facet import CallResult
 from .logs import LogRecord, neutralize
-from .metering import Usage
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
-from .supervisor import AppInfo, FacetChanges, FacetInfo, Supervisor, default_data_dir, parse_facet_target
+from .settings import SupervisorSettings
+from .supervisor import Supervisor, default_data_dir, parse_facet_target
+from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
 from .wasm import EngineSettings
 
 __all__ = [
-    "ABI_VERSION", "AppInfo", "AppVersion", "BadModule", "BadRequest", "CallResult", "EngineSettings",
-    "ErrorCode", "FacetChanges", "FacetInfo", "FacetsError", "LogRecord", "NotFound", "Policy", "QUOTA_KEYS",
-    "QuotaError", "QuotaPolicy", "Quotas", "Refusal", "Supervisor", "Usage", "default_data_dir",
-    "neutralize", "parse_facet_target", "parse_quota",
+    "ABI_VERSION",
+    "QUOTA_KEYS",
+    "AppInfo",
+    "AppVersion",
+    "BadModule",
+    "BadRequest",
+    "CallResult",
+    "EngineSettings",
+    "ErrorCode",
+    "FacetChanges",
+    "FacetInfo",
+    "FacetsError",
+    "LogRecord",
+    "NotFound",
+    "Policy",
+    "QuotaError",
+    "QuotaPolicy",
+    "Quotas",
+    "Refusal",
+    "Supervisor",
+    "SupervisorSettings",
+    "Usage",
+    "default_data_dir",
+    "neutralize",
+    "parse_facet_target",
+    "parse_quota",
 ]

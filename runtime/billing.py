@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import BadRequest
 from .metering import SERIES_FIELDS
@@ -40,7 +41,7 @@ class PriceSheet:
     currency: str = "USD"
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PriceSheet":
+    def from_file(cls, path: str | Path) -> PriceSheet:
         """Read a JSON object overriding any of the fields; unknown keys and bad values are refused."""
         try:
             data = json.loads(Path(path).read_text())
@@ -51,7 +52,7 @@ class PriceSheet:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "PriceSheet":
+    def from_dict(cls, data: Any) -> PriceSheet:
         if not isinstance(data, dict):
             raise BadRequest("a price sheet is a JSON object")
         known = {f.name for f in fields(cls)}
@@ -112,7 +113,8 @@ def price(units: dict[str, float], sheet: PriceSheet) -> dict[str, float]:
 def compute_bill(per_facet: Iterable[tuple[str, str, list[tuple[int, list[float]]]]],
                  sheet: PriceSheet, since: float, until: float) -> dict[str, Any]:
     """The bill as a JSON-ready dict: per facet, per app, and the total."""
-    facets, apps = [], {}
+    facets: list[dict[str, Any]] = []
+    apps: dict[str, dict[str, Any]] = {}
     for app, facet, hourly in per_facet:
         units = facet_units(hourly, since, until)
         cost = price(units, sheet)
@@ -133,7 +135,7 @@ def compute_bill(per_facet: Iterable[tuple[str, str, list[tuple[int, list[float]
 def format_bill(bill: dict[str, Any]) -> str:
     """A plain-text table of a bill, one row per facet and a total per app."""
     header = ("facet", "requests", "rows read", "rows written", "cpu units", "GB-months", "cost")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for app in bill["apps"]:
         for row in (f for f in bill["facets"] if f["app"] == app["app"]):
             lines.append(_bill_row(f"{row['app']}/{row['facet']}", row, bill["currency"]))
@@ -141,7 +143,7 @@ def format_bill(bill: dict[str, Any]) -> str:
     lines.append(("total", "", "", "", "", "", f"{bill['total']:.6f} {bill['currency']}"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                               for i, (c, w) in enumerate(zip(line, widths))) for line in lines)
+                               for i, (c, w) in enumerate(zip(line, widths, strict=False))) for line in lines)
 
 
 def _bill_row(label: str, row: dict[str, Any], currency: str) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ pushed Python into full garbage collections of ~0.5 s that stall every
 request. So the supervisor notes when each facet last changed (a request, a
 refusal, an eviction), and ``Supervisor.facet_changes`` lists only those.
 
-Not thread-safe by itself: the supervisor holds its warm-set lock around every call.
+Not thread-safe by itself: ``Residency`` holds its lock around every call.
 """
 
 from __future__ import annotations

@@ -3,36 +3,84 @@
 One SQLite file (``DATA/control.sqlite3``) behind one connection and a lock,
 schema managed with sqlite-utils. Request paths never write here directly:
 logs and usage arrive in batches from background threads.
+
+Thread-safety: ``_lock`` (re-entrant) serialises every use of the one connection
+(Python's sqlite3 connection must not be used by two threads at once). It is the
+innermost of the supervisor's locks: callers may hold the registry's lock around a
+write (``add_facet``, ``remove_facet``, ``save_quotas``); nothing is acquired while
+it is held. Runs on: the log writer thread (``write_logs``), the housekeeper
+(``save_usage``, pruning), request threads on a facet's creation, operators.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import sqlite_utils
 
+from .errors import ErrorCode, FacetsError
 from .logs import LEVEL_RANK, LogRecord
 
 SCHEMA_VERSION = 1
 
+#: Primary SQLite result codes that mean the file itself is damaged or not SQLite.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+class ControlDBError(FacetsError):
+    """The control database cannot be used (damaged, not SQLite, unreadable)."""
+
+    code = ErrorCode.INTERNAL
+
 
 class ControlDB:
-    def __init__(self, path: str) -> None:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
-        # created just before it is re-registered from its file at the next start).
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-        self.db = sqlite_utils.Database(conn)
-        self._lock = threading.RLock()
-        self._create_schema()
+    """Args:
+        path: the database file.
+        readonly: open without writing anything: no schema upgrade, no journal-mode change,
+            every write refused by SQLite (``query_only``). A cleanly closed database has no
+            ``-wal``/``-shm`` beside it, and opening it ``mode=ro`` would create both; it is
+            opened ``immutable`` instead (nobody writes it). With a writer running (its
+            ``-wal`` exists), ``mode=ro`` reads its committed changes as they come.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        if readonly:
+            mode = "mode=ro" if os.path.exists(f"{path}-wal") else "immutable=1"
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?{mode}", uri=True,
+                                   check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            if readonly:
+                conn.execute("PRAGMA query_only=1")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()   # is it SQLite?
+                self._conn = conn
+                self.db = sqlite_utils.Database(conn)
+                self._lock = threading.RLock()
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: survives a killed process; a power cut may lose the last changes (a facet
+            # created just before it is re-registered from its file at the next start).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self._lock = threading.RLock()
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unusable(path, exc) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -48,34 +96,34 @@ class ControlDB:
     def _create_schema(self) -> None:
         db = self.db
         with self.transaction():
-            db["apps"].create({"name": str, "created_at": float}, pk="name", if_not_exists=True)
-            db["app_versions"].create({
+            db.table("apps").create({"name": str, "created_at": float}, pk="name", if_not_exists=True)
+            db.table("app_versions").create({
                 "app": str, "version": int, "sha256": str, "size": int, "exports": str,
                 "imports": str, "source": str, "loaded_at": float,
             }, pk=("app", "version"), if_not_exists=True)
-            db["facets"].create({"app": str, "name": str, "created_at": float},
+            db.table("facets").create({"app": str, "name": str, "created_at": float},
                                 pk=("app", "name"), if_not_exists=True)
-            db["quotas"].create({"scope": str, "key": str, "value": float},
+            db.table("quotas").create({"scope": str, "key": str, "value": float},
                                 pk=("scope", "key"), if_not_exists=True)
-            db["logs"].create({
+            db.table("logs").create({
                 "id": int, "time": float, "app": str, "facet": str, "request_id": str,
                 "level": str, "message": str, "source": str,
             }, pk="id", if_not_exists=True)
-            db["logs"].create_index(["app", "facet", "id"], if_not_exists=True)
-            db["logs"].create_index(["time"], if_not_exists=True)
-            db["usage"].create({
+            db.table("logs").create_index(["app", "facet", "id"], if_not_exists=True)
+            db.table("logs").create_index(["time"], if_not_exists=True)
+            db.table("usage").create({
                 "app": str, "facet": str, "counters": str, "updated_at": float,
             }, pk=("app", "facet"), if_not_exists=True)
-            db["usage_series"].create({
+            db.table("usage_series").create({
                 "app": str, "facet": str, "resolution": int, "bucket": int, "values": str,
             }, pk=("app", "facet", "resolution", "bucket"), if_not_exists=True)
-            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+            db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db.table("meta").upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
     # -- apps -----------------------------------------------------------------
     def app_versions(self, app: str) -> list[dict[str, Any]]:
         with self._lock:
-            rows = list(self.db["app_versions"].rows_where("app = ?", [app], order_by="version"))
+            rows = list(self.db.table("app_versions").rows_where("app = ?", [app], order_by="version"))
         for row in rows:
             row["exports"] = json.loads(row["exports"])
             row["imports"] = json.loads(row["imports"])
@@ -87,25 +135,21 @@ class ControlDB:
 
     def app_names(self) -> list[str]:
         with self._lock:
-            return [r["name"] for r in self.db["apps"].rows_where(order_by="name")]
+            return [r["name"] for r in self.db.table("apps").rows_where(order_by="name")]
 
     def add_app_version(self, row: dict[str, Any]) -> None:
         with self.transaction():
-            self.db["apps"].insert({"name": row["app"], "created_at": row["loaded_at"]},
+            self.db.table("apps").insert({"name": row["app"], "created_at": row["loaded_at"]},
                                    pk="name", ignore=True)
-            self.db["app_versions"].insert({**row, "exports": json.dumps(row["exports"]),
+            self.db.table("app_versions").insert({**row, "exports": json.dumps(row["exports"]),
                                             "imports": json.dumps(row["imports"])})
 
     # -- facets ---------------------------------------------------------------
     def facet_rows(self, app: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             if app is None:
-                return list(self.db["facets"].rows_where(order_by="app, name"))
-            return list(self.db["facets"].rows_where("app = ?", [app], order_by="name"))
-
-    def facet_count(self, app: str) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT count(*) FROM facets WHERE app = ?", [app]).fetchone()[0]
+                return list(self.db.table("facets").rows_where(order_by="app, name"))
+            return list(self.db.table("facets").rows_where("app = ?", [app], order_by="name"))
 
     def add_facet(self, app: str, facet: str, created_at: float | None = None) -> None:
         with self.transaction() as conn:
@@ -123,7 +167,7 @@ class ControlDB:
     def quota_settings(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
-            for row in self.db["quotas"].rows:
+            for row in self.db.table("quotas").rows:
                 value = row["value"]
                 out.setdefault(row["scope"], {})[row["key"]] = \
                     value if row["key"] == "rate" else int(value)
@@ -150,20 +194,27 @@ class ControlDB:
                   until: float | None = None, search: str | None = None,
                   limit: int = 100) -> list[LogRecord]:
         """The newest ``limit`` records matching every filter given, oldest first."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if app is not None:
-            where.append("app = ?"); params.append(app)
+            where.append("app = ?")
+            params.append(app)
         if facet is not None:
-            where.append("facet = ?"); params.append(facet)
+            where.append("facet = ?")
+            params.append(facet)
         if level is not None:
             allowed = [name for name, rank in LEVEL_RANK.items() if rank >= LEVEL_RANK[level]]
-            where.append(f"level IN ({', '.join('?' * len(allowed))})"); params.extend(allowed)
+            where.append(f"level IN ({', '.join('?' * len(allowed))})")
+            params.extend(allowed)
         if since is not None:
-            where.append("time >= ?"); params.append(since)
+            where.append("time >= ?")
+            params.append(since)
         if until is not None:
-            where.append("time <= ?"); params.append(until)
+            where.append("time <= ?")
+            params.append(until)
         if search:
-            where.append("instr(message, ?) > 0"); params.append(search)
+            where.append("instr(message, ?) > 0")
+            params.append(search)
         sql = "SELECT time, app, facet, request_id, level, message, source FROM logs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -201,7 +252,7 @@ class ControlDB:
 
     def load_usage(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self._lock:
-            return {(r["app"], r["facet"]): json.loads(r["counters"]) for r in self.db["usage"].rows}
+            return {(r["app"], r["facet"]): json.loads(r["counters"]) for r in self.db.table("usage").rows}
 
     def load_series(self, app: str, facet: str, resolution: int) -> list[tuple[int, list[float]]]:
         with self._lock:
@@ -245,3 +296,18 @@ class ControlDB:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _unusable(path: str, exc: sqlite3.DatabaseError) -> FacetsError:
+    """A clear error for a control database SQLite refuses, classified by its result code."""
+    primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if primary == _SQLITE_NOTADB:
+        what = "is not a SQLite database"
+    elif primary == _SQLITE_CORRUPT:
+        what = "is corrupted"
+    else:
+        return ControlDBError(f"control database {path} cannot be opened "
+                              f"({getattr(exc, 'sqlite_errorname', 'error')}: {exc})")
+    return ControlDBError(f"control database {path} {what} ({exc}); move it aside "
+                          f"(with its -wal and -shm files) to start fresh: the facets' own "
+                          f"databases are kept and registered again at the next start")

@@ -1,69 +1,43 @@
 """``FacetSlot``: one facet's warm instance, its database and the request transactions.
 
-The slot's ``lock`` is the input gate: one thread at a time runs requests on a
-facet. Requests that arrive while it is held wait in ``queue``. With commit
-groups (on with ``full`` durability, see ``Supervisor.call``) whoever takes the
-gate next runs everything queued as one group: one ``BEGIN IMMEDIATE``, each
-request in its own ``SAVEPOINT``, one ``COMMIT``. A request that fails rolls
-back to its savepoint and only its own writes are undone; the others commit.
-So a busy facet pays one disk sync per group, not per request.
+Who runs on a facet, and when, is the gate's business (``gate.py``): a slot's methods
+run with its ``gate`` held. ``run`` takes a group of requests: one request is one
+transaction; several form a commit group: one ``BEGIN IMMEDIATE``, each request in
+its own ``SAVEPOINT``, one ``COMMIT``. A request that fails rolls back to its
+savepoint and only its own writes are undone; the others commit.
 
 ``run`` is the output gate: a response is handed out only after the ``COMMIT``
 that made its writes durable, and any failure drops the instance, so the next
 request starts from a fresh instantiation on a database without the failed
 writes.
+
+Thread-safety: a slot has no lock of its own. Every method except ``state`` and
+``memory_bytes`` needs ``gate`` held; those two, and the attributes a listing reads
+(``busy``, ``failed``, ``guest``, ``memory``), are plain attribute reads, safe from any
+thread under the GIL (a listing may show a state one request old). ``counted_memory``
+belongs to the residency and is guarded by its lock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from .apps import LoadedModule
 from .errors import ErrorCode
+from .gate import Gate, Request, fail_all
 from .hostcalls import RequestContext
 from .logs import LogRecord
-from .metering import Usage
 from .quotas import Quotas
 from .storage import FacetDB
+from .types import CallResult, Usage
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the
 #: console and the meters; the quota itself is enforced by SQLite on every write.
 STORAGE_GAUGE_PERIOD = 1.0
-
-#: At most this many queued requests share one COMMIT.
-MAX_GROUP = 64
-
-
-@dataclass(slots=True)
-class CallResult:
-    """The outcome of one request.
-
-    Attributes:
-        ok: True when the guest answered and its transaction committed.
-        response: the guest's response bytes (empty on failure).
-        error: a stable ``ErrorCode`` string, or None when ok.
-        message: a human explanation of the error ("" when ok).
-        usage: what the request used.
-        request_id: identifies the request in logs.
-    """
-
-    ok: bool
-    response: bytes = b""
-    error: str | None = None
-    message: str = ""
-    usage: Usage = field(default_factory=Usage)
-    request_id: str = ""
-
-    @classmethod
-    def failure(cls, code: ErrorCode, message: str, request_id: str = "",
-                usage: Usage | None = None) -> "CallResult":
-        return cls(ok=False, error=str(code), message=message, request_id=request_id,
-                   usage=usage or Usage())
 
 
 def _failure_code(exc: Exception) -> ErrorCode:
@@ -71,48 +45,16 @@ def _failure_code(exc: Exception) -> ErrorCode:
     return ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
 
 
-def fail_all(group: list[Request], code: ErrorCode, message: str) -> None:
-    """Answer every request of ``group`` with the same failure (none of them ran)."""
-    for request in group:
-        request.result = CallResult.failure(code, message, request.request_id)
-
-
-class Request:
-    """One request on its way through a facet's gate; ``result`` is set once it is answered."""
-
-    __slots__ = ("body", "request_id", "quotas", "result", "logs", "storage", "taken", "done",
-                 "wake", "woken")
-
-    def __init__(self, body: bytes, request_id: str, quotas: Quotas) -> None:
-        self.body = body
-        self.request_id = request_id
-        self.quotas = quotas
-        self.result: CallResult | None = None
-        self.logs: list[LogRecord] = []
-        #: The facet's database size if this request changed the gauge, else None.
-        self.storage: int | None = None
-        #: Taken from the queue into a commit group (it can no longer be withdrawn).
-        self.taken = False
-        #: ``result`` is final and may be handed out (its COMMIT returned).
-        self.done = False
-        #: A queued request's thread sleeps on this (held) lock until ``FacetSlot.wake``.
-        self.wake: threading.Lock | None = None
-        self.woken = False
-
-
 class FacetSlot:
-    """Runtime state of one facet. Every method except ``state``, ``memory_bytes`` and the
-    queue operations needs ``lock`` (the input gate) held."""
+    """Runtime state of one facet: its instance, its database, their transaction. Every
+    method except ``state`` and ``memory_bytes`` needs ``gate`` held."""
 
     def __init__(self, app: str, name: str, db_path: Path, *, durability: str) -> None:
         self.app = app
         self.name = name
         self.db_path = db_path
         self.durability = durability
-        self.lock = threading.Lock()
-        #: Requests waiting for the gate, oldest first (guarded by ``queue_lock``).
-        self.queue: deque[Request] = deque()
-        self.queue_lock = threading.Lock()
+        self.gate = Gate()
         self.busy = False
         self.failed = False
         self.deleted = False
@@ -125,66 +67,19 @@ class FacetSlot:
         #: Database size in bytes as of the last committed write (None: not measured yet).
         self.storage: int | None = None
         self.memory = 0
+        #: ``memory`` as counted in the supervisor's memory budget (guarded by its warm lock).
+        self.counted_memory = 0
         self._storage_measured = float("-inf")
-        #: Supervisor events produced while handling (instantiated, trapped...).
-        self.events: list[LogRecord] = []
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The gate's lock (held: the facet is busy)."""
+        return self.gate.lock
 
     @property
     def waiting(self) -> int:
-        """Requests queued behind the gate (not counting those already running)."""
-        return len(self.queue)
-
-    def enqueue(self, request: Request, sleeps: bool = True) -> None:
-        """Queue a request; its thread then ``sleep``s until woken, unless not ``sleeps``
-        (it waits on the gate itself and is only counted)."""
-        if sleeps:
-            request.wake = threading.Lock()
-            request.wake.acquire()
-        with self.queue_lock:
-            self.queue.append(request)
-
-    def wake(self, request: Request) -> None:
-        """Wake a queued request's thread (once until it slept again; see ``sleep``)."""
-        if request.wake is None:   # never slept: it ran on the fast path or waits on the gate
-            return
-        with self.queue_lock:
-            if request.wake is not None and not request.woken:
-                request.woken = True
-                request.wake.release()
-
-    def wake_next(self) -> None:
-        """After the gate was released: wake the oldest queued request, whose thread then
-        takes the gate and runs the next group (unless someone else took it first)."""
-        if self.queue:
-            try:
-                self.wake(self.queue[0])
-            except IndexError:   # emptied meanwhile: nobody to wake
-                pass
-
-    def sleep(self, request: Request, timeout: float | None) -> bool:
-        """Sleep until woken (True) or ``timeout`` seconds passed (False)."""
-        if not request.wake.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            return False
-        with self.queue_lock:
-            request.woken = False
-        return True
-
-    def withdraw(self, request: Request) -> bool:
-        """Take a request that gave up waiting out of the queue; False if it already runs."""
-        with self.queue_lock:
-            if request.taken:
-                return False
-            self.queue.remove(request)
-            return True
-
-    def take_group(self) -> list[Request]:
-        """The oldest queued requests, up to ``MAX_GROUP``, for one commit group."""
-        with self.queue_lock:
-            queue = self.queue
-            group = [queue.popleft() for _ in range(min(len(queue), MAX_GROUP))]
-            for request in group:
-                request.taken = True
-        return group
+        """Requests queued at the gate."""
+        return self.gate.waiting
 
     @property
     def state(self) -> str:
@@ -212,10 +107,22 @@ class FacetSlot:
             self.db = None
             self._storage_limit_applied = None
 
-    def _event(self, request_id: str, level: str, message: str) -> None:
-        self.events.append(LogRecord(time=time.time(), app=self.app, facet=self.name,
-                                     request_id=request_id, level=level, message=message,
-                                     source="supervisor"))
+    def _event(self, events: list[LogRecord], request_id: str, level: str, message: str) -> None:
+        """A supervisor event (instantiated, trapped...): it returns with the request's logs."""
+        events.append(LogRecord(time=time.time(), app=self.app, facet=self.name,
+                                request_id=request_id, level=level, message=message,
+                                source="supervisor"))
+
+    def _steps(self, nested: bool) -> tuple[Callable[[float], None], Callable[[], None], Callable[[], None]]:
+        """``(begin, end, undo)`` of one request's (or init's) transaction: its own
+        BEGIN/COMMIT/ROLLBACK, or in a commit group SAVEPOINT/RELEASE/ROLLBACK TO."""
+        db = self.db
+        assert db is not None
+        return (db.savepoint, db.release, db.rollback_to) if nested else (db.begin, db.commit, db.rollback)
+
+    def open_db(self, quotas: Quotas) -> FacetDB:
+        """Open the database if it is not (raises what opening raises)."""
+        return self._ensure_db(quotas)
 
     def _ensure_db(self, quotas: Quotas) -> FacetDB:
         if self.db is None:
@@ -227,12 +134,14 @@ class FacetSlot:
         return self.db
 
     def _context(self, request_id: str, quotas: Quotas) -> RequestContext:
+        assert self.db is not None   # opened by run() before any request
         return RequestContext(app=self.app, facet=self.name, request_id=request_id, db=self.db,
                               log_limit=quotas.log_bytes,
                               max_result_bytes=max(4096, quotas.memory // 4))
 
     def _ensure_instance(self, wasm: WasmRuntime, module: LoadedModule, quotas: Quotas,
-                         request_id: str, usage: Usage, nested: bool) -> RequestContext | None:
+                         request_id: str, usage: Usage, nested: bool,
+                         events: list[LogRecord]) -> RequestContext | None:
         """Instantiate if needed, then run ``facet_init`` in its own transaction (or, in a
         commit group, its own savepoint).
 
@@ -244,10 +153,10 @@ class FacetSlot:
             if guest.memory_size > quotas.memory:
                 # A memory quota shrunk below what the instance already holds is
                 # applied at the next instantiation, i.e. now.
-                self._event(request_id, "info", "memory quota below current memory: re-instantiating")
+                self._event(events, request_id, "info", "memory quota below current memory: re-instantiating")
                 self.guest = guest = None
             elif self.guest_version != module.version.version:
-                self._event(request_id, "info", f"upgrading to version {module.version.version}")
+                self._event(events, request_id, "info", f"upgrading to version {module.version.version}")
                 self.guest = guest = None
             elif guest.memory_limit != quotas.memory:
                 guest.set_memory_limit(quotas.memory)
@@ -258,9 +167,8 @@ class FacetSlot:
                                  timeout_ms=quotas.timeout_ms)
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
-        db = self.db
-        deadline = time.monotonic() + quotas.timeout_ms / 1000
-        db.savepoint(deadline) if nested else db.begin(deadline)
+        begin, end, undo = self._steps(nested)
+        begin(time.monotonic() + quotas.timeout_ms / 1000)
         try:
             try:
                 guest.call_init(fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
@@ -268,16 +176,16 @@ class FacetSlot:
                 usage.fuel += guest.fuel_used
             if ctx.poison is not None:
                 raise GuestFault(*ctx.poison)
-            db.release() if nested else db.commit()
+            end()
         except BaseException:
-            db.rollback_to() if nested else db.rollback()
+            undo()
             raise
         finally:
             usage.rows_read += ctx.counters.rows_read
             usage.rows_written += ctx.counters.rows_written
         self.guest = guest
         self.guest_version = module.version.version
-        self._event(request_id, "info", f"instantiated version {module.version.version}")
+        self._event(events, request_id, "info", f"instantiated version {module.version.version}")
         return ctx
 
     def run(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request]) -> None:
@@ -319,7 +227,7 @@ class FacetSlot:
                 for again in released + group[index + 1:]:
                     self._run_one(wasm, module, again, db, nested=False)
                 return
-            if request.result.ok:
+            if request.result is not None and request.result.ok:
                 released.append(request)
         started = time.perf_counter()
         try:
@@ -331,16 +239,15 @@ class FacetSlot:
             code = _failure_code(exc)
             self.last_error = str(code)
             for request in released:
-                self._event(request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
+                self._event(request.logs, request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
+                assert request.result is not None
                 request.result = CallResult.failure(code, f"COMMIT failed: {type(exc).__name__}: {exc}",
                                                     request.request_id, request.result.usage)
                 request.result.usage.rows_written = 0
-            if self.events:
-                group[-1].logs.extend(self.events)
-                self.events = []
             return
         share = (time.perf_counter() - started) * 1000 / max(1, len(released))
         for request in released:
+            assert request.result is not None
             usage = request.result.usage
             usage.wall_ms += share   # the COMMIT, shared by those it made durable
             usage.commit_group = len(released)
@@ -352,20 +259,23 @@ class FacetSlot:
         started = time.perf_counter()
         usage = Usage()
         logs: list[LogRecord] = []
+        events: list[LogRecord] = []   # after the guest's own logs, as they always were
         request.logs = logs
         quotas, request_id = request.quotas, request.request_id
         ctx = None
         try:
-            init_ctx = self._ensure_instance(wasm, module, quotas, request_id, usage, nested)
+            init_ctx = self._ensure_instance(wasm, module, quotas, request_id, usage, nested, events)
             if init_ctx is not None:
                 logs.extend(init_ctx.logs)
                 usage.log_bytes += init_ctx.counters.log_bytes
             ctx = self._context(request_id, quotas)
-            deadline = time.monotonic() + quotas.timeout_ms / 1000
-            db.savepoint(deadline) if nested else db.begin(deadline)
+            begin, end, undo = self._steps(nested)
+            begin(time.monotonic() + quotas.timeout_ms / 1000)
             done = False
+            guest = self.guest
+            assert guest is not None   # _ensure_instance made one or raised
             try:
-                response = self.guest.handle(request.body, fuel=quotas.fuel,
+                response = guest.handle(request.body, fuel=quotas.fuel,
                                              timeout_ms=quotas.timeout_ms, host=ctx)
                 if ctx.poison is not None:
                     raise GuestFault(*ctx.poison)
@@ -375,34 +285,34 @@ class FacetSlot:
                     # COMMIT), at most every STORAGE_GAUGE_PERIOD.
                     self.storage = request.storage = db.storage_bytes()
                     self._storage_measured = started
-                db.release() if nested else db.commit()
+                end()
                 done = True
             finally:
                 if self.guest is not None:
                     usage.fuel += self.guest.fuel_used
                     usage.memory = self.guest.memory_size
                 if not done:
-                    db.rollback_to() if nested else db.rollback()
+                    undo()
         except GuestFault as fault:
             self.guest = None  # the instance's state is suspect: start fresh next time
             self.failed = True
             self.last_error = fault.code
-            self._event(request_id, "warn", f"request failed ({fault.code}): {fault.message}")
+            self._event(events, request_id, "warn", f"request failed ({fault.code}): {fault.message}")
             request.result = CallResult.failure(fault.code, fault.message, request_id, usage)
         except Exception as exc:  # sqlite3 errors on BEGIN/COMMIT and host bugs
             self.guest = None
             self.failed = True
             code = _failure_code(exc)
             self.last_error = str(code)
-            self._event(request_id, "error", f"request failed ({code}): {exc}")
+            self._event(events, request_id, "error", f"request failed ({code}): {exc}")
             request.result = CallResult.failure(code, f"{type(exc).__name__}: {exc}", request_id, usage)
         else:
             self.failed = False
             request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage)
-        self._finish(request.result, ctx, logs, started)
+        self._finish(request.result, ctx, logs, events, started)
 
     def _finish(self, result: CallResult, ctx: RequestContext | None, logs: list[LogRecord],
-                started: float) -> None:
+                events: list[LogRecord], started: float) -> None:
         usage = result.usage
         if ctx is not None:
             logs.extend(ctx.logs)
@@ -416,6 +326,5 @@ class FacetSlot:
         usage.wall_ms = (time.perf_counter() - started) * 1000
         if self.guest is not None:
             self.memory = usage.memory   # measured when the guest returned (handle's finally)
-        if self.events:
-            logs.extend(self.events)
-            self.events = []
+        if events:
+            logs.extend(events)

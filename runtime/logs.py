@@ -1,9 +1,15 @@
 """Structured log records, neutralising guest text, and the batched log sink.
 
 Guest ``log`` calls and the supervisor's own events become ``LogRecord``s.
-The sink keeps a ring buffer per facet for instant tails, hands batches to a
-writer (the control database) off the request path, and fans each batch out
-to subscribers such as the console's live tail, so nothing polls a database.
+The sink hands batches to a writer (the control database) off the request
+path, and fans each batch out to subscribers such as the console's live tail,
+so nothing polls a database. Reads go to the control database.
+
+Thread-safety: ``LogSink._lock`` guards the pending batch and the subscribers; it is
+a leaf (held for a list operation; the batch is written and fanned out after it is
+released). ``add`` is called from any thread; the writer and the subscribers run on
+the sink's own thread (``facets-log-writer``), or on the caller's in ``flush``.
+``Throttle`` is unlocked on purpose (see its docstring).
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 LEVELS = ("debug", "info", "warn", "error")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
@@ -51,14 +57,23 @@ class LogRecord:
         return asdict(self)
 
 
-def matches(record: LogRecord, app: str | None, facet: str | None, level: str | None) -> bool:
-    if app is not None and record.app != app:
-        return False
-    if facet is not None and record.facet != facet:
-        return False
-    if level is not None and LEVEL_RANK.get(record.level, 1) < LEVEL_RANK.get(level, 0):
-        return False
-    return True
+class Throttle:
+    """At most one report per key every ``period`` seconds: ``due(key)`` is None while a
+    report is suppressed, else how many were suppressed since the last one. Unlocked: a
+    race between two threads can let one extra report through, never lose a request."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last: dict[Hashable, tuple[float, int]] = {}
+
+    def due(self, key: Hashable) -> int | None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.period:
+            self._last[key] = (last, suppressed + 1)
+            return None
+        self._last[key] = (now, 0)
+        return suppressed
 
 
 Subscriber = Callable[[list[LogRecord]], None]
@@ -69,15 +84,12 @@ class LogSink:
 
     Args:
         write_batch: persists a batch (called on the sink's thread, never on a request path).
-        ring_size: records kept in memory per facet for instant tails.
         flush_interval: seconds between batches; also the worst-case delay to subscribers.
     """
 
     def __init__(self, write_batch: Callable[[list[LogRecord]], None], *,
-                 ring_size: int = 1000, flush_interval: float = 0.1) -> None:
+                 flush_interval: float = 0.1) -> None:
         self._write_batch = write_batch
-        self._ring_size = ring_size
-        self._rings: dict[tuple[str, str], deque[LogRecord]] = {}
         self._pending: list[LogRecord] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -93,30 +105,8 @@ class LogSink:
         if not records:
             return
         with self._lock:
-            for record in records:
-                key = (record.app, record.facet)
-                ring = self._rings.get(key)
-                if ring is None:
-                    ring = self._rings[key] = deque(maxlen=self._ring_size)
-                ring.append(record)
             self._pending.extend(records)
         self._wake.set()
-
-    def recent(self, app: str | None = None, facet: str | None = None,
-               level: str | None = None, limit: int = 100) -> list[LogRecord]:
-        """The newest records from memory (oldest first)."""
-        with self._lock:
-            if app is not None and facet is not None:
-                pool: Iterable[LogRecord] = list(self._rings.get((app, facet), ()))
-            else:
-                pool = [r for ring in self._rings.values() for r in ring]
-        picked = [r for r in pool if matches(r, app, facet, level)]
-        picked.sort(key=lambda r: r.time)
-        return picked[-limit:] if limit else picked
-
-    def forget(self, app: str, facet: str) -> None:
-        with self._lock:
-            self._rings.pop((app, facet), None)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(batch)`` for every new batch; returns an unsubscribe function."""

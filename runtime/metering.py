@@ -29,6 +29,12 @@ collector does not track: a busy facet's meter stays about 40 KiB however long
 it runs, most of it the latency window (a dict of lists was ~320 KiB after three
 hours at a request a second, and would have been millions of tracked objects
 across 10,000 facets, each full collection taking seconds).
+
+Thread-safety: ``Meters`` has one lock (``_lock``, also ``lock``) around every meter
+it holds: ``record`` on request threads, ``collect_dirty`` on the housekeeper's,
+snapshots on operators'. It is a leaf: nothing else is acquired while it is held,
+and callers may hold the registry's or residency's lock around it. A ``Meter`` on
+its own is not thread-safe; only ``Meters`` touches one.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ import threading
 import time
 from array import array
 from collections import deque
-from dataclasses import asdict, dataclass
 from typing import Any
+
+from .types import Usage
 
 #: (bucket seconds, buckets kept): per-second ones in memory, the others in the control database.
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 120), (60, 1440), (3600, 24 * 400))
@@ -51,26 +58,9 @@ _STORAGE = SERIES_FIELDS.index("storage")
 ROLLUPS = tuple(res for res, _ in RESOLUTIONS if res != 1)
 LATENCY_WINDOW = 1024
 _ZERO_ROW = array("d", [0.0] * len(SERIES_FIELDS))
-
-
-@dataclass(slots=True)
-class Usage:
-    """What one request used (see the module docstring for what each field counts)."""
-
-    fuel: int = 0
-    wall_ms: float = 0.0
-    rows_read: int = 0
-    rows_written: int = 0
-    sql_calls: int = 0
-    log_bytes: int = 0
-    logs_truncated: int = 0
-    cold_start: bool = False
-    memory: int = 0
-    #: How many requests shared this request's COMMIT (1: a transaction of its own).
-    commit_group: int = 1
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+#: A series bucket. ``Any``: a list or an array('d') of floats, indexed on every request,
+#: where a union would need a check per access on the hot path.
+Row = Any
 
 
 COUNTER_FIELDS = ("requests", "fuel", "wall_ms", "rows_read", "rows_written", "sql_calls",
@@ -92,17 +82,19 @@ class Meter:
         self._percentiles: tuple[int, float, float] | None = None  # (samples seen, p50, p99)
         self._samples = 0
         #: resolution -> {bucket start (epoch seconds // resolution): values}
-        self.series: dict[int, dict[int, array]] = {res: {} for res, _ in RESOLUTIONS}
+        #: Buckets per resolution: each a row of SERIES_FIELDS values, a list while its
+        #: second is open (quicker to add to), then a flat array('d').
+        self.series: dict[int, dict[int, Row]] = {res: {} for res, _ in RESOLUTIONS}
         self.dirty_buckets: set[tuple[int, int]] = set()
         self.dirty = False
         self.rollups = rollups
         #: The per-second bucket requests currently land in, its start, and how much of it
         #: is already in the roll-ups. Rolling up once per second instead of on every
         #: request keeps the request path to one bucket.
-        self._open: list[float] | array | None = None
+        self._open: Row = None   # None until the first request
         self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._open_second = -1
-        self._rolled = _ZERO_ROW
+        self._rolled: Row = _ZERO_ROW
 
     def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
         """Count one request. This is on every request's path: keep it flat."""
@@ -122,6 +114,7 @@ class Meter:
             c["cold_starts"] += 1
         failed = 0
         if error:
+            error = str(error)   # an ErrorCode: stored and saved as its plain string
             failed = 1
             self.errors[error] = self.errors.get(error, 0) + 1
             self.last_error = error
@@ -326,7 +319,7 @@ class Meters:
         now = time.time()
         with self._lock:
             if facet is not None:
-                meter = self._facets.get((app, facet))
+                meter = self._facets.get((app, facet)) if app is not None else None
             else:
                 meter = self._fleet() if app is None else self._apps.get(app)
             return meter.sparkline(field, 1, points, now) if meter else [0.0] * points
@@ -340,7 +333,7 @@ class Meters:
     def snapshot(self, app: str | None = None, facet: str | None = None) -> dict[str, Any]:
         with self._lock:
             if facet is not None:
-                meter = self._facets.get((app, facet))
+                meter = self._facets.get((app, facet)) if app is not None else None
             elif app is not None:
                 meter = self._apps.get(app)
             else:

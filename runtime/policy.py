@@ -28,6 +28,11 @@ supervisor's input gate itself. A custom policy usually subclasses
                 return Refusal(ErrorCode.RATE_LIMITED, f"{app} used its daily budget")
             self.used[app] = self.used.get(app, 0) + 1
             return None
+
+Thread-safety: the hooks are called from request threads, several at once, and
+with no supervisor lock held (``admit_facet`` included: a slow one stalls only the
+facet being created). A policy guards its own state: ``QuotaPolicy`` has one lock,
+a leaf, around its token buckets.
 """
 
 from __future__ import annotations
@@ -35,13 +40,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .errors import ErrorCode
 from .quotas import Quotas
-
-if TYPE_CHECKING:
-    from .facet import CallResult
+from .types import CallResult
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Policy:
     def admit_request(self, app: str, facet: str, quotas: Quotas) -> Refusal | None:
         return None
 
-    def observe(self, app: str, facet: str, result: "CallResult") -> None:
+    def observe(self, app: str, facet: str, result: CallResult) -> None:
         return None
 
     def forget(self, app: str, facet: str) -> None:
@@ -67,7 +69,7 @@ class Policy:
 
 
 class _TokenBucket:
-    __slots__ = ("tokens", "stamp")
+    __slots__ = ("stamp", "tokens")
 
     def __init__(self, capacity: float) -> None:
         self.tokens = capacity

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import sys
 import textwrap
+import time
 
 from runtime import Supervisor
 from runtime.metering import Meter, Meters, Usage

@@ -1,0 +1,216 @@
+"""The facet registry: which facets exist, their slots, creation and removal, and the
+adoption of orphan databases at startup.
+
+A facet exists once it is registered: a row in the control database and an entry
+in ``created``. Creation asks the policy first (``admit_facet``), outside the lock,
+so a slow custom policy cannot stall other apps' creations and listings; each
+creation in flight holds a reservation that racing creations of the same app count
+as an existing facet, so ``max_facets`` is never exceeded, and racing first calls
+to one facet wait for the first. An import installs its complete copy and
+registers it in one step under the lock (``create(move_from=...)``), so a call
+either sees the imported facet or created it first, and the import then fails.
+
+Thread-safety rules:
+
+* ``lock`` (re-entrant) guards ``created``, ``counts``, the reservations and
+  additions to ``slots``; it is held for dictionary updates and the control
+  database's ``add_facet``/``remove_facet`` (whose own lock is taken inside it),
+  never while calling the policy or waiting for a gate. It may be taken with a
+  facet's gate held (``remove``, during a deletion), never the other way round,
+  and never while residency's lock is held.
+* ``created`` and ``slots`` are read without the lock on every request (a dict
+  lookup is atomic under the GIL): a request that misses a facet being created
+  goes through ``create``, which looks again under the lock.
+* Runs on: request threads (``create`` on a first call), operator calls, and the
+  constructor's thread at startup (``load``, ``adopt_orphans``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import transfer
+from .abi import is_valid_name
+from .control import ControlDB
+from .errors import BadRequest, ErrorCode
+from .facet import FacetSlot
+from .faults import fault_code
+from .policy import Policy
+from .quotas import QuotaBook
+from .types import CallResult
+
+Key = tuple[str, str]
+
+#: ``log(app, facet, level, message)``: the supervisor's own log.
+Log = Callable[[str, str, str, str], None]
+
+
+def parse_facet_target(target: str) -> tuple[str, str]:
+    """Split ``APP/FACET``; raise ``BadRequest`` before anything touches the disk."""
+    if not isinstance(target, str):
+        raise BadRequest("a facet is addressed as 'APP/FACET'")
+    app, sep, facet = target.partition("/")
+    if not sep:
+        raise BadRequest(f"bad facet address {target!r}: expected APP/FACET")
+    for part, what in ((app, "app"), (facet, "facet")):
+        if not is_valid_name(part):
+            raise BadRequest(f"bad {what} name {part!r}: names match [a-z0-9][a-z0-9_-]{{0,62}}")
+    return app, facet
+
+
+class FacetRegistry:
+    def __init__(self, data_dir: Path, control: ControlDB, *, durability: str, policy: Policy,
+                 quota_book: QuotaBook, log: Log) -> None:
+        self.root = data_dir / "facets"
+        self._control = control
+        self._durability = durability
+        self._policy = policy
+        self._quota_book = quota_book
+        self._log = log
+        self.lock = threading.RLock()
+        self.slots: dict[Key, FacetSlot] = {}
+        #: Registered facets and when they were created (epoch seconds).
+        self.created: dict[Key, float] = {}
+        self.counts: dict[str, int] = {}
+        #: Creations in flight (their policy call runs outside the lock), per facet and per app.
+        self._creating: dict[Key, threading.Event] = {}
+        self._reserved: dict[str, int] = {}
+        for row in control.facet_rows():
+            self._register(row["app"], row["name"], row["created_at"])
+
+    def db_path(self, app: str, facet: str) -> Path:
+        return self.root / app / f"{facet}.sqlite3"
+
+    def listed(self, app: str | None = None) -> list[Key]:
+        """The registered facets (of one app, or all), sorted."""
+        with self.lock:
+            return sorted(k for k in self.created if app is None or k[0] == app)
+
+    def app_counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def slot(self, app: str, facet: str) -> FacetSlot:
+        """The facet's slot, made on first use."""
+        key = (app, facet)
+        slot = self.slots.get(key)
+        if slot is None:
+            with self.lock:
+                slot = self.slots.get(key)
+                if slot is None:
+                    slot = self.slots[key] = FacetSlot(app, facet, self.db_path(app, facet),
+                                                       durability=self._durability)
+        return slot
+
+    def _register(self, app: str, facet: str, created_at: float) -> None:
+        if (app, facet) not in self.created:
+            self.counts[app] = self.counts.get(app, 0) + 1
+        self.created[(app, facet)] = created_at
+
+    def remove(self, slot: FacetSlot) -> None:
+        """Delete a facet whose slot was closed (its gate held): mark the slot deleted,
+        remove its database files, unregister it and forget its quotas."""
+        app, facet = slot.app, slot.name
+        slot.deleted = True
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
+        with self.lock:
+            self.slots.pop((app, facet), None)
+            if self.created.pop((app, facet), None) is not None:
+                self.counts[app] -= 1
+                if not self.counts[app]:
+                    del self.counts[app]
+            self._control.remove_facet(app, facet)
+            self._quota_book.forget(f"{app}/{facet}")
+
+    def adopt_orphans(self) -> None:
+        """Register facet databases the control database does not know (its last changes
+        can be lost in a power cut, the facet's committed data cannot); remove the
+        temporary copies of killed imports and exports, which are never facets."""
+        for path in transfer.remove_temps(self.root):
+            self._log(path.parent.name, "", "warn",
+                      f"removed {path.name}, left by an import or export that was killed")
+        for path in self.root.glob("*/*.sqlite3"):
+            app, facet = path.parent.name, path.name[: -len(".sqlite3")]
+            if is_valid_name(app) and is_valid_name(facet) and (app, facet) not in self.created:
+                created_at = path.stat().st_mtime
+                self._control.add_facet(app, facet, created_at)
+                self._register(app, facet, created_at)
+
+    def create(self, app: str, facet: str, *, move_from: Path | None = None) -> CallResult | None:
+        """Create the facet on its first call; a ``CallResult`` when the policy refuses or
+        the disk does (never raises for a call: it reports a code and keeps serving).
+
+        ``move_from`` (an import): the complete database to install as the facet's; the
+        facet must not exist or be being created, else ``BadRequest``.
+        """
+        key = (app, facet)
+        while True:
+            with self.lock:
+                if key in self.created:
+                    if move_from is not None:
+                        raise BadRequest(f"facet {app}/{facet} came to exist meanwhile (a call "
+                                         f"created it); nothing was imported")
+                    return None
+                pending = self._creating.get(key)
+                if pending is None:
+                    pending = self._creating[key] = threading.Event()
+                    existing = self.counts.get(app, 0) + self._reserved.get(app, 0)
+                    self._reserved[app] = self._reserved.get(app, 0) + 1
+                    break
+            if move_from is not None:
+                raise BadRequest(f"facet {app}/{facet} is being created by a call; nothing was imported")
+            pending.wait()   # the first creation decides; then look again
+        try:
+            try:
+                refusal = self._policy.admit_facet(app, facet, existing, self._quota_book.effective(app))
+            except Exception as exc:  # a broken custom policy refuses, it does not crash the call
+                self._log(app, facet, "error", f"policy.admit_facet failed: {exc!r}")
+                return CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
+            if refusal is not None:
+                return CallResult.failure(refusal.code, refusal.message)
+            failed = self._install(app, facet, move_from)
+            if failed is not None:
+                return failed
+        finally:
+            with self.lock:
+                del self._creating[key]
+                left = self._reserved[app] - 1
+                if left:
+                    self._reserved[app] = left
+                else:
+                    del self._reserved[app]
+            pending.set()
+        self._log(app, facet, "info", f"facet {app}/{facet} created")
+        return None
+
+    def _install(self, app: str, facet: str, move_from: Path | None) -> CallResult | None:
+        """Make the facet's directory, give an import's copy its name, register: a
+        ``CallResult`` if the disk refused (then nothing is registered)."""
+        dest = self.db_path(app, facet)
+        installed = False
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            created_at = time.time()
+            with self.lock:
+                if move_from is not None:
+                    try:
+                        transfer.publish(move_from, dest)
+                    except FileExistsError:
+                        raise BadRequest(f"a database file {dest} exists for no facet; move it "
+                                         f"aside (a restart adopts it as {app}/{facet})") from None
+                    installed = True
+                self._control.add_facet(app, facet, created_at)
+                self._register(app, facet, created_at)
+        except (sqlite3.Error, OSError) as exc:   # a full disk, a read-only file system
+            if installed and move_from is not None:   # unregistered: back to being the import's copy
+                os.replace(dest, move_from)
+            code = fault_code(exc)
+            self._log(app, facet, "error", f"facet {app}/{facet} not created ({code}): {exc}")
+            return CallResult.failure(code, f"cannot create facet {app}/{facet}: {type(exc).__name__}: {exc}")
+        return None

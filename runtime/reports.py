@@ -1,0 +1,140 @@
+"""What the supervisor reports about its facets: listed rows, usage, time series, bills,
+Prometheus text and stored logs. Reads only: meters in memory, the control database, residency.
+
+Thread-safety: no lock of its own. ``Meters`` and ``ControlDB`` lock inside; the
+registry's keys and residency's memory figures are copied under their locks. Runs on
+the caller's thread (the console's workers, the CLI, an HTTP handler).
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .abi import is_valid_name
+from .billing import PriceSheet, compute_bill, prometheus_text
+from .control import ControlDB
+from .errors import BadRequest, NotFound
+from .logs import LEVEL_RANK, LogRecord, LogSink
+from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
+from .types import FacetInfo
+
+if TYPE_CHECKING:
+    from .apps import AppStore
+    from .registry import FacetRegistry
+    from .residency import Residency
+
+#: Splits ``APP/FACET`` with checked names (``Supervisor``'s ``parse_facet_target``).
+ParseTarget = Callable[[str], tuple[str, str]]
+
+
+class Reports:
+    def __init__(self, *, meters: Meters, control: ControlDB, apps: AppStore, registry: FacetRegistry,
+                 residency: Residency, log_sink: LogSink, prices: PriceSheet,
+                 flush_usage: Callable[[], None], parse: ParseTarget) -> None:
+        self._meters = meters
+        self._control = control
+        self._apps = apps
+        self._registry = registry
+        self._residency = residency
+        self._log_sink = log_sink
+        self.prices = prices
+        self._flush_usage = flush_usage
+        self._parse = parse
+
+    def facet_infos(self, keys: list[tuple[str, str]]) -> list[FacetInfo]:
+        """Listed rows of ``keys`` that still exist (one deleted meanwhile is left out)."""
+        infos = []
+        for key in keys:
+            created_at = self._registry.created.get(key)
+            if created_at is None:
+                continue
+            slot = self._registry.slots.get(key)
+            usage = self._meters.snapshot(*key)
+            usage["memory"] = slot.memory_bytes() if slot is not None else 0
+            infos.append(FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
+                                   created_at=created_at, usage=usage,
+                                   version=slot.guest_version if slot is not None and slot.guest is not None else None))
+        return infos
+
+    def usage(self, target: str | None = None) -> dict[str, Any]:
+        if not target or target == "*":
+            snap = self._meters.snapshot()
+            snap["memory"] = self._residency.memory_of(None)
+            return snap
+        if "/" in target:
+            app, facet = self._parse(target)
+            if (app, facet) not in self._registry.created:
+                raise NotFound(f"no facet {target}")
+            snap = self._meters.snapshot(app, facet)
+            slot = self._registry.slots.get((app, facet))
+            if slot is not None:
+                snap["memory"] = slot.memory_bytes()
+            return snap
+        if not self._apps.has(target):
+            raise NotFound(f"no app named {target!r}")
+        snap = self._meters.snapshot(target)
+        snap["memory"] = self._residency.memory_of(target)
+        return snap
+
+    def series(self, target: str | None, field: str, *, resolution: int = 1,
+               points: int = 60) -> list[float]:
+        if field not in SERIES_FIELDS:
+            raise BadRequest(f"unknown series {field!r}; known: {', '.join(SERIES_FIELDS)}")
+        if resolution not in {r for r, _ in RESOLUTIONS}:
+            raise BadRequest(f"resolution must be one of {[r for r, _ in RESOLUTIONS]} seconds")
+        app: str | None
+        facet: str | None
+        if not target or target == "*":
+            app, facet = None, None
+        elif "/" in target:
+            app, facet = self._parse(target)
+        else:
+            app, facet = target, None
+        if resolution == 1:   # live, in memory
+            return self._meters.live_series(app, facet, field, points)
+        self._flush_usage()    # minutes and hours are read where they are kept
+        current = int(time.time()) // resolution
+        totals = self._control.series_totals(app, facet, resolution, current - points + 1)
+        index = SERIES_FIELDS.index(field)
+        return [totals[b][index] if b in totals else 0.0 for b in range(current - points + 1, current + 1)]
+
+    def bill(self, target: str | None = None, *, since: float | None = None,
+             until: float | None = None) -> dict[str, Any]:
+        now = time.time()
+        until = now if until is None else until
+        if since is None:
+            t = time.gmtime(now)
+            since = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        if since > until:
+            raise BadRequest("since must not be after until")
+        app = None
+        if target and target != "*":
+            if not self._apps.has(target):
+                raise NotFound(f"no app named {target!r}")
+            app = target
+        self._flush_usage()
+        per_facet = ((a, f, self._control.load_series(a, f, 3600)) for a, f in self._registry.listed(app))
+        return compute_bill(per_facet, self.prices, since, until)
+
+    def prometheus(self) -> str:
+        return prometheus_text((a, f, self.usage(f"{a}/{f}")) for a, f in self._registry.listed())
+
+    def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
+             since: float | None = None, until: float | None = None,
+             search: str | None = None) -> list[LogRecord]:
+        app = facet = None
+        if target and target != "*":
+            if "/" in target:
+                app, facet = self._parse(target)
+            elif is_valid_name(target):
+                app = target
+            else:
+                raise BadRequest(f"bad log target {target!r}: expected APP or APP/FACET")
+        if level is not None and level not in LEVEL_RANK:
+            raise BadRequest(f"bad level {level!r}: expected one of {', '.join(LEVEL_RANK)}")
+        self._log_sink.flush()
+        return self._control.read_logs(app=app, facet=facet, level=level, since=since, until=until,
+                                       search=search, limit=limit)

@@ -1,0 +1,117 @@
+"""The result and info types of the runtime's interface, in one place so that any module
+(the policy, the console) can name them without importing the machinery that makes them.
+
+``CallResult`` and ``Usage`` describe one request; ``FacetInfo``, ``FacetChanges`` and
+``AppInfo`` are what the supervisor lists. All are plain data: no locks, no threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ErrorCode
+
+if TYPE_CHECKING:
+    from .apps import AppVersion
+
+
+@dataclass(slots=True)
+class Usage:
+    """What one request used (see the module docstring for what each field counts)."""
+
+    fuel: int = 0
+    wall_ms: float = 0.0
+    rows_read: int = 0
+    rows_written: int = 0
+    sql_calls: int = 0
+    log_bytes: int = 0
+    logs_truncated: int = 0
+    cold_start: bool = False
+    memory: int = 0
+    #: How many requests shared this request's COMMIT (1: a transaction of its own).
+    commit_group: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class CallResult:
+    """The outcome of one request.
+
+    Attributes:
+        ok: True when the guest answered and its transaction committed.
+        response: the guest's response bytes (empty on failure).
+        error: a stable ``ErrorCode`` (a ``StrEnum``: it prints and serialises as its
+            string), or None when ok.
+        message: a human explanation of the error ("" when ok).
+        usage: what the request used.
+        request_id: identifies the request in logs.
+    """
+
+    ok: bool
+    response: bytes = b""
+    error: ErrorCode | None = None
+    message: str = ""
+    usage: Usage = field(default_factory=Usage)
+    request_id: str = ""
+
+    @classmethod
+    def failure(cls, code: ErrorCode, message: str, request_id: str = "",
+                usage: Usage | None = None) -> CallResult:
+        return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id,
+                   usage=usage or Usage())
+
+
+@dataclass(frozen=True)
+class FacetInfo:
+    """A facet as listed: ``state`` is cold, warm, busy or failed; ``version`` the app
+    version its warm instance runs (None when cold)."""
+
+    app: str
+    name: str
+    state: str
+    created_at: float
+    usage: dict[str, Any]
+    version: int | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.app}/{self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"app": self.app, "name": self.name, "state": self.state, "version": self.version,
+                "created_at": self.created_at, "usage": self.usage}
+
+
+@dataclass(frozen=True)
+class FacetChanges:
+    """The facet list's changes since an earlier ``Supervisor.facet_changes`` call.
+
+    Attributes:
+        cursor: pass it to the next call.
+        complete: ``facets`` is every facet (the first call, a quota change, or the
+            last call too long ago); else it is only the facets that changed.
+        facets: the facets, as ``facet_list`` lists them.
+        removed: targets deleted since (a target can also be in ``facets`` if it was
+            created again: apply removals first).
+    """
+
+    cursor: float
+    complete: bool
+    facets: list[FacetInfo]
+    removed: list[str]
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    name: str
+    version: AppVersion
+    versions: int
+    facets: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version.version, "versions": self.versions,
+                "facets": self.facets, "sha256": self.version.sha256,
+                "exports": list(self.version.exports), "imports": list(self.version.imports)}
