@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import inspect
 import shlex
 import sys
 from pathlib import Path
@@ -28,15 +27,9 @@ from .render import render
 
 def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
     """The data directory's supervisor; with ``readonly``, opened without writing anything
-    (no orphan adoption, no mkdir, no control-database writes) where the runtime offers it.
-
-    ``Supervisor(data, readonly=True)`` is the runtime's side of ``--readonly`` (issue 12);
-    until a runtime has it, commands are still refused by ``commands.is_write``.
-    """
-    path = Path(data) if data else default_data_dir()
-    if readonly and "readonly" in inspect.signature(Supervisor).parameters:
-        return Supervisor(path, readonly=True)  # type: ignore[call-arg]
-    return Supervisor(path)
+    (no orphan adoption, no mkdir, no control-database writes; ``commands.is_write`` refuses
+    the writing commands before they reach it)."""
+    return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly)
 
 
 @click.group(invoke_without_command=True, help=__doc__)

@@ -53,10 +53,6 @@ from .transfer import Transfer
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
 from .wasm import WasmRuntime
 
-#: The code of a write refused by a read-only supervisor. ``ErrorCode.REFUSED`` is being
-#: added to errors.py by another change; until it lands, ``bad_request``.
-REFUSED: ErrorCode = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
-
 
 class Supervisor:
     """Hosts apps and their facets from one data directory.
@@ -146,7 +142,7 @@ class Supervisor:
 
     def _refuse_if_readonly(self, what: str) -> None:
         if self.readonly:
-            raise FacetsError(f"{what} refused: the supervisor was opened read-only", REFUSED)
+            raise FacetsError(f"{what} refused: the supervisor was opened read-only", ErrorCode.REFUSED)
 
     # -- apps -------------------------------------------------------------------
     def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion:
@@ -255,7 +251,7 @@ class Supervisor:
         if self._closed:
             return CallResult.failure(ErrorCode.OVERLOADED, "the supervisor is shut down", request_id)
         if self.readonly:   # a request writes the facet's database
-            return CallResult.failure(REFUSED, "requests are refused: the supervisor was opened read-only",
+            return CallResult.failure(ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only",
                                       request_id)
         try:
             parsed = self._targets.get(target)

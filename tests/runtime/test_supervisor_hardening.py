@@ -504,7 +504,7 @@ def test_a_readonly_supervisor_writes_nothing(tmp_path):
     stray.parent.mkdir()
     _make_source(stray, rows=3)
     before = _tree(data)
-    refused_code = getattr(ErrorCode, "REFUSED", ErrorCode.BAD_REQUEST)
+    refused_code = ErrorCode.REFUSED
     with Supervisor(data, readonly=True, usage_flush_interval=0.01) as sup:
         # Reads work...
         assert [f.target for f in sup.facet_list()] == ["counter/a"]   # the stray is not adopted
