@@ -61,9 +61,15 @@ def _row_to_version(row: dict[str, Any]) -> AppVersion:
 
 
 class AppStore:
-    def __init__(self, data_dir: Path, control: ControlDB, wasm: WasmRuntime) -> None:
+    """The apps of one data directory. With ``readonly`` it writes nothing: no ``modules/``
+    directory is made and a missing compiled cache is compiled in memory only."""
+
+    def __init__(self, data_dir: Path, control: ControlDB, wasm: WasmRuntime, *,
+                 readonly: bool = False) -> None:
         self._dir = data_dir / "modules"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        self._readonly = readonly
+        if not readonly:
+            self._dir.mkdir(parents=True, exist_ok=True)
         self._control = control
         self._wasm = wasm
         self._lock = threading.Lock()
@@ -206,6 +212,8 @@ class AppStore:
     def _cache(self, sha: str, module: Any) -> None:
         """Write the compiled cache of ``sha``; best effort: without it the next cold
         process compiles again, which is slower but correct."""
+        if self._readonly:
+            return
         cache = self._cache_path(sha)
         try:
             cache.unlink(missing_ok=True)

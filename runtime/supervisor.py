@@ -85,7 +85,7 @@ class Supervisor:
         self.prices = settings.price_sheet(self.data_dir)
         self.control = ControlDB(str(self.data_dir / "control.sqlite3"), readonly=readonly)
         self.wasm = WasmRuntime(settings.engine)
-        self.apps = AppStore(self.data_dir, self.control, self.wasm)
+        self.apps = AppStore(self.data_dir, self.control, self.wasm, readonly=readonly)
         self.quota_book = QuotaBook(self.control.quota_settings())
         self.meters = Meters(self.control.load_usage())
         # Read-only, the supervisor's own events still reach subscribers, and are not stored.

@@ -529,6 +529,18 @@ def test_a_readonly_supervisor_writes_nothing(tmp_path):
     assert not (tmp_path / "out.sqlite3").exists()
 
 
+def test_a_readonly_supervisor_makes_no_directory(tmp_path):
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(COUNTER_WAT)
+    for path in sorted((data / "modules").iterdir()):
+        path.unlink()
+    (data / "modules").rmdir()
+    with Supervisor(data, readonly=True) as sup:
+        assert [a.name for a in sup.app_list()] == ["counter"]
+    assert not (data / "modules").exists()
+
+
 def test_readonly_needs_an_existing_data_directory(tmp_path):
     with pytest.raises(FacetsError):
         Supervisor(tmp_path / "none", readonly=True)
