@@ -168,9 +168,8 @@ class ControlDB:
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
             for row in self.db.table("quotas").rows:
-                value = row["value"]
-                out.setdefault(row["scope"], {})[row["key"]] = \
-                    value if row["key"] == "rate" else int(value)
+                # As stored: QuotaBook checks (and converts) every value when it opens.
+                out.setdefault(row["scope"], {})[row["key"]] = row["value"]
         return out
 
     def save_quotas(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:

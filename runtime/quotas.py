@@ -220,7 +220,23 @@ class QuotaBook:
                  base: Quotas | None = None) -> None:
         self._base = base or Quotas()
         self._lock = threading.Lock()
-        self._state = _BookState({k: dict(v) for k, v in (settings or {}).items()})
+        #: Stored settings refused when the book was opened (written by an older version
+        #: before the ranges existed, say ``rate=inf``): "scope key=value: why" each. They
+        #: are left out, so the next level applies, rather than failing every request.
+        self.rejected: list[str] = []
+        checked: dict[str, dict[str, Any]] = {}
+        for scope, values in (settings or {}).items():
+            kept = {}
+            for key, value in values.items():
+                try:
+                    if key == "max_facets" and scope.count("/") == 1:
+                        raise QuotaError("max_facets is a per-app quota")
+                    kept[key] = parse_quota(key, value)
+                except QuotaError as exc:
+                    self.rejected.append(f"{scope} {key}={value!r}: {exc.message}")
+            if kept:
+                checked[scope] = kept
+        self._state = _BookState(checked)
 
     def effective(self, app: str | None = None, facet: str | None = None) -> Quotas:
         """The effective quotas (cached until the next change: this runs on every request)."""

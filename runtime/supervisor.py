@@ -91,6 +91,8 @@ class Supervisor:
         # Read-only, the supervisor's own events still reach subscribers, and are not stored.
         self.log_sink = LogSink(_discard if readonly else self.control.write_logs)
         log = self._supervisor_log
+        for rejected in self.quota_book.rejected:
+            log("", "", "warn", f"stored quota ignored: {rejected}")
         self.registry = FacetRegistry(self.data_dir, self.control, durability=self.durability,
                                       policy=self.policy, quota_book=self.quota_book, log=log)
         if not readonly:

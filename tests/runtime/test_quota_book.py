@@ -76,3 +76,30 @@ def test_cached_values_follow_every_change(cached_first):
     assert book.effective("a", "b").fuel == 20 and book.effective("z").fuel == 10
     book.apply("a/b", {"fuel": 30}, [])
     assert book.effective("a", "b").fuel == 30 and book.effective("a", "c").fuel == 20
+
+
+def test_stored_values_out_of_range_are_ignored_and_reported(tmp_path):
+    """A control database written before the ranges existed (``rate=inf``, a key since
+    removed) must not fail every request: the bad settings are left out and logged."""
+    import sqlite3
+
+    from runtime import Supervisor
+    from tests.conftest import COUNTER_WAT
+
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(COUNTER_WAT)
+        sup.set_quotas("counter", fuel="5M")
+    with sqlite3.connect(data / "control.sqlite3") as conn:
+        conn.executemany("INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)",
+                         [("*", "rate", float("inf")), ("counter", "bogus", 1),
+                          ("counter/alice", "timeout_ms", 10**12), ("counter/alice", "memory", float("inf"))])
+    conn.close()
+    with Supervisor(data) as sup:
+        result = sup.call("counter/alice")
+        assert result.ok, result.message
+        quotas = sup.quotas("counter/alice")
+        assert (quotas.rate, quotas.timeout_ms, quotas.fuel) == (1000.0, 2000, 5_000_000)
+        warnings = [r.message for r in sup.logs(level="warn") if "stored quota ignored" in r.message]
+        assert len(warnings) == 4
+        assert any("rate=inf" in w for w in warnings)
