@@ -28,7 +28,7 @@ from .hostcalls import RequestContext
 from .logs import LogRecord
 from .metering import Usage
 from .quotas import Quotas
-from .storage import FacetDB
+from .storage import FacetDB, failure_code
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the
@@ -67,8 +67,9 @@ class CallResult:
 
 
 def _failure_code(exc: Exception) -> ErrorCode:
-    """The code of a failed BEGIN/COMMIT or host error: SQLITE_FULL is the storage quota."""
-    return ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+    """The code of a failed BEGIN/COMMIT or host error, by SQLite's result code (SQLITE_FULL
+    is the storage quota); anything that is not SQLite's is ``internal``."""
+    return failure_code(exc)
 
 
 def fail_all(group: list[Request], code: ErrorCode, message: str) -> None:

@@ -54,6 +54,12 @@ _PRAGMAS_READ_ONLY = frozenset({
 }) | _PRAGMAS_WITH_ARG
 _REFUSED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
 _ALLOWED_VTABLE_MODULES = frozenset({"fts5", "rtree"})
+#: Eponymous virtual tables a guest may not read: ``sqlite_stmt`` lists the connection's
+#: prepared statements (the platform's among them, with their marker), ``dbstat`` /
+#: ``sqlite_dbpage`` / ``sqlite_dbdata`` expose raw pages. (``json_each``/``json_tree``
+#: stay; ``pragma_*`` functions are checked as the PRAGMA they run, see ``_authorize``.)
+_REFUSED_TABLES = frozenset({"sqlite_stmt", "dbstat", "sqlite_dbpage", "sqlite_dbdata",
+                             "sqlite_dbptr"})
 
 #: SQLite limits applied to every facet connection.
 GUEST_LIMITS = {
@@ -76,8 +82,55 @@ VM_STEP = 100
 _DENY = sqlite3.SQLITE_DENY
 _OK = sqlite3.SQLITE_OK
 
+# Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
+SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_FULL = 7, 8, 9, 13
+SQLITE_TOOBIG, SQLITE_AUTH = 18, 23
+
+#: How a failed statement maps to a code, by SQLite's primary result code.
+_CODE_BY_SQLITE = {
+    SQLITE_FULL: ErrorCode.STORAGE_FULL,
+    SQLITE_INTERRUPT: ErrorCode.TIMEOUT,
+    SQLITE_AUTH: ErrorCode.NOT_AUTHORIZED,
+    SQLITE_TOOBIG: ErrorCode.TOO_BIG,     # also a host-side guard raising OverflowError
+    SQLITE_NOMEM: ErrorCode.TOO_BIG,
+}
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of ``exc`` (``sqlite_errorcode`` & 0xff), or None when the
+    error did not come from SQLite (e.g. Python's "one statement at a time")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def failure_code(exc: BaseException, default: ErrorCode = ErrorCode.INTERNAL) -> ErrorCode:
+    """The error code for an exception from SQLite, by its result code (never its message):
+    SQLITE_FULL is the storage quota, SQLITE_INTERRUPT the deadline, SQLITE_AUTH the
+    sandbox, SQLITE_TOOBIG/NOMEM a limit; anything else is ``default``."""
+    return _CODE_BY_SQLITE.get(sqlite_code(exc), default)  # type: ignore[arg-type]
+
 
 _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
+
+
+#: ``sqlite3_trace_v2`` callback type and event mask (SQLITE_TRACE_PROFILE: once per run of a
+#: statement, when it finishes or is reset, with the ``sqlite3_stmt*``).
+_TRACE_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_void_p)
+_SQLITE_TRACE_PROFILE = 0x02
+
+#: ``sqlite3_stmt_status`` counters that count rows visited: 1 is SQLITE_STMTSTATUS_FULLSCAN_STEP
+#: (steps of full table/index scans), 3 SQLITE_STMTSTATUS_AUTOINDEX (rows put into an automatic
+#: index), and 0 the slot every other ``OP_Next``/``OP_Prev``/``OP_SorterNext`` step lands in
+#: (``p->aCounter[pOp->p5]++`` with p5 = 0: index range scans, sorted and materialized
+#: results). Slot 0 is not documented but it is a plain read of ``aCounter[0]`` that every
+#: SQLite build allows (even with SQLITE_ENABLE_API_ARMOR, which rejects only op < 0 or > 8);
+#: the tests pin down that an index range scan of 100 rows counts ~100.
+_STEP_COUNTERS = (1, 0, 3)
+
+#: Rows visited by the statement that last finished on a connection, by ``sqlite3*`` handle;
+#: written by ``_on_statement_end`` (plain ints in one dict: no object per facet for the GC).
+_last_steps: dict[int, int] = {}
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,8 +140,37 @@ def _sqlite_library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(_sqlite3.__file__)
         lib.sqlite3_db_filename.restype = ctypes.c_char_p
         lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.sqlite3_stmt_status.restype = ctypes.c_int
+        lib.sqlite3_stmt_status.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.sqlite3_trace_v2.restype = ctypes.c_int
+        lib.sqlite3_trace_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint, _TRACE_CALLBACK,
+                                         ctypes.c_void_p]
+        lib.sqlite3_exec.restype = ctypes.c_int
+        lib.sqlite3_exec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_void_p]
+        lib.sqlite3_extended_errcode.restype = ctypes.c_int
+        lib.sqlite3_extended_errcode.argtypes = [ctypes.c_void_p]
+        lib.sqlite3_errmsg.restype = ctypes.c_char_p
+        lib.sqlite3_errmsg.argtypes = [ctypes.c_void_p]
+        lib.sqlite3_db_config.restype = ctypes.c_int
         return lib
     except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _db_handle(conn: sqlite3.Connection, path: str) -> int | None:
+    """The ``sqlite3*`` handle of ``conn``, read from CPython's connection object (its first
+    field) and returned only if SQLite confirms it is this very database; else None."""
+    lib = _sqlite_library()
+    if lib is None:
+        return None
+    try:
+        handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+        name = lib.sqlite3_db_filename(handle, b"main") if handle else None
+        if not name or os.path.realpath(os.fsdecode(name)) != os.path.realpath(path):
+            return None
+        return handle
+    except (ValueError, OSError):
         return None
 
 
@@ -98,21 +180,38 @@ def skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
     Closing the last connection of a WAL database otherwise checkpoints it and syncs twice,
     which makes closing an idle facet's database cost milliseconds. Python's sqlite3 has no
     API for this option, so the ``sqlite3*`` handle is read from CPython's connection object
-    (its first field) and used only if SQLite confirms it is this very database. Returns
-    whether the option is set; when it is not, closing is just slower.
+    (see ``_db_handle``). Returns whether the option is set; when it is not, closing is just slower.
     """
+    handle = _db_handle(conn, path)
+    if handle is None:
+        return False
     lib = _sqlite_library()
-    if lib is None:
-        return False
-    try:
-        handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
-        name = lib.sqlite3_db_filename(handle, b"main") if handle else None
-        if not name or os.path.realpath(os.fsdecode(name)) != os.path.realpath(path):
-            return False
-        return lib.sqlite3_db_config(ctypes.c_void_p(handle), _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                                     ctypes.c_int(1), ctypes.c_void_p(0)) == 0
-    except (ValueError, OSError):
-        return False
+    assert lib is not None
+    return lib.sqlite3_db_config(ctypes.c_void_p(handle), _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                                 ctypes.c_int(1), ctypes.c_void_p(0)) == 0
+
+
+def _on_statement_end(kind: int, db: int | None, stmt: int | None, elapsed: int | None) -> int:
+    """SQLITE_TRACE_PROFILE callback: record the rows the statement visited, and zero its
+    counters (a cached statement's counters otherwise add up over its runs)."""
+    lib = _sqlite_library()
+    if lib is not None and db and stmt:
+        status = lib.sqlite3_stmt_status
+        _last_steps[db] = status(stmt, 1, 1) + status(stmt, 0, 1) + status(stmt, 3, 1)
+    return 0
+
+
+_ON_STATEMENT_END = _TRACE_CALLBACK(_on_statement_end)   # module-level: lives as long as C uses it
+
+
+class PlatformSqlError(sqlite3.OperationalError):
+    """A platform statement run with ``sqlite3_exec`` failed; carries ``sqlite_errorcode``
+    like the errors of Python's sqlite3 module."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.sqlite_errorcode = code
+        self.sqlite_errorname = None
 
 
 #: Why a request fails after one of its statements rolled back the whole transaction.
@@ -172,7 +271,19 @@ class FacetDB:
             conn.setlimit(limit, value)
         self.page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
         skip_checkpoint_on_close(conn, path)
+        #: The ``sqlite3*`` handle when ctypes could confirm it (None: the fallbacks below).
+        self._handle = handle = _db_handle(conn, path)
+        if handle is not None:
+            lib = _sqlite_library()
+            assert lib is not None
+            if lib.sqlite3_trace_v2(handle, _SQLITE_TRACE_PROFILE, _ON_STATEMENT_END, handle) == 0:
+                _last_steps[handle] = 0
+            else:
+                self._handle = None
+        #: Per SQL text: does it count a whole table with OP_Count (``SELECT count(*) FROM t``)?
+        self._counts_table: dict[str, bool] | None = None
         self._guest = False
+        self._denied = False
         self._deadline = math.inf
         self._vm_calls = 0
         self.timed_out = False
@@ -182,9 +293,19 @@ class FacetDB:
             self.set_storage_limit(storage_limit)
 
     # -- sandbox hooks -----------------------------------------------------
-    def _authorize(self, action: int, arg1, arg2, dbname, source) -> int:
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, dbname: str | None,
+                   source: str | None) -> int:
         if not self._guest:
             return _OK
+        if self._guest_verdict(action, arg1, arg2, dbname) == _OK:
+            return _OK
+        # Remembered so the failure is classified as not_authorized by this fact: SQLite
+        # reports some denials (a function's) as plain SQLITE_ERROR, not SQLITE_AUTH.
+        self._denied = True
+        return _DENY
+
+    @staticmethod
+    def _guest_verdict(action: int, arg1: str | None, arg2: str | None, dbname: str | None) -> int:
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH,
                       sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
             return _DENY
@@ -198,6 +319,8 @@ class FacetDB:
         if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE):
             if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
                 return _DENY
+        if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in _REFUSED_TABLES:
+            return _DENY
         if action in _TEMP_ACTIONS:
             return _DENY  # temp objects live outside the facet's file and its quota
         if dbname not in (None, "main"):
@@ -227,37 +350,71 @@ class FacetDB:
         return self._cursor.execute(f"PRAGMA page_count {_NONCE}").fetchone()[0] * self.page_size
 
     # -- transactions (platform only) ----------------------------------------
-    def begin(self, deadline: float = math.inf) -> None:
+    def _platform(self, statement: str) -> None:
+        """Run a transaction statement of the platform's.
+
+        With the handle known it runs through ``sqlite3_exec``, which prepares it afresh and
+        never puts it into Python's statement cache: a guest string, however equal, is then
+        always prepared under the guest authorizer, which refuses SQLITE_TRANSACTION and
+        SQLITE_SAVEPOINT (Python's cache would hand it the platform's prepared statement, and
+        SQLite authorizes only at prepare time). Without it, the nonce'd text and the refusal
+        of any guest SQL that contains the nonce stand in.
+        """
+        handle = self._handle
+        if handle is None:
+            self._cursor.execute(statement)
+            return
+        lib = _sqlite_library()
+        assert lib is not None
+        if lib.sqlite3_exec(handle, statement.encode(), None, None, None) != 0:
+            code = lib.sqlite3_extended_errcode(handle)
+            raise PlatformSqlError((lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"), code)
+
+    def _arm(self, deadline: float) -> None:
+        """Arm the request deadline once the transaction (or savepoint) is open: a deadline that
+        fired inside BEGIN IMMEDIATE used to interrupt it after the transaction had started,
+        leaving it open for every later request on the facet."""
         self._deadline = deadline
         self.timed_out = False
-        self._cursor.execute(_BEGIN)
+
+    def begin(self, deadline: float = math.inf) -> None:
+        """Open the request's transaction; on failure no transaction is left open."""
+        self._deadline = math.inf
+        try:
+            self._platform(_BEGIN)
+        except BaseException:
+            if self._conn.in_transaction:
+                self._platform(_ROLLBACK)
+            raise
+        self._arm(deadline)
 
     def commit(self) -> None:
         self._deadline = math.inf
-        self._cursor.execute(_COMMIT)
+        self._platform(_COMMIT)
 
     def rollback(self) -> None:
         self._deadline = math.inf
         if self._conn.in_transaction:
-            self._cursor.execute(_ROLLBACK)
+            self._platform(_ROLLBACK)
 
     def savepoint(self, deadline: float = math.inf) -> None:
-        """Start one request inside the open transaction (a commit group, see ``FacetSlot``)."""
-        self._deadline = deadline
-        self.timed_out = False
-        self._cursor.execute(_SAVEPOINT)
+        """Start one request inside the open transaction (a commit group, see ``FacetSlot``);
+        on failure the transaction is as it was before."""
+        self._deadline = math.inf
+        self._platform(_SAVEPOINT)   # a failed SAVEPOINT leaves no savepoint behind
+        self._arm(deadline)
 
     def release(self) -> None:
         """Keep the request's writes in the transaction; they are durable at its COMMIT."""
         self._deadline = math.inf
-        self._cursor.execute(_RELEASE)
+        self._platform(_RELEASE)
 
     def rollback_to(self) -> None:
         """Undo the request's writes, keeping the rest of the transaction."""
         self._deadline = math.inf
         if self._conn.in_transaction:
-            self._cursor.execute(_ROLLBACK_TO)
-            self._cursor.execute(_RELEASE)
+            self._platform(_ROLLBACK_TO)
+            self._platform(_RELEASE)
 
     @property
     def in_transaction(self) -> bool:
@@ -276,24 +433,48 @@ class FacetDB:
         conn = self._conn
         if not conn.in_transaction:
             raise SqlFailure(ErrorCode.SQL_ERROR, TXN_LOST, fatal=True)
+        if _NONCE in sql:
+            # The platform's own statement texts: never let a guest string be one of them (or
+            # hit one in Python's statement cache, which SQLite's authorizer never sees).
+            raise SqlFailure(ErrorCode.NOT_AUTHORIZED, "not authorized")
         changes_before = conn.total_changes
         vm_before = self._vm_calls
+        handle = self._handle
+        cursor = self._cursor
+        self._denied = False
         self._guest = True
         try:
-            cursor = self._cursor
             cursor.execute(sql, params)
             description = cursor.description
             columns = [d[0] for d in description] if description else []
             rows: list[list[Any]] = []
             size = 0
             for row in cursor:
-                out = [_to_json_value(v) if type(v) in _NEEDS_CONVERSION else v for v in row]
-                size += sum(len(v) if isinstance(v, str) else 8 for v in out if v is not None) + 8
+                # What the host's JSON answer will take, roughly: a blob goes out as base64 in
+                # {"$blob": "..."}, so 4/3 of its length plus 12; a number up to 20-24 digits.
+                size += 2 + len(row)
+                for v in row:
+                    kind = type(v)
+                    if kind is str:
+                        size += len(v) + 2 if v.isascii() else len(v.encode()) + 2
+                    elif kind is bytes:
+                        size += 4 * ((len(v) + 2) // 3) + 12
+                    else:
+                        size += 24
                 if size > max_result_bytes:
                     raise SqlFailure(ErrorCode.TOO_BIG,
                                      f"result exceeds {max_result_bytes} bytes; page it with LIMIT")
-                rows.append(out)
+                rows.append([_to_json_value(v) if type(v) in _NEEDS_CONVERSION else v for v in row])
+            if handle is not None:
+                rows_read = _last_steps.get(handle, 0)
+                if rows_read == 0 and len(rows) == 1 and len(rows[0]) == 1 \
+                        and type(rows[0][0]) is int and self._counts_whole_table(sql, params):
+                    rows_read = rows[0][0]
+                rows_read = max(rows_read, len(rows))
+            else:   # no statement counters: VM work in VM_STEP units, as an estimate
+                rows_read = len(rows) + (self._vm_calls - vm_before)
         except SqlFailure:
+            self._abandon_statement()
             raise
         except sqlite3.DatabaseError as exc:
             failure = self._classify(exc)
@@ -304,31 +485,70 @@ class FacetDB:
             raise failure from None
         except (OverflowError, ValueError, TypeError) as exc:
             raise SqlFailure(ErrorCode.BAD_REQUEST, f"bad parameter: {exc}") from None
+        except BaseException:
+            self._abandon_statement()
+            raise
         finally:
             self._guest = False
         return StatementResult(
-            columns=columns, rows=rows,
-            rows_read=len(rows) + (self._vm_calls - vm_before),
+            columns=columns, rows=rows, rows_read=rows_read,
             rows_written=conn.total_changes - changes_before,
             last_insert_rowid=cursor.lastrowid or 0,
         )
 
+    def _abandon_statement(self) -> None:
+        """Reset a guest statement left unfinished (its result was too big): an active statement
+        would make the platform's COMMIT fail. Closing the cursor resets it; rare, so a new
+        cursor is cheap here."""
+        self._guest = False
+        self._cursor.close()
+        self._cursor = self._conn.cursor()
+
+    def _counts_whole_table(self, sql: str, params: list[Any]) -> bool:
+        """Whether ``sql`` is answered by OP_Count (``SELECT count(*) FROM t``): it counts the
+        table's rows by walking its pages without a single step, so its rows_read is the count.
+        Asked only of statements that visited nothing and answered one integer; the plan is
+        cached per SQL text (EXPLAIN, prepared under the guest authorizer like the statement)."""
+        cache = self._counts_table
+        if cache is None:
+            cache = self._counts_table = {}
+        known = cache.get(sql)
+        if known is None:
+            try:
+                plan = self._cursor.execute("EXPLAIN " + sql, params).fetchall()
+            except sqlite3.Error:
+                plan = []
+            known = any(op[1] == "Count" and not op[4] for op in plan)
+            if len(cache) >= 64:
+                cache.clear()
+            cache[sql] = known
+        return known
+
     def _classify(self, exc: sqlite3.DatabaseError) -> SqlFailure:
+        """A guest statement's failure, by SQLite's result code (``failure_code``)."""
+        if self.timed_out:
+            code = ErrorCode.TIMEOUT
+        elif self._denied:
+            code = ErrorCode.NOT_AUTHORIZED
+        else:
+            code = failure_code(exc, ErrorCode.SQL_ERROR)
         text = str(exc)
-        if self.timed_out or text == "interrupted":
-            return SqlFailure(ErrorCode.TIMEOUT, "statement stopped at the request deadline", fatal=True)
-        if "not authorized" in text or "authorization denied" in text or "prohibited" in text:
-            return SqlFailure(ErrorCode.NOT_AUTHORIZED, text)
-        if isinstance(exc, sqlite3.OperationalError) and ("full" in text):
-            return SqlFailure(ErrorCode.STORAGE_FULL, "storage quota reached: " + text, fatal=True)
-        if "too big" in text or "too long" in text or "too many" in text:
-            return SqlFailure(ErrorCode.TOO_BIG, text)
-        return SqlFailure(ErrorCode.SQL_ERROR, text)
+        if code == ErrorCode.TIMEOUT:
+            return SqlFailure(code, "statement stopped at the request deadline", fatal=True)
+        if code == ErrorCode.STORAGE_FULL:
+            return SqlFailure(code, "storage quota reached: " + text, fatal=True)
+        return SqlFailure(code, text)
 
     def close(self) -> None:
         try:
             self.rollback()
         finally:
+            if self._handle is not None:
+                lib = _sqlite_library()
+                assert lib is not None
+                lib.sqlite3_trace_v2(self._handle, 0, _TRACE_CALLBACK(), None)
+                _last_steps.pop(self._handle, None)
+                self._handle = None
             self._conn.close()
 
 
@@ -364,6 +584,18 @@ def from_json_param(value: Any) -> Any:
     raise ValueError(f"parameters must be JSON scalars or {{\"$blob\": ...}}, not {type(value).__name__}")
 
 
+def quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier: in double quotes, each ``"`` doubled (the only escape
+    SQLite's quoted identifiers have). NUL cannot be part of a name and is refused."""
+    if "\x00" in name:
+        raise BadRequest("a name cannot contain NUL")
+    return '"' + name.replace('"', '""') + '"'
+
+
+#: Default wall-time bound, in seconds, of one operator query (``FacetReader.query``).
+READER_TIMEOUT = 5.0
+
+
 class FacetReader:
     """Read-only access to a facet's database for operators (never used by guests).
 
@@ -379,6 +611,8 @@ class FacetReader:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         conn.execute("PRAGMA query_only=1")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self._deadline = math.inf
+        conn.set_progress_handler(self._progress, VM_STEP * 10)
         self._conn = conn
         self._lock = threading.Lock()
         self._closed = False
@@ -415,21 +649,36 @@ class FacetReader:
             raise NotFound(f"no table {table!r}")
         if limit < 0 or offset < 0:
             raise BadRequest("limit and offset must be >= 0")
-        sql = f"SELECT * FROM [{table}]"
+        sql = f"SELECT * FROM {quote_identifier(table)}"
         if where:
             sql += f" WHERE {where}"
         sql += " LIMIT ? OFFSET ?"
         return self.query(sql, [limit, offset])
 
-    def query(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+    def _progress(self) -> int:
+        return 1 if time.monotonic() > self._deadline else 0
+
+    def query(self, sql: str, params: list[Any] | None = None, *,
+              timeout: float = READER_TIMEOUT) -> dict[str, Any]:
+        """Run one read-only query; ``BadRequest`` (code ``timeout`` after ``timeout`` seconds,
+        ``bad_request`` for a write or an SQL error)."""
+        deadline = math.inf
         try:
             with self._use() as conn:
-                cursor = conn.execute(sql, params or [])
-                columns = [d[0] for d in cursor.description] if cursor.description else []
-                return {"columns": columns, "rows": [[_to_json_value(v) for v in row] for row in cursor]}
+                self._deadline = deadline = time.monotonic() + timeout
+                try:
+                    cursor = conn.execute(sql, params or [])
+                    columns = [d[0] for d in cursor.description] if cursor.description else []
+                    rows = [[_to_json_value(v) for v in row] for row in cursor]
+                finally:
+                    self._deadline = math.inf
+                return {"columns": columns, "rows": rows}
         except sqlite3.DatabaseError as exc:
             text = str(exc)
-            if "readonly" in text or "query_only" in text or "read-only" in text:
+            code = sqlite_code(exc)
+            if code == SQLITE_INTERRUPT and time.monotonic() >= deadline:
+                raise BadRequest(f"query stopped after {timeout:g} s", ErrorCode.TIMEOUT) from None
+            if code == SQLITE_READONLY:   # mode=ro and query_only both answer SQLITE_READONLY
                 raise BadRequest(f"read-only: {text}") from None
             raise BadRequest(f"SQL error: {text}") from None
 
