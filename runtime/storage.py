@@ -84,7 +84,8 @@ _OK = sqlite3.SQLITE_OK
 
 # Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
 SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_FULL = 7, 8, 9, 13
-SQLITE_TOOBIG, SQLITE_AUTH = 18, 23
+SQLITE_TOOBIG, SQLITE_SCHEMA, SQLITE_AUTH = 18, 17, 23
+_SQLITE_SCHEMA, _SQLITE_DONE = SQLITE_SCHEMA, 101
 
 #: How a failed statement maps to a code, by SQLite's primary result code.
 _CODE_BY_SQLITE = {
@@ -128,8 +129,9 @@ _SQLITE_TRACE_PROFILE = 0x02
 #: the tests pin down that an index range scan of 100 rows counts ~100.
 _STEP_COUNTERS = (1, 0, 3)
 
-#: Rows visited by the statement that last finished on a connection, by ``sqlite3*`` handle;
-#: written by ``_on_statement_end`` (plain ints in one dict: no object per facet for the GC).
+#: Rows visited by the statement that last finished on a connection, by ``sqlite3*`` handle
+#: (-1: none since they were taken); written by ``_on_statement_end``. Plain ints in one
+#: module dict: no object per facet for the garbage collector.
 _last_steps: dict[int, int] = {}
 
 
@@ -140,20 +142,35 @@ def _sqlite_library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(_sqlite3.__file__)
         lib.sqlite3_db_filename.restype = ctypes.c_char_p
         lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.sqlite3_stmt_status.restype = ctypes.c_int
-        lib.sqlite3_stmt_status.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         lib.sqlite3_trace_v2.restype = ctypes.c_int
         lib.sqlite3_trace_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint, _TRACE_CALLBACK,
                                          ctypes.c_void_p]
-        lib.sqlite3_exec.restype = ctypes.c_int
-        lib.sqlite3_exec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_void_p]
+        lib.sqlite3_prepare.restype = ctypes.c_int
+        lib.sqlite3_prepare.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        for name in ("sqlite3_step", "sqlite3_reset", "sqlite3_finalize"):
+            getattr(lib, name).restype = ctypes.c_int
+            getattr(lib, name).argtypes = [ctypes.c_void_p]
         lib.sqlite3_extended_errcode.restype = ctypes.c_int
         lib.sqlite3_extended_errcode.argtypes = [ctypes.c_void_p]
         lib.sqlite3_errmsg.restype = ctypes.c_char_p
         lib.sqlite3_errmsg.argtypes = [ctypes.c_void_p]
         lib.sqlite3_db_config.restype = ctypes.c_int
         return lib
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _stmt_status() -> Any:
+    """``sqlite3_stmt_status`` called without releasing the GIL (``PyDLL``): it only reads a
+    counter, and the GIL round trip would double its ~0.15 us."""
+    try:
+        import _sqlite3
+        status = ctypes.PyDLL(_sqlite3.__file__).sqlite3_stmt_status
+        status.restype = ctypes.c_int
+        status.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        return status
     except (ImportError, OSError, AttributeError):
         return None
 
@@ -192,13 +209,22 @@ def skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
 
 
 def _on_statement_end(kind: int, db: int | None, stmt: int | None, elapsed: int | None) -> int:
-    """SQLITE_TRACE_PROFILE callback: record the rows the statement visited, and zero its
-    counters (a cached statement's counters otherwise add up over its runs)."""
-    lib = _sqlite_library()
-    if lib is not None and db and stmt:
-        status = lib.sqlite3_stmt_status
+    """SQLITE_TRACE_PROFILE callback, once per run of a statement when it finishes or is reset:
+    record the rows it visited and zero its counters (a cached statement's counters otherwise
+    add up over its runs). Read here, where the statement is certainly alive; remembering the
+    pointer to read it later would save ~1 us but could read a finalized statement."""
+    if db and stmt:
+        status = _stmt_status()
         _last_steps[db] = status(stmt, 1, 1) + status(stmt, 0, 1) + status(stmt, 3, 1)
     return 0
+
+
+def _take_steps(handle: int) -> int | None:
+    """Rows visited by the statement that last finished on ``handle``; None if none finished
+    since the last call."""
+    steps = _last_steps.get(handle, -1)
+    _last_steps[handle] = -1
+    return None if steps < 0 else steps
 
 
 _ON_STATEMENT_END = _TRACE_CALLBACK(_on_statement_end)   # module-level: lives as long as C uses it
@@ -276,10 +302,13 @@ class FacetDB:
         if handle is not None:
             lib = _sqlite_library()
             assert lib is not None
-            if lib.sqlite3_trace_v2(handle, _SQLITE_TRACE_PROFILE, _ON_STATEMENT_END, handle) == 0:
-                _last_steps[handle] = 0
+            if _stmt_status() is not None and \
+                    lib.sqlite3_trace_v2(handle, _SQLITE_TRACE_PROFILE, _ON_STATEMENT_END, handle) == 0:
+                _last_steps[handle] = -1
             else:
                 self._handle = None
+        #: The platform's transaction statements, prepared by ``_platform``.
+        self._statements: dict[str, int] = {}
         #: Per SQL text: does it count a whole table with OP_Count (``SELECT count(*) FROM t``)?
         self._counts_table: dict[str, bool] | None = None
         self._guest = False
@@ -353,12 +382,14 @@ class FacetDB:
     def _platform(self, statement: str) -> None:
         """Run a transaction statement of the platform's.
 
-        With the handle known it runs through ``sqlite3_exec``, which prepares it afresh and
-        never puts it into Python's statement cache: a guest string, however equal, is then
-        always prepared under the guest authorizer, which refuses SQLITE_TRANSACTION and
-        SQLITE_SAVEPOINT (Python's cache would hand it the platform's prepared statement, and
-        SQLite authorizes only at prepare time). Without it, the nonce'd text and the refusal
-        of any guest SQL that contains the nonce stand in.
+        With the handle known it runs as a statement of our own, prepared once with
+        ``sqlite3_prepare`` and never put into Python's statement cache: a guest string, however
+        equal, is then always prepared under the guest authorizer, which refuses
+        SQLITE_TRANSACTION and SQLITE_SAVEPOINT (from Python's cache it would get the platform's
+        prepared statement: SQLite authorizes only at prepare time). The legacy ``prepare``
+        keeps no SQL text, so SQLite's profile trace (rows_read) skips these statements: one
+        Python callback fewer per statement (~2 us). Without the handle, the nonce'd text and
+        the refusal of guest SQL containing the nonce stand in.
         """
         handle = self._handle
         if handle is None:
@@ -366,9 +397,22 @@ class FacetDB:
             return
         lib = _sqlite_library()
         assert lib is not None
-        if lib.sqlite3_exec(handle, statement.encode(), None, None, None) != 0:
-            code = lib.sqlite3_extended_errcode(handle)
-            raise PlatformSqlError((lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"), code)
+        for attempt in (1, 2):
+            stmt = self._statements.get(statement)
+            if stmt is None:
+                out = ctypes.c_void_p()
+                if lib.sqlite3_prepare(handle, statement.encode(), -1, ctypes.byref(out), None) != 0:
+                    break
+                stmt = self._statements[statement] = out.value
+            if lib.sqlite3_step(stmt) == _SQLITE_DONE:
+                lib.sqlite3_reset(stmt)
+                return
+            if lib.sqlite3_reset(stmt) & 0xFF != _SQLITE_SCHEMA or attempt == 2:
+                break
+            # A legacy statement is not re-prepared after a schema change (guest DDL): do it here.
+            lib.sqlite3_finalize(self._statements.pop(statement))
+        raise PlatformSqlError((lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"),
+                               lib.sqlite3_extended_errcode(handle))
 
     def _arm(self, deadline: float) -> None:
         """Arm the request deadline once the transaction (or savepoint) is open: a deadline that
@@ -440,6 +484,8 @@ class FacetDB:
         changes_before = conn.total_changes
         vm_before = self._vm_calls
         handle = self._handle
+        if handle is not None:
+            _last_steps[handle] = -1
         cursor = self._cursor
         self._denied = False
         self._guest = True
@@ -465,8 +511,9 @@ class FacetDB:
                     raise SqlFailure(ErrorCode.TOO_BIG,
                                      f"result exceeds {max_result_bytes} bytes; page it with LIMIT")
                 rows.append([_to_json_value(v) if type(v) in _NEEDS_CONVERSION else v for v in row])
-            if handle is not None:
-                rows_read = _last_steps.get(handle, 0)
+            steps = _take_steps(handle) if handle is not None else None
+            if steps is not None:
+                rows_read = steps
                 if rows_read == 0 and len(rows) == 1 and len(rows[0]) == 1 \
                         and type(rows[0][0]) is int and self._counts_whole_table(sql, params):
                     rows_read = rows[0][0]
@@ -501,7 +548,7 @@ class FacetDB:
         would make the platform's COMMIT fail. Closing the cursor resets it; rare, so a new
         cursor is cheap here."""
         self._guest = False
-        self._cursor.close()
+        self._cursor.close()   # resets the statement (and the profile callback its counters)
         self._cursor = self._conn.cursor()
 
     def _counts_whole_table(self, sql: str, params: list[Any]) -> bool:
@@ -546,6 +593,9 @@ class FacetDB:
             if self._handle is not None:
                 lib = _sqlite_library()
                 assert lib is not None
+                for stmt in self._statements.values():   # else close_v2 leaves a zombie open
+                    lib.sqlite3_finalize(stmt)
+                self._statements.clear()
                 lib.sqlite3_trace_v2(self._handle, 0, _TRACE_CALLBACK(), None)
                 _last_steps.pop(self._handle, None)
                 self._handle = None

@@ -240,3 +240,73 @@ def test_reader_query_has_a_deadline(db):
 def test_supervisor_query_still_answers(probe):
     probe.call("probe/q", sql_body("CREATE TABLE t(x)"))
     assert probe.query("probe/q", "SELECT count(*) FROM t", [])["rows"] == [[0]]
+
+
+# -- 2. rows_read counts the rows a statement visits ------------------------------------------
+
+def fill(db: FacetDB, n: int) -> None:
+    run(db, "CREATE TABLE s(id INTEGER PRIMARY KEY, x INTEGER, k INTEGER, pad TEXT)")
+    run(db, "CREATE INDEX s_k ON s(k)")
+    run(db, "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
+            "INSERT INTO s(id, x, k, pad) SELECT n, n, n, 'row' FROM r", n - 1)
+
+
+@pytest.mark.parametrize("sql, params, expected", [
+    ("SELECT x FROM s WHERE x = 4999", [], 5000),                  # full scan, one row out
+    ("SELECT x FROM s WHERE id = 4999", [], 1),                    # primary-key lookup
+    ("SELECT x FROM s WHERE k = 17", [], 1),                       # index point lookup
+    ("SELECT x FROM s WHERE k BETWEEN 100 AND 199", [], 100),      # index range of 100 rows
+    ("SELECT sum(x) FROM s WHERE k BETWEEN 100 AND 199", [], 100),  # aggregate over that range
+    ("SELECT count(*) FROM s", [], 5000),                          # counted without a step
+    ("SELECT max(x), min(x) FROM s", [], 5000),                    # aggregate over a full scan
+    ("SELECT * FROM s", [], 5000),                                 # every row, returned
+    ("UPDATE s SET pad = 'x' WHERE x < 10", [], 5000),             # a write's scan is a read too
+    ("INSERT INTO s(x, k, pad) VALUES (1, 1, 'a')", [], 0),        # reads nothing
+    ("SELECT 1", [], 1),
+])
+def test_rows_read_counts_rows_visited(db, sql, params, expected):
+    fill(db, 5000)
+    result = run(db, sql, *params)
+    assert expected * 0.95 - 2 <= result.rows_read <= expected * 1.05 + 2, result.rows_read
+
+
+def test_rows_read_of_a_repeated_statement_is_per_run(db):
+    fill(db, 5000)
+    reads = [run(db, "SELECT x FROM s WHERE x = ?", 10).rows_read for _ in range(3)]
+    assert reads[0] == reads[1] == reads[2] and 4900 <= reads[0] <= 5100
+
+
+def test_rows_read_is_not_inflated_by_an_abandoned_statement(db):
+    fill(db, 5000)
+    with pytest.raises(SqlFailure):
+        run(db, "SELECT pad FROM s", limit=2000)   # too big after some rows: left unfinished
+    assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1
+
+
+def test_full_scan_rows_read_through_the_host_call(probe):
+    probe.call("probe/scan", sql_body("CREATE TABLE s(x)"))
+    probe.call("probe/scan", sql_body(
+        "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
+        "INSERT INTO s SELECT n FROM r"))
+    reply = sql_reply(probe.call("probe/scan", sql_body("SELECT x FROM s WHERE x = 4999")))
+    assert reply["rows"] == [[4999]] and 4900 <= reply["rows_read"] <= 5100, reply
+
+
+# -- 6. the result-size limit counts what the answer will take ---------------------------------
+
+def test_result_size_counts_blobs_as_their_base64(db):
+    run(db, "CREATE TABLE b(data BLOB)")
+    run(db, "INSERT INTO b SELECT randomblob(30000) FROM (SELECT 1 UNION ALL SELECT 2)")
+    # 60,000 bytes of blob are ~80,000 of base64 in the answer: over a 70,000-byte limit
+    assert failure(db, "SELECT data FROM b", limit=70_000).code == "too_big"
+    assert len(run(db, "SELECT data FROM b", limit=90_000).rows) == 2
+
+
+def test_result_size_counts_numbers_and_non_ascii_text(db):
+    run(db, "CREATE TABLE n(v)")
+    run(db, "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
+            "INSERT INTO n SELECT -9223372036854775807 + i FROM r")
+    assert failure(db, "SELECT v FROM n", limit=15_000).code == "too_big"   # ~22 bytes each
+    run(db, "CREATE TABLE u(t)")
+    run(db, "INSERT INTO u VALUES (?)", "\u20ac" * 3000)   # 3,000 characters, 9,000 bytes
+    assert failure(db, "SELECT t FROM u", limit=6_000).code == "too_big"
