@@ -4,6 +4,7 @@ transaction, deadlines, result size, temp files and the operator's reader."""
 from __future__ import annotations
 
 import json
+import os
 import math
 import sqlite3
 import time
@@ -310,3 +311,57 @@ def test_result_size_counts_numbers_and_non_ascii_text(db):
     run(db, "CREATE TABLE u(t)")
     run(db, "INSERT INTO u VALUES (?)", "\u20ac" * 3000)   # 3,000 characters, 9,000 bytes
     assert failure(db, "SELECT t FROM u", limit=6_000).code == "too_big"
+
+
+# -- 7. temporary data (sorts, GROUP BY, DISTINCT) neither spills to disk nor grows unbounded ----
+
+def temp_file_bytes() -> int:
+    """Bytes in this process's open, deleted files: SQLite's temp files are unlinked at open."""
+    total = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)"):
+                total += os.fstat(int(fd)).st_size
+        except OSError:
+            pass
+    return total
+
+
+def watch_temp_files(db: FacetDB) -> list[int]:
+    """Sample temp-file bytes while statements run (chained before the db's own handler)."""
+    peak = [temp_file_bytes()]
+    base = peak[0]
+
+    def progress() -> int:
+        if db._vm_calls % 50 == 0:
+            peak[0] = max(peak[0], temp_file_bytes())
+        return db._progress()
+    db._conn.set_progress_handler(progress, storage.VM_STEP)
+    return [base, peak]   # type: ignore[list-item]
+
+
+SORT = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
+        "SELECT n FROM r ORDER BY randomblob(1000) LIMIT 1 OFFSET ?")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_sort_bigger_than_the_storage_quota_writes_no_temp_files(tmp_path):
+    db = FacetDB(str(tmp_path / "f.sqlite3"), storage_limit=1 << 20)
+    base, peak = watch_temp_files(db)
+    # ~10 MB of rows to sort under a 1 MiB quota: before, ~45 MB of temp files under /tmp
+    assert len(run(db, SORT, 10_000, 9_999).rows) == 1
+    assert peak[0] - base < 1 << 20, peak[0] - base
+    db.close()
+
+
+def test_a_sort_needing_unbounded_temp_memory_fails_too_big(tmp_path):
+    db = FacetDB(str(tmp_path / "f.sqlite3"), storage_limit=1 << 20)
+    if storage._mallinfo2() is None:
+        pytest.skip("no glibc mallinfo2: temp memory is bounded by the deadline only")
+    started = time.monotonic()
+    fail = failure(db, SORT, 200_000, 199_999)   # ~200 MB of rows to sort
+    assert fail.code == "too_big" and "temporary memory" in fail.message
+    assert not db.in_transaction
+    assert run(db, "SELECT 1").rows == [[1]]      # the connection goes on
+    assert time.monotonic() - started < 60
+    db.close()
