@@ -18,6 +18,7 @@ import ctypes
 import functools
 import math
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -70,6 +71,10 @@ GUEST_LIMITS = {
     sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,
     sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 999,
     sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 10,
+    # LIKE/GLOB cost up to (text bytes x pattern bytes) inside one VM instruction, where the
+    # deadline is never checked: '%000...01' over 4 MiB of '0's took > 300 s with SQLite's
+    # default 50,000-byte pattern limit, ~0.3 s with 50 bytes (measured on this machine).
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 50,
 }
 
 #: Page cache per facet connection, in KiB (allocated lazily, see FacetDB.__init__).
@@ -275,6 +280,242 @@ class PlatformSqlError(sqlite3.OperationalError):
         self.sqlite_errorname = None
 
 
+# -- built-in functions whose one call could outlast any deadline ------------------------------
+#
+# The deadline is checked between VM instructions, never inside one, so a single function call
+# must be bounded by itself. Measured worst cases, one call each, with 4 MiB values:
+# printf('%.*c', 2000000000, 'x') 10.8 s (SQLite keeps looping after the result hit the length
+# limit), instr(4 MiB of '0', 40 KB of '0' || '1') 7.2 s, trim(4 MiB, a 50,000-character set) and
+# replace() with a 40 KB pattern > 15 s (text bytes x pattern bytes). These are replaced, on guest
+# connections, by functions with the same semantics: instr and replace run Python's linear-time
+# search on the exact bytes SQLite hands over; printf/format answer NULL (what SQLite answers,
+# eventually) when the widths and precisions alone exceed the length limit, and otherwise run
+# the real built-in on a private in-memory connection; trim/ltrim/rtrim with a character set run
+# the built-in when text x set is at most TRIM_BUDGET bytes, else fail too_big. After this the
+# worst single call measured is ~0.3 s (LIKE at the 50-byte pattern limit); all four payloads
+# above fail or answer in under 50 ms. Registered SQLITE_INNOCUOUS, as the built-ins are, so
+# views, triggers and CHECK constraints can still use them with trusted_schema=OFF.
+
+_SQLITE_UTF8, _SQLITE_DETERMINISTIC, _SQLITE_INNOCUOUS = 1, 0x800, 0x200000
+_SQLITE_INTEGER, _SQLITE_BLOB, _SQLITE_NULL = 1, 4, 5
+_SQLITE_TRANSIENT = ctypes.c_void_p(-1)
+_XFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p))
+#: Bytes of text times bytes of character set a trim may compare (~50 ms).
+TRIM_BUDGET = 1 << 26
+_CONTINUATION = bytes(range(0x80, 0xC0))
+#: One printf conversion: flags, width, precision, length modifier, conversion character.
+_PRINTF_SPEC = re.compile(rb"%([-+ #!0,]*)(\*|[0-9]+)?(?:\.(\*|[0-9]*))?(l{0,2})(.|$)", re.S)
+#: Conversions whose precision is a maximum, not a minimum, of what they print.
+_PRECISION_IS_MAXIMUM = frozenset(b"sSzqQw")
+
+
+@functools.lru_cache(maxsize=1)
+def _value_api() -> Any:
+    """SQLite's value/result/statement functions for the guarded built-ins, through ``PyDLL``
+    (the callbacks hold the GIL; these calls are short) except ``step`` (it runs the builtin)."""
+    lib = _sqlite_library()
+    if lib is None:
+        return None
+    try:
+        import _sqlite3
+        api = ctypes.PyDLL(_sqlite3.__file__)
+        vp, ci, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+        for name, res, args in (
+                ("sqlite3_value_type", ci, [vp]), ("sqlite3_value_bytes", ci, [vp]),
+                ("sqlite3_value_text", vp, [vp]), ("sqlite3_value_blob", vp, [vp]),
+                ("sqlite3_value_int64", i64, [vp]), ("sqlite3_result_null", None, [vp]),
+                ("sqlite3_result_int64", None, [vp, i64]),
+                ("sqlite3_result_text", None, [vp, ctypes.c_char_p, ci, vp]),
+                ("sqlite3_result_value", None, [vp, vp]),
+                ("sqlite3_result_error_toobig", None, [vp]),
+                ("sqlite3_result_error", None, [vp, ctypes.c_char_p, ci]),
+                ("sqlite3_result_error_code", None, [vp, ci]),
+                ("sqlite3_bind_value", ci, [vp, ci, vp]), ("sqlite3_column_value", vp, [vp, ci]),
+                ("sqlite3_reset", ci, [vp]), ("sqlite3_clear_bindings", ci, [vp]),
+                ("sqlite3_prepare_v2", ci, [vp, ctypes.c_char_p, ci, ctypes.POINTER(vp), vp]),
+                ("sqlite3_open_v2", ci, [ctypes.c_char_p, ctypes.POINTER(vp), ci, vp]),
+                ("sqlite3_limit", ci, [vp, ci, ci]), ("sqlite3_errmsg", ctypes.c_char_p, [vp]),
+                ("sqlite3_create_function_v2", ci, [vp, ctypes.c_char_p, ci, ci, vp, _XFUNC, vp,
+                                                    vp, vp])):
+            function = getattr(api, name)
+            function.restype = res
+            function.argtypes = args
+        return api
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+_helper = threading.local()
+
+
+def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
+    """Answer ``ctx`` with the real built-in ``name`` applied to ``argv``: run on this thread's
+    private in-memory connection (same limits), values passed through unchanged."""
+    api = _value_api()
+    lib = _sqlite_library()
+    db = getattr(_helper, "db", None)
+    if db is None:
+        out = ctypes.c_void_p()
+        if api.sqlite3_open_v2(b":memory:", ctypes.byref(out), 0x02 | 0x04, None) != 0:
+            api.sqlite3_result_error(ctx, b"cannot open the function helper", -1)
+            return
+        db = _helper.db = out.value
+        _helper.statements = {}
+        for limit, value in GUEST_LIMITS.items():
+            api.sqlite3_limit(db, limit, value)
+    statements: dict[tuple[str, int], int] = _helper.statements
+    stmt = statements.get((name, argc))
+    if stmt is None:
+        out = ctypes.c_void_p()
+        sql = f"SELECT {name}({', '.join('?' * argc)})".encode()
+        if api.sqlite3_prepare_v2(db, sql, -1, ctypes.byref(out), None) != 0:
+            api.sqlite3_result_error(ctx, api.sqlite3_errmsg(db), -1)
+            return
+        stmt = statements[(name, argc)] = out.value
+    for i in range(argc):
+        api.sqlite3_bind_value(stmt, i + 1, argv[i])
+    if lib.sqlite3_step(stmt) == 100:   # SQLITE_ROW
+        api.sqlite3_result_value(ctx, api.sqlite3_column_value(stmt, 0))
+        api.sqlite3_reset(stmt)
+    else:
+        code = api.sqlite3_reset(stmt)
+        api.sqlite3_result_error(ctx, api.sqlite3_errmsg(db), -1)
+        api.sqlite3_result_error_code(ctx, code)
+    api.sqlite3_clear_bindings(stmt)
+
+
+def _value_bytes(api: Any, value: int, blob: bool) -> bytes:
+    pointer = api.sqlite3_value_blob(value) if blob else api.sqlite3_value_text(value)
+    size = api.sqlite3_value_bytes(value)
+    return ctypes.string_at(pointer, size) if pointer and size else b""
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _printf_too_long(api: Any, argc: int, argv: Any) -> bool:
+    """Whether the widths and precisions of printf's format alone exceed the length limit (the
+    answer is then NULL); mirrors SQLite's parsing (``sqlite3_str_vappendf``)."""
+    if argc < 1 or api.sqlite3_value_type(argv[0]) == _SQLITE_NULL:
+        return False
+    limit = GUEST_LIMITS[sqlite3.SQLITE_LIMIT_LENGTH]
+    arg, total = 1, 0
+
+    def next_int() -> int:
+        nonlocal arg
+        if arg >= argc:
+            return 0
+        arg += 1
+        return _int32(api.sqlite3_value_int64(argv[arg - 1]))
+
+    for match in _PRINTF_SPEC.finditer(_value_bytes(api, argv[0], False)):
+        width_text, precision_text, conversion = match.group(2), match.group(3), match.group(5)
+        if conversion == b"%":
+            continue
+        width = precision = 0
+        if width_text == b"*":
+            width = abs(next_int())
+        elif width_text:
+            width = int(width_text) % (1 << 32) & 0x7FFFFFFF
+        if precision_text == b"*":
+            precision = abs(next_int())
+        elif precision_text:
+            precision = int(precision_text) % (1 << 32) & 0x7FFFFFFF
+        if conversion and conversion[0] in _PRECISION_IS_MAXIMUM:
+            precision = 0
+        arg += 1
+        total += max(width, precision)
+        if total > limit:
+            return True
+    return False
+
+
+def _guarded_printf(name: str) -> Any:
+    def call(ctx: int, argc: int, argv: Any) -> None:
+        api = _value_api()
+        if _printf_too_long(api, argc, argv):
+            api.sqlite3_result_null(ctx)
+        else:
+            _builtin(ctx, name, argc, argv)
+    return _XFUNC(call)
+
+
+def _guarded_instr(ctx: int, argc: int, argv: Any) -> None:
+    api = _value_api()
+    kinds = [api.sqlite3_value_type(argv[0]), api.sqlite3_value_type(argv[1])]
+    if _SQLITE_NULL in kinds:
+        api.sqlite3_result_null(ctx)
+        return
+    blobs = kinds == [_SQLITE_BLOB, _SQLITE_BLOB]
+    if not blobs and _SQLITE_BLOB in kinds:
+        _builtin(ctx, "instr", argc, argv)   # mixed: SQLite converts copies, not argv
+        return
+    haystack = _value_bytes(api, argv[0], blobs)
+    needle = _value_bytes(api, argv[1], blobs)
+    if not blobs and needle and needle[0] in _CONTINUATION:
+        _builtin(ctx, "instr", argc, argv)   # SQLite only tries character starts
+        return
+    position = haystack.find(needle)
+    if position < 0:
+        found = 0
+    elif blobs:
+        found = position + 1
+    else:   # SQLite counts characters: 1 + the character starts after the first, up to the match
+        found = 1 + len(haystack[1:position + 1].translate(None, _CONTINUATION))
+    api.sqlite3_result_int64(ctx, found)
+
+
+def _guarded_replace(ctx: int, argc: int, argv: Any) -> None:
+    api = _value_api()
+    if any(api.sqlite3_value_type(argv[i]) == _SQLITE_NULL for i in range(3)):
+        api.sqlite3_result_null(ctx)
+        return
+    text = _value_bytes(api, argv[0], False)
+    pattern = _value_bytes(api, argv[1], False)
+    if not pattern or pattern[0] == 0:   # SQLite stops at a leading NUL: an empty pattern
+        api.sqlite3_result_value(ctx, argv[0])   # answered as it came, type and all
+        return
+    replacement = _value_bytes(api, argv[2], False)
+    size = len(text) + text.count(pattern) * (len(replacement) - len(pattern))
+    if size > GUEST_LIMITS[sqlite3.SQLITE_LIMIT_LENGTH]:
+        api.sqlite3_result_error_toobig(ctx)
+        return
+    out = text.replace(pattern, replacement)
+    api.sqlite3_result_text(ctx, out, len(out), _SQLITE_TRANSIENT)
+
+
+def _guarded_trim(name: str) -> Any:
+    def call(ctx: int, argc: int, argv: Any) -> None:
+        api = _value_api()
+        cost = api.sqlite3_value_bytes(argv[0]) * api.sqlite3_value_bytes(argv[1])
+        if cost > TRIM_BUDGET:
+            api.sqlite3_result_error(ctx, f"{name}(): text x character set over {TRIM_BUDGET} "
+                                          "bytes".encode(), -1)
+            api.sqlite3_result_error_code(ctx, SQLITE_TOOBIG)
+        else:
+            _builtin(ctx, name, argc, argv)
+    return _XFUNC(call)
+
+
+#: (name, number of arguments, implementation); module-level: they live as long as C uses them.
+_GUARDED = [("printf", -1, _guarded_printf("printf")), ("format", -1, _guarded_printf("format")),
+            ("instr", 2, _XFUNC(_guarded_instr)), ("replace", 3, _XFUNC(_guarded_replace))] + \
+    [(name, 2, _guarded_trim(name)) for name in ("trim", "ltrim", "rtrim")]
+
+
+def _guard_builtins(handle: int) -> bool:
+    """Replace the unbounded built-ins on connection ``handle``; False if any is not replaced."""
+    api = _value_api()
+    if api is None:
+        return False
+    flags = _SQLITE_UTF8 | _SQLITE_DETERMINISTIC | _SQLITE_INNOCUOUS
+    return all(api.sqlite3_create_function_v2(handle, name.encode(), argc, flags, None, function,
+                                              None, None, None) == 0
+               for name, argc, function in _GUARDED)
+
+
 #: Why a request fails after one of its statements rolled back the whole transaction.
 TXN_LOST = ("no transaction: a statement rolled back the request's transaction "
             "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)), so the request fails")
@@ -347,6 +588,8 @@ class FacetDB:
                 _last_steps[handle] = -1
             else:
                 self._handle = None
+        if handle is not None:
+            _guard_builtins(handle)
         #: The platform's transaction statements, prepared by ``_platform``.
         self._statements: dict[str, int] = {}
         #: Per SQL text: does it count a whole table with OP_Count (``SELECT count(*) FROM t``)?
