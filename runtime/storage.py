@@ -3,8 +3,10 @@
 ``FacetDB`` owns the facet's one read-write connection. The platform owns
 transactions (one per request, ``BEGIN IMMEDIATE`` .. ``COMMIT``); guest SQL
 runs inside them under an authorizer, SQLite limits, a page-count cap for the
-storage quota and a progress handler that enforces the request deadline and
-counts VM work for metering.
+storage quota, a progress handler that enforces the request deadline and a
+bound on temporary memory, and replacements for the built-in functions whose
+one call could outlast the deadline. ``rows_read`` comes from SQLite's
+statement counters (rows visited, see ``execute_guest``).
 
 ``FacetReader`` is a separate read-only connection (``mode=ro``) through
 sqlite-utils, so an operator browses a facet while it serves (WAL lets readers
@@ -80,8 +82,9 @@ GUEST_LIMITS = {
 #: Page cache per facet connection, in KiB (allocated lazily, see FacetDB.__init__).
 CACHE_KIB = 2048
 
-#: How many SQLite VM instructions between two progress-handler calls. Metering
-#: counts scan work in these units: ``rows_read`` adds one per call.
+#: How many SQLite VM instructions between two progress-handler calls (the deadline's
+#: resolution). Without statement counters (no ctypes), ``rows_read`` falls back to
+#: rows returned plus one per call.
 VM_STEP = 100
 
 _DENY = sqlite3.SQLITE_DENY
@@ -761,6 +764,13 @@ class FacetDB:
         trigger's ``RAISE(ROLLBACK)`` roll back everything when they fire. Afterwards
         SQLite would run the next statement in autocommit mode, written at once and beyond
         the platform's reach, so that is refused and the request must fail (``TXN_LOST``).
+
+        ``rows_read`` is the rows the statement visited: the steps of its table and index
+        cursors (full scans, index ranges, automatic indexes, sorter and temporary results)
+        from ``sqlite3_stmt_status``, the table's row count for an ``OP_Count``
+        (``SELECT count(*) FROM t``), and never less than the rows returned (a key lookup
+        visits 1 without a step). Not counted: rows a recursive CTE generates, the inner
+        primary-key lookups of a join, virtual-table rows beyond those returned.
         """
         conn = self._conn
         if not conn.in_transaction:
