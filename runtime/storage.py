@@ -191,7 +191,7 @@ def _sqlite_library() -> ctypes.CDLL | None:
         lib.sqlite3_prepare.restype = ctypes.c_int
         lib.sqlite3_prepare.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
                                         ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
-        for name in ("sqlite3_step", "sqlite3_reset", "sqlite3_finalize"):
+        for name in ("sqlite3_step", "sqlite3_reset", "sqlite3_finalize", "sqlite3_close"):
             getattr(lib, name).restype = ctypes.c_int
             getattr(lib, name).argtypes = [ctypes.c_void_p]
         lib.sqlite3_extended_errcode.restype = ctypes.c_int
@@ -348,7 +348,23 @@ def _value_api() -> Any:
         return None
 
 
-_helper = threading.local()
+class _Helper:
+    """A thread's private in-memory connection that runs the real built-ins; closed with the
+    thread (its ``threading.local`` goes, and with it this object)."""
+
+    def __init__(self, db: int) -> None:
+        self.db = db
+        self.statements: dict[tuple[str, int], int] = {}
+
+    def __del__(self) -> None:
+        lib = _sqlite_library()
+        if lib is not None:
+            for stmt in self.statements.values():
+                lib.sqlite3_finalize(stmt)
+            lib.sqlite3_close(ctypes.c_void_p(self.db))
+
+
+_helpers = threading.local()
 
 
 def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
@@ -356,17 +372,17 @@ def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
     private in-memory connection (same limits), values passed through unchanged."""
     api = _value_api()
     lib = _sqlite_library()
-    db = getattr(_helper, "db", None)
-    if db is None:
+    helper: _Helper | None = getattr(_helpers, "helper", None)
+    if helper is None:
         out = ctypes.c_void_p()
         if api.sqlite3_open_v2(b":memory:", ctypes.byref(out), 0x02 | 0x04, None) != 0:
             api.sqlite3_result_error(ctx, b"cannot open the function helper", -1)
             return
-        db = _helper.db = out.value
-        _helper.statements = {}
+        helper = _helpers.helper = _Helper(out.value)
         for limit, value in GUEST_LIMITS.items():
-            api.sqlite3_limit(db, limit, value)
-    statements: dict[tuple[str, int], int] = _helper.statements
+            api.sqlite3_limit(helper.db, limit, value)
+    db = helper.db
+    statements = helper.statements
     stmt = statements.get((name, argc))
     if stmt is None:
         out = ctypes.c_void_p()

@@ -145,6 +145,39 @@ def test_statement_and_page_introspection_is_refused(db, table):
     assert failure(db, f"SELECT * FROM {table}").code == "not_authorized"
 
 
+@pytest.mark.parametrize("sql", ["SELECT * FROM pragma_database_list",   # the file's path
+                                 "SELECT * FROM pragma_function_list"])
+def test_pragma_functions_that_leak_are_refused(db, sql):
+    assert failure(db, sql).code == "not_authorized"
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM pragma_journal_mode('delete')",
+                                 "SELECT * FROM pragma_max_page_count(100000000)"])
+def test_pragma_functions_cannot_write(db, sql):
+    before = (db._cursor.execute("PRAGMA journal_mode").fetchone(),
+              db._cursor.execute("PRAGMA max_page_count").fetchone())
+    assert failure(db, sql).code in ("not_authorized", "sql_error")
+    assert (db._cursor.execute("PRAGMA journal_mode").fetchone(),
+            db._cursor.execute("PRAGMA max_page_count").fetchone()) == before
+
+
+def helpers() -> int:
+    import gc
+    return sum(isinstance(o, storage._Helper) for o in gc.get_objects())
+
+
+def test_a_thread_closes_its_function_helper_when_it_ends(db):
+    import threading
+    seen = []
+    before = helpers()
+    for _ in range(5):
+        worker = threading.Thread(target=lambda: seen.append(run(db, "SELECT printf('%d', 7)").rows))
+        worker.start()
+        worker.join()
+    assert seen == [[["7"]]] * 5
+    assert helpers() == before
+
+
 @pytest.mark.parametrize("statement", [storage._COMMIT, storage._ROLLBACK, storage._RELEASE,
                                        storage._BEGIN, storage._SAVEPOINT, storage._ROLLBACK_TO,
                                        f"PRAGMA page_count {storage._NONCE}"])
@@ -227,6 +260,7 @@ def test_reader_rows_of_a_hostile_table_name(db, name):
     run(db, "CREATE TABLE other(a, b)")
     with FacetReader(db.path) as reader:
         assert reader.rows(name) == {"columns": ["a", "b"], "rows": [[1, 2]]}
+        assert {"name": name, "count": 1, "columns": ["a", "b"]} in reader.tables()
 
 
 def test_reader_query_has_a_deadline(db):
