@@ -116,7 +116,8 @@ def failure_code(exc: BaseException, default: ErrorCode = ErrorCode.INTERNAL) ->
     """The error code for an exception from SQLite, by its result code (never its message):
     SQLITE_FULL is the storage quota, SQLITE_INTERRUPT the deadline, SQLITE_AUTH the
     sandbox, SQLITE_TOOBIG/NOMEM a limit; anything else is ``default``."""
-    return _CODE_BY_SQLITE.get(sqlite_code(exc), default)  # type: ignore[arg-type]
+    code = sqlite_code(exc)
+    return default if code is None else _CODE_BY_SQLITE.get(code, default)
 
 
 _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
