@@ -92,8 +92,8 @@ _OK = sqlite3.SQLITE_OK
 
 # Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
 SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_FULL = 7, 8, 9, 13
-SQLITE_TOOBIG, SQLITE_SCHEMA, SQLITE_AUTH = 18, 17, 23
-_SQLITE_SCHEMA, _SQLITE_DONE = SQLITE_SCHEMA, 101
+SQLITE_TOOBIG, SQLITE_AUTH = 18, 23
+_SQLITE_DONE = 101
 
 #: How a failed statement maps to a code, by SQLite's primary result code.
 _CODE_BY_SQLITE = {
@@ -124,7 +124,8 @@ _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
 
 
 #: Heap a guest statement may add while it runs (its sorts' and temporary b-trees' data, in
-#: memory with ``temp_store=MEMORY``), checked every 8 progress calls (800 VM steps).
+#: memory with ``temp_store=MEMORY``), measured from its first progress call (100 VM steps)
+#: and checked every 8 calls (800 VM steps).
 TEMP_MEMORY = 64 * 1024 * 1024
 
 
@@ -177,6 +178,8 @@ _STEP_COUNTERS = (1, 0, 3)
 #: (-1: none since they were taken); written by ``_on_statement_end``. Plain ints in one
 #: module dict: no object per facet for the garbage collector.
 _last_steps: dict[int, int] = {}
+#: The platform's own prepared statements (``FacetDB._platform``), whose counters nobody reads.
+_platform_statements: set[int] = set()
 
 
 @functools.lru_cache(maxsize=1)
@@ -189,9 +192,9 @@ def _sqlite_library() -> ctypes.CDLL | None:
         lib.sqlite3_trace_v2.restype = ctypes.c_int
         lib.sqlite3_trace_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint, _TRACE_CALLBACK,
                                          ctypes.c_void_p]
-        lib.sqlite3_prepare.restype = ctypes.c_int
-        lib.sqlite3_prepare.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
-                                        ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        lib.sqlite3_prepare_v2.restype = ctypes.c_int
+        lib.sqlite3_prepare_v2.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+                                           ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
         for name in ("sqlite3_step", "sqlite3_reset", "sqlite3_finalize", "sqlite3_close"):
             getattr(lib, name).restype = ctypes.c_int
             getattr(lib, name).argtypes = [ctypes.c_void_p]
@@ -257,7 +260,7 @@ def _on_statement_end(kind: int, db: int | None, stmt: int | None, elapsed: int 
     record the rows it visited and zero its counters (a cached statement's counters otherwise
     add up over its runs). Read here, where the statement is certainly alive; remembering the
     pointer to read it later would save ~1 us but could read a finalized statement."""
-    if db and stmt:
+    if db and stmt and stmt not in _platform_statements:
         status = _stmt_status()
         _last_steps[db] = status(stmt, 1, 1) + status(stmt, 0, 1) + status(stmt, 3, 1)
     return 0
@@ -669,9 +672,12 @@ class FacetDB:
         if time.monotonic() > self._deadline:
             self.timed_out = True
             return 1
-        if calls & 7 == 0 and self._guest and _heap_in_use() - self._heap_before > TEMP_MEMORY:
-            self.over_memory = True
-            return 1
+        if self._guest:
+            if self._heap_before < 0:   # the statement's first call: its baseline (~1.6 us,
+                self._heap_before = _heap_in_use()   # paid only by statements this long)
+            elif calls & 7 == 0 and _heap_in_use() - self._heap_before > TEMP_MEMORY:
+                self.over_memory = True
+                return 1
         return 0
 
     def set_storage_limit(self, limit_bytes: int) -> int:
@@ -690,14 +696,12 @@ class FacetDB:
     def _platform(self, statement: str) -> None:
         """Run a transaction statement of the platform's.
 
-        With the handle known it runs as a statement of our own, prepared once with
-        ``sqlite3_prepare`` and never put into Python's statement cache: a guest string, however
-        equal, is then always prepared under the guest authorizer, which refuses
-        SQLITE_TRANSACTION and SQLITE_SAVEPOINT (from Python's cache it would get the platform's
-        prepared statement: SQLite authorizes only at prepare time). The legacy ``prepare``
-        keeps no SQL text, so SQLite's profile trace (rows_read) skips these statements: one
-        Python callback fewer per statement (~2 us). Without the handle, the nonce'd text and
-        the refusal of guest SQL containing the nonce stand in.
+        With the handle known it runs as a statement of our own, prepared once and never put
+        into Python's statement cache: a guest string, however equal, is then always prepared
+        under the guest authorizer, which refuses SQLITE_TRANSACTION and SQLITE_SAVEPOINT (from
+        Python's cache it would get the platform's prepared statement: SQLite authorizes only
+        at prepare time). Without the handle, the nonce'd text and the refusal of guest SQL
+        containing the nonce stand in.
         """
         handle = self._handle
         if handle is None:
@@ -705,20 +709,17 @@ class FacetDB:
             return
         lib = _sqlite_library()
         assert lib is not None
-        for attempt in (1, 2):
-            stmt = self._statements.get(statement)
-            if stmt is None:
-                out = ctypes.c_void_p()
-                if lib.sqlite3_prepare(handle, statement.encode(), -1, ctypes.byref(out), None) != 0:
-                    break
+        stmt = self._statements.get(statement)
+        if stmt is None:
+            out = ctypes.c_void_p()
+            if lib.sqlite3_prepare_v2(handle, statement.encode(), -1, ctypes.byref(out), None) == 0:
                 stmt = self._statements[statement] = out.value
+                _platform_statements.add(stmt)   # the profile callback skips them
+        if stmt is not None:
             if lib.sqlite3_step(stmt) == _SQLITE_DONE:
                 lib.sqlite3_reset(stmt)
                 return
-            if lib.sqlite3_reset(stmt) & 0xFF != _SQLITE_SCHEMA or attempt == 2:
-                break
-            # A legacy statement is not re-prepared after a schema change (guest DDL): do it here.
-            lib.sqlite3_finalize(self._statements.pop(statement))
+            lib.sqlite3_reset(stmt)
         raise PlatformSqlError((lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"),
                                lib.sqlite3_extended_errcode(handle))
 
@@ -804,7 +805,7 @@ class FacetDB:
         cursor = self._cursor
         self._denied = False
         self.over_memory = False
-        self._heap_before = _heap_in_use()
+        self._heap_before = -1
         self._guest = True
         try:
             cursor.execute(sql, params)
@@ -914,6 +915,7 @@ class FacetDB:
                 lib = _sqlite_library()
                 assert lib is not None
                 for stmt in self._statements.values():   # else close_v2 leaves a zombie open
+                    _platform_statements.discard(stmt)
                     lib.sqlite3_finalize(stmt)
                 self._statements.clear()
                 lib.sqlite3_trace_v2(self._handle, 0, _TRACE_CALLBACK(), None)
