@@ -911,17 +911,30 @@ class FacetDB:
         try:
             self.rollback()
         finally:
-            if self._handle is not None:
-                lib = _sqlite_library()
-                assert lib is not None
-                for stmt in self._statements.values():   # else close_v2 leaves a zombie open
-                    _platform_statements.discard(stmt)
-                    lib.sqlite3_finalize(stmt)
-                self._statements.clear()
-                lib.sqlite3_trace_v2(self._handle, 0, _TRACE_CALLBACK(), None)
-                _last_steps.pop(self._handle, None)
-                self._handle = None
+            self._release_native()
             self._conn.close()
+
+    def _release_native(self) -> None:
+        """Finalize our own statements (else ``sqlite3_close_v2`` leaves a zombie connection
+        holding its files open) and stop the trace callback."""
+        handle = self._handle
+        if handle is None:
+            return
+        self._handle = None
+        lib = _sqlite_library()
+        assert lib is not None
+        for stmt in self._statements.values():
+            _platform_statements.discard(stmt)
+            lib.sqlite3_finalize(stmt)
+        self._statements.clear()
+        lib.sqlite3_trace_v2(handle, 0, _TRACE_CALLBACK(), None)
+        _last_steps.pop(handle, None)
+
+    def __del__(self) -> None:
+        # Dropped without close(): Python closes the connection, but only once nothing of
+        # ours keeps it open.
+        if getattr(self, "_handle", None) is not None:
+            self._release_native()
 
 
 _TEMP_ACTIONS = frozenset({

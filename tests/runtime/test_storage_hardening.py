@@ -458,3 +458,23 @@ def test_one_call_cannot_outlast_a_200ms_deadline(probe, sql, code):
         assert sql_reply(result)["error"]["code"] == code
     assert elapsed < 2, elapsed   # was 4-300 s; the bound is 10x the 200 ms quota
     assert probe.call("probe/other", b"Ehi").response == b"hi"   # everyone else is served
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_closing_or_dropping_a_database_releases_its_files(tmp_path):
+    def open_files() -> int:
+        return sum(str(tmp_path) in os.readlink(f"/proc/self/fd/{fd}")
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+    for drop in (False, True):
+        db = FacetDB(str(tmp_path / f"f{drop}.sqlite3"))
+        run(db, "CREATE TABLE t(x)")
+        db.savepoint()
+        db.rollback_to()
+        assert open_files() > 0
+        if drop:   # the connection's callbacks point back at it: the collector frees it
+            del db
+            import gc
+            gc.collect()
+        else:
+            db.close()
+        assert open_files() == 0
