@@ -556,6 +556,9 @@ class SqlFailure(Exception):
         self.code = code
         self.message = message
         self.fatal = fatal
+        #: Rows the statement visited before it failed (a scan stopped at the deadline read
+        #: them all the same), for the caller to meter.
+        self.rows_read = 0
 
 
 @dataclass(slots=True)
@@ -843,6 +846,7 @@ class FacetDB:
             raise
         except sqlite3.DatabaseError as exc:
             failure = self._classify(exc)
+            failure.rows_read = (_take_steps(handle) or 0) if handle is not None else 0
             if not conn.in_transaction:   # SQLite rolled back everything (see above, and SQLITE_FULL)
                 failure.fatal = True
                 if failure.code != ErrorCode.STORAGE_FULL:

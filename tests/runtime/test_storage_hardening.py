@@ -478,3 +478,12 @@ def test_closing_or_dropping_a_database_releases_its_files(tmp_path):
         else:
             db.close()
         assert open_files() == 0
+
+
+def test_a_failed_statement_reports_the_rows_it_visited(db):
+    fill(db, 5000)
+    run(db, "CREATE UNIQUE INDEX s_x ON s(x)")
+    # a full scan that fails at row 4,990 (x would collide with row 4,999's)
+    fail = failure(db, "UPDATE s SET x = CASE WHEN id = 4990 THEN 4999 ELSE x END")
+    assert fail.code == "sql_error" and 4000 <= fail.rows_read <= 5100, fail.rows_read
+    assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1   # nothing carried over
