@@ -2,7 +2,9 @@
 
 Billable units, per facet over a period:
 
-* requests, rows read, rows written: summed from the hourly usage series;
+* requests, rows read, rows written: summed from the hourly usage series; rows read
+  are the rows SQL statements visited (a full scan of N rows reads ~N, a key lookup 1,
+  see ``storage.FacetDB.execute_guest``), as Durable Objects bill them;
 * CPU units: one unit is 1,000,000 fuel (about a millisecond of wasm);
 * storage in GB-months: the facet's database size integrated over the period,
   hour by hour (a size holds from the hour it was measured until the next
@@ -158,7 +160,7 @@ _METRICS = (
     ("requests", "facets_requests_total", "counter", "Requests that reached the facet."),
     ("fuel", "facets_fuel_total", "counter", "Wasm fuel consumed."),
     ("wall_ms", "facets_wall_seconds_total", "counter", "Wall time spent handling requests."),
-    ("rows_read", "facets_rows_read_total", "counter", "Rows read (returned + scan work)."),
+    ("rows_read", "facets_rows_read_total", "counter", "Rows read (rows visited by SQL statements)."),
     ("rows_written", "facets_rows_written_total", "counter", "Rows written by committed requests."),
     ("log_bytes", "facets_log_bytes_total", "counter", "Guest log bytes kept."),
     ("logs_truncated", "facets_logs_truncated_total", "counter", "Guest log calls cut by the log_bytes quota."),

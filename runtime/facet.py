@@ -31,7 +31,7 @@ from .gate import Gate, Request, fail_all
 from .hostcalls import RequestContext
 from .logs import LogRecord
 from .quotas import Quotas
-from .storage import FacetDB
+from .storage import FacetDB, failure_code
 from .types import CallResult, Usage
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
@@ -41,8 +41,9 @@ STORAGE_GAUGE_PERIOD = 1.0
 
 
 def _failure_code(exc: Exception) -> ErrorCode:
-    """The code of a failed BEGIN/COMMIT or host error: SQLITE_FULL is the storage quota."""
-    return ErrorCode.STORAGE_FULL if "full" in str(exc) else ErrorCode.INTERNAL
+    """The code of a failed BEGIN/COMMIT or host error, by SQLite's result code (SQLITE_FULL
+    is the storage quota); anything that is not SQLite's is ``internal``."""
+    return failure_code(exc)
 
 
 class FacetSlot:

@@ -162,5 +162,4 @@ def test_deadline_is_not_armed_outside_requests(tmp_path):
                               "WHERE n < 100000) SELECT count(*) FROM r", [], max_result_bytes=1000)
     db.commit()
     assert result.rows == [[100000]]
-    assert result.rows_read > 1000  # the scan work shows in rows_read
     db.close()
