@@ -36,8 +36,10 @@ def queued_behind_slow_request(sup, target: str, bodies: list[bytes]):
     slot = sup._slot(app, facet)
     slow = sup.submit(target, SLOW)
     until(lambda: slot.busy)
-    futures = [sup.submit(target, body) for body in bodies]
-    until(lambda: slot.waiting == len(bodies))
+    futures = []
+    for body in bodies:   # one at a time: pool threads would otherwise queue in any order
+        futures.append(sup.submit(target, body))
+        until(lambda: slot.waiting == len(futures))
     assert not slow.done(), "the slow request ended before the others were queued"
     assert slow.result().ok
     return [f.result() for f in futures]
