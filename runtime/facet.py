@@ -27,23 +27,18 @@ from pathlib import Path
 
 from .apps import LoadedModule
 from .errors import ErrorCode
+from .faults import failure_code
 from .gate import Gate, Request, fail_all
 from .hostcalls import RequestContext
 from .logs import LogRecord
 from .quotas import Quotas
-from .storage import FacetDB, failure_code
+from .storage import FacetDB
 from .types import CallResult, Usage
 from .wasm import GuestFault, GuestInstance, WasmRuntime
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the
 #: console and the meters; the quota itself is enforced by SQLite on every write.
 STORAGE_GAUGE_PERIOD = 1.0
-
-
-def _failure_code(exc: Exception) -> ErrorCode:
-    """The code of a failed BEGIN/COMMIT or host error, by SQLite's result code (SQLITE_FULL
-    is the storage quota); anything that is not SQLite's is ``internal``."""
-    return failure_code(exc)
 
 
 class FacetSlot:
@@ -237,7 +232,7 @@ class FacetSlot:
             db.rollback()
             self.guest = None
             self.failed = True
-            code = _failure_code(exc)
+            code = failure_code(exc)
             self.last_error = str(code)
             for request in released:
                 self._event(request.logs, request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
@@ -303,7 +298,7 @@ class FacetSlot:
         except Exception as exc:  # sqlite3 errors on BEGIN/COMMIT and host bugs
             self.guest = None
             self.failed = True
-            code = _failure_code(exc)
+            code = failure_code(exc)
             self.last_error = str(code)
             self._event(events, request_id, "error", f"request failed ({code}): {exc}")
             request.result = CallResult.failure(code, f"{type(exc).__name__}: {exc}", request_id, usage)

@@ -39,7 +39,7 @@ from .abi import is_valid_name
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode
 from .facet import FacetSlot
-from .faults import fault_code
+from .faults import failure_code
 from .policy import Policy
 from .quotas import QuotaBook
 from .types import CallResult
@@ -210,7 +210,7 @@ class FacetRegistry:
         except (sqlite3.Error, OSError) as exc:   # a full disk, a read-only file system
             if installed and move_from is not None:   # unregistered: back to being the import's copy
                 os.replace(dest, move_from)
-            code = fault_code(exc)
+            code = failure_code(exc)
             self._log(app, facet, "error", f"facet {app}/{facet} not created ({code}): {exc}")
             return CallResult.failure(code, f"cannot create facet {app}/{facet}: {type(exc).__name__}: {exc}")
         return None

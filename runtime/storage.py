@@ -32,6 +32,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import BadRequest, ErrorCode, FacetsError, NotFound
+from .faults import SQLITE_INTERRUPT, SQLITE_READONLY, SQLITE_TOOBIG, failure_code, sqlite_code
 
 #: Statements the platform runs carry this comment, so a guest can never send a
 #: byte-identical string and reuse a prepared statement that was authorized
@@ -90,34 +91,7 @@ VM_STEP = 100
 _DENY = sqlite3.SQLITE_DENY
 _OK = sqlite3.SQLITE_OK
 
-# Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
-SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_FULL = 7, 8, 9, 13
-SQLITE_TOOBIG, SQLITE_AUTH = 18, 23
 _SQLITE_DONE = 101
-
-#: How a failed statement maps to a code, by SQLite's primary result code.
-_CODE_BY_SQLITE = {
-    SQLITE_FULL: ErrorCode.STORAGE_FULL,
-    SQLITE_INTERRUPT: ErrorCode.TIMEOUT,
-    SQLITE_AUTH: ErrorCode.NOT_AUTHORIZED,
-    SQLITE_TOOBIG: ErrorCode.TOO_BIG,     # also a host-side guard raising OverflowError
-    SQLITE_NOMEM: ErrorCode.TOO_BIG,
-}
-
-
-def sqlite_code(exc: BaseException) -> int | None:
-    """SQLite's primary result code of ``exc`` (``sqlite_errorcode`` & 0xff), or None when the
-    error did not come from SQLite (e.g. Python's "one statement at a time")."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def failure_code(exc: BaseException, default: ErrorCode = ErrorCode.INTERNAL) -> ErrorCode:
-    """The error code for an exception from SQLite, by its result code (never its message):
-    SQLITE_FULL is the storage quota, SQLITE_INTERRUPT the deadline, SQLITE_AUTH the
-    sandbox, SQLITE_TOOBIG/NOMEM a limit; anything else is ``default``."""
-    code = sqlite_code(exc)
-    return default if code is None else _CODE_BY_SQLITE.get(code, default)
 
 
 _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
@@ -1088,7 +1062,7 @@ class FacetReader:
                 self._closed = True
                 self._conn.close()
 
-    def __enter__(self) -> "FacetReader":
+    def __enter__(self) -> FacetReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

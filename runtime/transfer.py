@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BadRequest, FacetsError, NotFound
-from .faults import fault_code
+from .faults import failure_code
 from .storage import RESERVED_PREFIX
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class Transfer:
             raise BadRequest(f"{dest_path} already exists; export never overwrites") from None
         except (sqlite3.Error, OSError) as exc:
             raise FacetsError(f"cannot export {target} to {dest_path}: {type(exc).__name__}: {exc}",
-                              fault_code(exc)) from None
+                              failure_code(exc)) from None
         finally:
             discard(temp)
         return size
@@ -186,7 +186,7 @@ class Transfer:
                 size = copy_database(source.backup, temp, wal=True)
             except (sqlite3.Error, OSError) as exc:
                 raise FacetsError(f"cannot import {source_path.name}: {type(exc).__name__}: {exc}",
-                                  fault_code(exc)) from None
+                                  failure_code(exc)) from None
             quotas = self._quota_book.effective(app, facet)
             if size > quotas.storage:
                 raise BadRequest(f"{source_path.name} holds {size} bytes of database (its WAL "

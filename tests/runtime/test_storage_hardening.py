@@ -3,15 +3,15 @@ transaction, deadlines, result size, temp files and the operator's reader."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import math
 import sqlite3
 import time
 
 import pytest
 
-from runtime import storage
+from runtime import faults, storage
 from runtime.errors import BadRequest, ErrorCode
 from runtime.storage import FacetDB, FacetReader, SqlFailure
 from tests.conftest import sql_body, sql_reply
@@ -122,10 +122,12 @@ def test_guest_failures_by_code(db, sql, code):
 def test_failure_code_reads_sqlite_result_codes():
     full = sqlite3.OperationalError("whatever the text")
     full.sqlite_errorcode = 13 | (1 << 8)   # an extended code of SQLITE_FULL
-    assert storage.failure_code(full) == ErrorCode.STORAGE_FULL
+    assert faults.failure_code(full) == ErrorCode.STORAGE_FULL
     fake = sqlite3.OperationalError("database or disk is full")   # the text alone means nothing
-    assert storage.failure_code(fake) == ErrorCode.INTERNAL
-    assert storage.failure_code(RuntimeError("disk full")) == ErrorCode.INTERNAL
+    assert faults.failure_code(fake) == ErrorCode.INTERNAL
+    assert faults.failure_code(RuntimeError("disk full")) == ErrorCode.INTERNAL
+    assert faults.failure_code(OSError(errno.ENOSPC, "no space")) == ErrorCode.STORAGE_FULL
+    assert faults.failure_code(OSError(errno.EACCES, "disk full")) == ErrorCode.INTERNAL
 
 
 def test_reader_readonly_detection_is_by_code(tmp_path, db):
