@@ -53,6 +53,8 @@ class FacetsConsole(App):
         self.sup = sup
         self.readonly = readonly
         self.traffic = TrafficGenerator(sup, rate=traffic_rate)
+        #: Lines entered in the command bar: one history per console, walked from every view.
+        self.command_history: list[str] = []
         if readonly:
             self.sub_title = "read-only"
 

@@ -37,7 +37,7 @@ class ConsoleScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield from self.compose_body()
-        yield CommandBar()
+        yield CommandBar(self.console.command_history)
         yield Footer()
 
     def compose_body(self) -> ComposeResult:
