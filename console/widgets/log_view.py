@@ -9,12 +9,14 @@ neutralised by the runtime and is never parsed as markup.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, RichLog, Static
 
@@ -66,7 +68,12 @@ class LogView(Vertical):
         self.facet = facet
         self._history: deque[LogRecord] = deque(maxlen=self.HISTORY)
         self._held: list[LogRecord] = []
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
+        #: Bumped by every ``set_scope``: a load started for an older scope is stale when it
+        #: lands (a worker cannot be stopped mid-query, so its result still arrives).
+        self._generation = 0
+        #: Loads that arrived after the scope changed and were dropped.
+        self.stale_dropped = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="log-controls"):
@@ -86,9 +93,11 @@ class LogView(Vertical):
     def set_scope(self, app_name: str | None, facet: str | None) -> None:
         """Show another app/facet (None: everything)."""
         self.app_name, self.facet = app_name, facet
+        self._generation += 1
         self._history.clear()
         self._held.clear()
         self.pending = 0
+        self._redraw()
         self._load_recent()
 
     @property
@@ -97,16 +106,32 @@ class LogView(Vertical):
             return f"{self.app_name}/{self.facet}"
         return self.app_name
 
-    @work(thread=True, exclusive=True, group="log-load")
-    def _load_recent(self) -> None:
-        records = self.sup.logs(self.target, limit=500)
-        self.app.call_from_thread(self._replace, records)
+    class Loaded(Message):
+        """The recent records of one scope, read by a worker; ``generation`` names the scope."""
 
-    def _replace(self, records: list[LogRecord]) -> None:
-        if not self.is_attached:
+        def __init__(self, records: list[LogRecord], generation: int) -> None:
+            super().__init__()
+            self.records = records
+            self.generation = generation
+
+    def _load_recent(self) -> None:
+        self._load(self.target, self._generation)
+
+    @work(thread=True, exclusive=True, group="log-load")
+    def _load(self, target: str | None, generation: int) -> None:
+        # The scope is read on the UI thread and passed in: this thread never reads the
+        # fields ``set_scope`` writes.
+        records = self.sup.logs(target, limit=500)
+        self.post_message(self.Loaded(records, generation))
+
+    @on(Loaded)
+    def _loaded(self, event: Loaded) -> None:
+        event.stop()
+        if event.generation != self._generation:
+            self.stale_dropped += 1
             return
         self._history.clear()
-        self._history.extend(records)
+        self._history.extend(event.records)
         self._redraw()
 
     def _from_sink(self, batch: list[LogRecord]) -> None:  # on the log writer thread
