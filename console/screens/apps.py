@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from runtime import FacetsError
 
 from ..render import safe
+from ..widgets.console_table import ConsoleTable
 from .base import ConsoleScreen
 
 
@@ -67,10 +68,10 @@ class AppsScreen(ConsoleScreen):
             yield Input(placeholder="sample_apps/todo/todo.wasm as todo", id="load-path",
                         suggester=PathSuggester())
         yield Static("", id="apps-status")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="apps-table")
+        yield ConsoleTable(cursor_type="row", zebra_stripes=True, id="apps-table")
         with Horizontal(id="apps-detail"):
-            yield DataTable(cursor_type="row", id="versions-table")
-            yield DataTable(cursor_type="row", id="app-facets-table")
+            yield ConsoleTable(cursor_type="row", id="versions-table")
+            yield ConsoleTable(cursor_type="row", id="app-facets-table")
 
     def on_mount(self) -> None:
         self.sub_title = "apps"

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from runtime import FacetsError
 
 from ..commands import CommandError, parse_when
+from ..widgets.console_table import ConsoleTable
 from .base import ConsoleScreen
 
 
@@ -35,8 +36,8 @@ class BillingScreen(ConsoleScreen):
             yield Label("since (p):")
             yield Input(placeholder="this month · or 7d, 24h, 2026-11-01", id="period")
         yield Static("", id="bill-summary")
-        yield DataTable(id="bill-apps", cursor_type="row")
-        yield DataTable(id="bill-facets", cursor_type="row", zebra_stripes=True)
+        yield ConsoleTable(id="bill-apps", cursor_type="row")
+        yield ConsoleTable(id="bill-facets", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.sub_title = "usage & billing"

@@ -12,6 +12,7 @@ from runtime import FacetsError
 
 from ..render import safe
 from ..widgets.call_panel import CallPanel
+from ..widgets.console_table import ConsoleTable
 from ..widgets.log_view import LogView
 from ..widgets.quota_form import QuotaForm
 from ..widgets.table_browser import TableBrowser
@@ -51,12 +52,12 @@ class FacetDetailScreen(ConsoleScreen):
         with TabbedContent(id="facet-tabs"):
             with TabPane("Data (d)", id="data"):
                 with Horizontal(id="data-split"):
-                    yield DataTable(cursor_type="row", id="tables-list")
+                    yield ConsoleTable(cursor_type="row", id="tables-list")
                     with Vertical(id="data-main"):
                         yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
                         yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
                         yield Static("", id="sql-status")
-                        yield DataTable(id="sql-result")
+                        yield ConsoleTable(id="sql-result")
             with TabPane("Logs (l)", id="logs"):
                 app_name, _, facet = self.target.partition("/")
                 yield LogView(self.sup, app_name=app_name, facet=facet)

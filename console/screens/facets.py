@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
 from ..format import bar, human_bytes, human_count, state_text
+from ..widgets.console_table import ConsoleTable
 from ..widgets.fleet_header import FleetHeader
 from .base import ConsoleScreen
 from .confirm import ConfirmScreen
@@ -102,7 +103,7 @@ class FacetsScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         yield FleetHeader()
         yield Input(placeholder="filter facets (app/facet, state, error)…", id="facet-filter")
-        table: DataTable = DataTable(cursor_type="row", zebra_stripes=True, id="facets-table")
+        table = ConsoleTable(cursor_type="row", zebra_stripes=True, id="facets-table")
         for key, title in COLUMNS:
             table.add_column(title, key=key)
         yield table

@@ -22,6 +22,7 @@ from runtime import FacetsError, Supervisor
 from runtime.storage import FacetReader
 
 from ..render import safe
+from .console_table import ConsoleTable
 
 
 class TableBrowser(Vertical):
@@ -67,7 +68,7 @@ class TableBrowser(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="browser-status")
-        yield DataTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
+        yield ConsoleTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
 
     def watch_status(self, status: str) -> None:
         for label in self.query("#browser-status").results(Static):   # none once unmounted

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 
-from textual.widgets import RichLog
+from textual.widgets import DataTable, RichLog
 
 from console.app import FacetsConsole
 from console.screens.result import CommandResultScreen
 from console.widgets.command_bar import CommandBar
 from console.widgets.log_view import LogView
-from tests.console.test_tui import SIZE, run_async
+from console.widgets.table_browser import TableBrowser
+from tests.conftest import fixture, sql_body
+from tests.console.test_tui import SIZE, open_detail, run_async
 from tests.console.waiting import until
 
 
@@ -63,3 +65,31 @@ async def test_a_late_log_load_does_not_overwrite_a_new_scope(seeded):
         released.set()
         await until(pilot, lambda: "todo/alice" in text() or getattr(view, "stale_dropped", 0) == 1)
         assert "todo/alice" not in text() and "counter/alice" in text()
+
+
+@run_async
+async def test_a_table_drawn_before_it_idles_shows_whole_cells(seeded, monkeypatch):
+    """Under traffic a frame can be drawn between the rows arriving and the table measuring
+    them (it measures when it idles); the cells must not stay cut to the header's width."""
+    seeded.load_app(fixture("probe.wat"))
+    seeded.call("probe/t", sql_body("CREATE TABLE t(name TEXT, note TEXT)"))
+    seeded.call("probe/t", sql_body("INSERT INTO t VALUES ('first row', 'second column')"))
+    add_rows = DataTable.add_rows
+
+    def add_rows_then_draw(self, rows):
+        keys = add_rows(self, rows)
+        for y in range(self.size.height):   # the frame traffic would draw right now
+            self.render_line(y)
+        return keys
+
+    monkeypatch.setattr(DataTable, "add_rows", add_rows_then_draw)
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "probe/t")
+        await pilot.press("enter")
+        browser = app.screen.query_one(TableBrowser)
+        await until(pilot, lambda: "1 rows" in browser.status)
+        grid = browser.query_one(DataTable)
+        await until(pilot, lambda: grid.row_count == 1 and "first row" in grid.render_line(1).text)
+        assert "second column" in grid.render_line(1).text
+        assert "name" in grid.render_line(0).text and "note" in grid.render_line(0).text
