@@ -93,3 +93,17 @@ async def test_a_table_drawn_before_it_idles_shows_whole_cells(seeded, monkeypat
         await until(pilot, lambda: grid.row_count == 1 and "first row" in grid.render_line(1).text)
         assert "second column" in grid.render_line(1).text
         assert "name" in grid.render_line(0).text and "note" in grid.render_line(0).text
+
+
+@run_async
+async def test_the_table_list_follows_commits(seeded):
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "todo/alice")
+        tables = app.screen.query_one("#tables-list", DataTable)
+        await until(pilot, lambda: "items" in tables.rows)
+        assert tables.get_cell("items", "count") == 4
+        seeded.call("todo/alice", '{"op": "add", "list": "groceries", "title": "tea"}')
+        await until(pilot, lambda: tables.get_cell("items", "count") == 5)
+        row = tables.get_row_index("items") + 1            # the header is line 0
+        await until(pilot, lambda: " 5 " in tables.render_line(row).text)
