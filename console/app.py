@@ -13,7 +13,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from runtime import Supervisor, default_data_dir
+from runtime import Supervisor, default_data_dir, neutralize
 
 from .commands import run_line
 from .palette import ConsoleCommands
@@ -59,7 +59,7 @@ class FacetsConsole(App):
             self.sub_title = "read-only"
 
     def on_mount(self) -> None:
-        self.title = f"Facets · {self.sup.data_dir}" + (" · read-only" if self.readonly else "")
+        self.title = f"Facets · {neutralize(str(self.sup.data_dir))}" + (" · read-only" if self.readonly else "")
 
     def on_unmount(self) -> None:
         self.traffic.stop()

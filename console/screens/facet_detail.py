@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 from runtime import FacetsError
 from runtime.storage import FacetReader
 
-from ..render import safe
+from ..format import plain
 from ..widgets.call_panel import CallPanel
 from ..widgets.console_table import ConsoleTable
 from ..widgets.log_view import LogView
@@ -118,7 +118,7 @@ class FacetDetailScreen(ConsoleScreen):
     def _tables_failed(self, message: str) -> None:
         self._tables_busy = False
         if self.is_attached:
-            self._hint(safe(message))
+            self._hint(plain(message))
 
     def _hint(self, text: Text) -> None:
         for hint in self.query("#browser-hint").results(Static):   # gone once a table is open
@@ -137,7 +137,7 @@ class FacetDetailScreen(ConsoleScreen):
             if tables.row_count else None
         tables.clear()
         for t in found:
-            tables.add_row(safe(t["name"]), t["count"], key=t["name"])
+            tables.add_row(plain(t["name"]), t["count"], key=t["name"])
         if selected is not None and selected in tables.rows:
             tables.move_cursor(row=tables.get_row_index(selected), scroll=False)
         self._hint(Text("select a table (Enter)" if found else "this facet has no tables yet"))
@@ -160,7 +160,7 @@ class FacetDetailScreen(ConsoleScreen):
     @on(Input.Submitted, "#sql-box")
     def _run_sql(self, event: Input.Submitted) -> None:
         if event.value.strip():
-            self.query_one("#sql-status", Static).update("running…")
+            self.query_one("#sql-status", Static).update(Text("running…"))
             self._query(event.value)
 
     @work(thread=True, exclusive=True, group="detail-sql")
@@ -175,7 +175,7 @@ class FacetDetailScreen(ConsoleScreen):
     def _sql_failed(self, message: str) -> None:
         if not self.is_attached:
             return
-        self.query_one("#sql-status", Static).update(safe(message))
+        self.query_one("#sql-status", Static).update(plain(message))
 
     def _sql_done(self, result: dict) -> None:
         if not self.is_attached:
@@ -183,12 +183,12 @@ class FacetDetailScreen(ConsoleScreen):
         grid = self.query_one("#sql-result", DataTable)
         grid.clear(columns=True)
         for column in result["columns"]:
-            grid.add_column(safe(column))
+            grid.add_column(plain(column))
         shown = result["rows"][:1000]
-        grid.add_rows([[safe(v) for v in row] for row in shown])
+        grid.add_rows([[plain(v) for v in row] for row in shown])
         grid.add_class("-shown")
         more = f" (first {len(shown)} shown)" if len(result["rows"]) > len(shown) else ""
-        self.query_one("#sql-status", Static).update(f"{len(result['rows'])} rows{more}")
+        self.query_one("#sql-status", Static).update(Text(f"{len(result['rows'])} rows{more}"))
 
     # -- navigation -------------------------------------------------------------------
     #: What gets the focus when a tab opens, so its keys work at once.

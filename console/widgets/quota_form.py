@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +12,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from runtime import QUOTA_KEYS, QuotaError, Supervisor, parse_quota
 from runtime.quotas import format_size
+
+from ..format import plain
 
 SIZE_KEYS = {"memory", "storage", "log_bytes"}
 
@@ -107,7 +108,7 @@ class QuotaForm(Vertical):
                 parse_quota(key, value)
         except QuotaError as exc:
             note.add_class("-error")
-            note.update(Text(exc.message))
+            note.update(plain(exc.message))
             return
         note.remove_class("-error")
         note.update("changed: apply with ctrl+s")
@@ -143,12 +144,12 @@ class QuotaForm(Vertical):
         if not self.is_attached:
             return
         result = self.query_one("#quota-result", Static)
-        result.update(Text(f"refused, nothing changed: {message}", style="bold red"))
+        result.update(plain(f"refused, nothing changed: {message}", style="bold red"))
 
     def _applied(self, changes: dict[str, str]) -> None:
         if not self.is_attached:
             return
         described = ", ".join(f"{k}={v}" for k, v in changes.items())
         self.query_one("#quota-result", Static).update(
-            Text(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))
+            plain(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))
         self.load()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 
-from textual.widgets import DataTable, RichLog
+import pytest
+from textual.widgets import DataTable, Input, RichLog
 
 from console.app import FacetsConsole
 from console.screens.result import CommandResultScreen
 from console.widgets.command_bar import CommandBar
 from console.widgets.log_view import LogView
 from console.widgets.table_browser import TableBrowser
+from runtime import FacetsError, neutralize
 from tests.conftest import fixture, sql_body
+from tests.console.screen_text import screen_text
 from tests.console.test_tui import SIZE, open_detail, run_async
 from tests.console.waiting import until
 
@@ -107,3 +110,95 @@ async def test_the_table_list_follows_commits(seeded):
         await until(pilot, lambda: tables.get_cell("items", "count") == 5)
         row = tables.get_row_index("items") + 1            # the header is line 0
         await until(pilot, lambda: " 5 " in tables.render_line(row).text)
+
+
+#: A guest-chosen table name that is Rich markup (``[/]`` closes nothing: a MarkupError) and
+#: carries an OSC 52 "set the clipboard" sequence for the operator's terminal.
+HOSTILE_TABLE = "[/]x\x1b]52;c;aGk=\x07"
+HOSTILE_COLUMN = "[bold]c"
+HOSTILE_VALUE = "[red]v\x1b[2J"
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def assert_plain(text: str) -> None:
+    assert "\x1b" not in text and "\x07" not in text
+
+
+@run_async
+async def test_guest_names_are_shown_as_plain_escaped_text(seeded):
+    seeded.load_app(fixture("probe.wat"))
+    for sql, params in ((f"CREATE TABLE {quoted(HOSTILE_TABLE)}({quoted(HOSTILE_COLUMN)} TEXT)", ()),
+                        (f"INSERT INTO {quoted(HOSTILE_TABLE)} VALUES (?)", (HOSTILE_VALUE,))):
+        assert seeded.call("probe/x", sql_body(sql, *params)).ok
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "probe/x")
+        tables = app.screen.query_one("#tables-list", DataTable)
+        await until(pilot, lambda: tables.row_count == 1)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert_plain(shown)
+        assert neutralize(HOSTILE_TABLE) in shown            # [/]x\x1b]52;c;aGk=\x07, as text
+        await pilot.press("enter")                          # the table browser
+        browser = app.screen.query_one(TableBrowser)
+        await until(pilot, lambda: "1 rows" in browser.status)
+        grid = browser.query_one(DataTable)
+        await until(pilot, lambda: grid.row_count == 1)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert_plain(shown)
+        assert f"{neutralize(HOSTILE_TABLE)}  ·  rowid 1–1" in shown
+        assert HOSTILE_COLUMN in shown and neutralize(HOSTILE_VALUE) in shown
+        # the SQL box's result grid: column names and values come from the database
+        app.screen.query_one("#sql-box", Input).value = 'SELECT name AS "[/]n", * FROM sqlite_master'
+        await pilot.press("x", "enter")
+        result = app.screen.query_one("#sql-result", DataTable)
+        await until(pilot, lambda: result.row_count == 1)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert_plain(shown)
+        assert "[/]n" in shown and neutralize(HOSTILE_TABLE) in shown.split("[/]n", 1)[1]
+
+
+@run_async
+async def test_table_names_cannot_inject_sql_into_the_browser(seeded):
+    """Brackets cannot quote a name holding ``]`` (SQLite has no escape inside them)."""
+    seeded.load_app(fixture("probe.wat"))
+    name = 'a] UNION SELECT 1, "x" --'
+    for sql in (f"CREATE TABLE {quoted(name)}(v TEXT)", f"INSERT INTO {quoted(name)} VALUES ('only row')",
+                'CREATE TABLE "a"(v TEXT)', "INSERT INTO a VALUES ('other table')"):
+        assert seeded.call("probe/x", sql_body(sql)).ok
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "probe/x")
+        app.screen.open_table(name)
+        browser = app.screen.query_one(TableBrowser)
+        await until(pilot, lambda: "rows" in browser.status or "error" in browser.status.lower())
+        grid = browser.query_one(DataTable)
+        await until(pilot, lambda: grid.row_count == 1)
+        assert [str(cell) for cell in grid.get_row_at(0)] == ["1", "only row"]
+        assert "1 rows" in browser.status
+
+
+@run_async
+async def test_guest_export_names_are_plain_in_the_apps_view(seeded, tmp_path):
+    source = fixture("probe.wat").read_text()
+    hostile_export = "facet_[/]x\\1b]52;c;aGk=\\07"            # WAT escapes: ESC and BEL
+    module = tmp_path / "hostile.wat"
+    module.write_text(source.replace('(export "facet_alloc")', f'(export "facet_alloc") (export "{hostile_export}")'))
+    try:
+        seeded.load_app(module, "hostile")
+    except FacetsError as exc:   # a runtime that refuses such names is safe by construction
+        pytest.skip(f"the runtime refuses the export name: {exc.code}")
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await pilot.press("2")
+        table = app.screen.query_one("#apps-table", DataTable)
+        await until(pilot, lambda: "hostile" in table.rows)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert_plain(shown)
+        assert neutralize("facet_[/]x\x1b]52;c;aGk=\x07") in shown
