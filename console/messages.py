@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.message import Message
 
 from runtime import LogRecord
@@ -15,20 +13,3 @@ class LogsArrived(Message):
     def __init__(self, records: list[LogRecord]) -> None:
         super().__init__()
         self.records = records
-
-
-class CommandFinished(Message):
-    """A command-bar line finished; ``result`` is the command language's dict."""
-
-    def __init__(self, line: str, result: dict[str, Any]) -> None:
-        super().__init__()
-        self.line = line
-        self.result = result
-
-
-class OpenFacet(Message):
-    """Drill into a facet's detail view."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
