@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 
 from runtime import Supervisor, default_data_dir, neutralize
 
 from .commands import run_line
+from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .samples import load_samples
 from .screens.apps import AppsScreen
@@ -27,6 +28,9 @@ from .screens.logs import LogsScreen
 from .screens.result import CommandResultScreen
 from .traffic import TrafficGenerator
 from .widgets.command_bar import CommandBar
+from .widgets.log_view import LogView
+from .widgets.quota_form import QuotaForm
+from .widgets.table_browser import TableBrowser
 
 
 class FacetsConsole(App):
@@ -70,19 +74,37 @@ class FacetsConsole(App):
         return True
 
     # -- navigation ---------------------------------------------------------------------
+    @on(OpenFacet)
+    def _open_facet_requested(self, event: OpenFacet) -> None:
+        self.open_facet(event.target)
+
     def open_facet(self, target: str) -> None:
         if self.current_mode != "facets":
             self.switch_mode("facets")
         self.push_screen(FacetDetailScreen(target))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen([
+            ("Everywhere", self.BINDINGS),
+            ("Facets (home, 1)", FacetsScreen.BINDINGS),
+            ("Facet detail (Enter on a facet)", FacetDetailScreen.BINDINGS),
+            ("Data tab: table browser", TableBrowser.BINDINGS),
+            ("Logs tab and Logs view", LogView.BINDINGS),
+            ("Quotas tab", QuotaForm.BINDINGS),
+            ("Apps (2)", AppsScreen.BINDINGS),
+            ("Logs (3)", LogsScreen.BINDINGS),
+            ("Usage & billing (4)", BillingScreen.BINDINGS),
+        ]))
 
     # -- command bar ----------------------------------------------------------------------
     def action_command_bar(self, text: str = "") -> None:
         bars = self.screen.query(CommandBar)
         if bars:
             bars.first().open(text)
+
+    @on(RunCommand)
+    def _command_entered(self, event: RunCommand) -> None:
+        self.run_command_line(event.line)
 
     def run_command_line(self, line: str) -> None:
         self._run_line(line)

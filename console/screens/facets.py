@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input
 from runtime import neutralize
 
 from ..format import bar, human_bytes, human_count, plain, state_text
+from ..messages import OpenFacet
 from ..widgets.console_table import ConsoleTable
 from ..widgets.fleet_header import FleetHeader
 from .base import ConsoleScreen
@@ -277,12 +278,12 @@ class FacetsScreen(ConsoleScreen):
 
     @on(DataTable.RowSelected, "#facets-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.console.open_facet(str(event.row_key.value))
+        self.post_message(OpenFacet(str(event.row_key.value)))
 
     def action_open(self) -> None:
         key = self._cursor_key()
         if key:
-            self.console.open_facet(key)
+            self.post_message(OpenFacet(key))
 
     def action_evict(self) -> None:
         key = self._cursor_key()

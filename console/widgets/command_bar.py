@@ -6,6 +6,8 @@ from textual import on
 from textual.binding import Binding
 from textual.widgets import Input
 
+from ..messages import RunCommand
+
 
 class CommandBar(Input):
     """An input docked at the bottom; hidden until ``:`` is pressed. Up/down walk the history."""
@@ -57,4 +59,4 @@ class CommandBar(Input):
         self.value = ""
         self.remove_class("-open")
         if line:
-            self.app.run_command_line(line)
+            self.post_message(RunCommand(line))

@@ -123,7 +123,7 @@ class QuotaForm(Vertical):
 
     def action_apply(self) -> None:
         if self.readonly:
-            self.app.notify("read-only console: quotas cannot change", severity="warning")
+            self.notify("read-only console: quotas cannot change", severity="warning")
             return
         changes = self.changes()
         if not changes:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from textual.command import CommandList, CommandPalette
 from textual.widgets import DataTable, Input, RichLog
 
 from console.app import FacetsConsole
+from console.screens.help import HelpScreen
 from console.screens.result import CommandResultScreen
 from console.widgets.command_bar import CommandBar
 from console.widgets.log_view import LogView
@@ -202,3 +204,24 @@ async def test_guest_export_names_are_plain_in_the_apps_view(seeded, tmp_path):
         shown = screen_text(app)
         assert_plain(shown)
         assert neutralize("facet_[/]x\x1b]52;c;aGk=\x07") in shown
+
+
+@run_async
+async def test_the_palette_asks_the_app_by_action(seeded):
+    """The palette no longer imports the app: its entries run the app's actions."""
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Show keys")
+        await until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape", "ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Run: call")
+        await until(pilot, lambda: app.screen.query_one(CommandList).option_count > 0)
+        await pilot.press("enter")
+        bar = lambda: app.screen.query_one(CommandBar)  # noqa: E731
+        await until(pilot, lambda: not isinstance(app.screen, CommandPalette) and bar().value == "call ")
+        assert app.focused is bar()

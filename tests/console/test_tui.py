@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import functools
+import io
 import json
 
 import pytest
