@@ -7,11 +7,15 @@ in as messages. ``--readonly`` hides and refuses every write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
+from textual.command import Provider
+from textual.screen import Screen
 
 from runtime import Supervisor, default_data_dir, neutralize
 
@@ -38,10 +42,11 @@ class FacetsConsole(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "Facets"
-    MODES = {"facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
+        "facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
     DEFAULT_MODE = "facets"
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
-    BINDINGS = [
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = App.COMMANDS | {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('facets')", "Facets"),
         Binding("2", "switch_mode('apps')", "Apps"),
         Binding("3", "switch_mode('logs')", "Logs"),
@@ -69,9 +74,7 @@ class FacetsConsole(App):
         self.traffic.stop()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.readonly and action == "traffic":
-            return False
-        return True
+        return not (self.readonly and action == "traffic")
 
     # -- navigation ---------------------------------------------------------------------
     @on(OpenFacet)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, Label, Static
@@ -45,7 +46,7 @@ class PathSuggester(Suggester):
 
 
 class AppsScreen(ConsoleScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("L", "load", "Load / upgrade"),
         Binding("r", "reload", "Refresh"),
     ]

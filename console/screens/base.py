@@ -42,6 +42,4 @@ class ConsoleScreen(Screen):
         return iter(())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.readonly and action in self.WRITE_ACTIONS:
-            return False
-        return True
+        return not (self.readonly and action in self.WRITE_ACTIONS)

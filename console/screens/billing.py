@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
@@ -21,7 +21,7 @@ from .base import ConsoleScreen
 
 
 class BillingScreen(ConsoleScreen):
-    BINDINGS = [Binding("r", "reload", "Refresh"), Binding("p", "period", "Period")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "reload", "Refresh"), Binding("p", "period", "Period")]
 
     DEFAULT_CSS = """
     BillingScreen #period-row { height: 1; }

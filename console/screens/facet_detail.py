@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
@@ -27,7 +27,7 @@ TABS = (("data", "Data"), ("logs", "Logs"), ("usage", "Usage"), ("quotas", "Quot
 
 
 class FacetDetailScreen(ConsoleScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("d", "tab('data')", "Data"),
         Binding("l", "tab('logs')", "Logs"),
@@ -62,14 +62,13 @@ class FacetDetailScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         with TabbedContent(id="facet-tabs"):
-            with TabPane("Data (d)", id="data"):
-                with Horizontal(id="data-split"):
-                    yield ConsoleTable(cursor_type="row", id="tables-list")
-                    with Vertical(id="data-main"):
-                        yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
-                        yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
-                        yield Static("", id="sql-status")
-                        yield ConsoleTable(id="sql-result")
+            with TabPane("Data (d)", id="data"), Horizontal(id="data-split"):
+                yield ConsoleTable(cursor_type="row", id="tables-list")
+                with Vertical(id="data-main"):
+                    yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
+                    yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
+                    yield Static("", id="sql-status")
+                    yield ConsoleTable(id="sql-result")
             with TabPane("Logs (l)", id="logs"):
                 app_name, _, facet = self.target.partition("/")
                 yield LogView(self.sup, app_name=app_name, facet=facet)
@@ -192,7 +191,7 @@ class FacetDetailScreen(ConsoleScreen):
 
     # -- navigation -------------------------------------------------------------------
     #: What gets the focus when a tab opens, so its keys work at once.
-    FOCUS_ON_TAB = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
+    FOCUS_ON_TAB: ClassVar[dict[str, str | None]] = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
                     "quotas": "#quota-fuel", "call": "#call-body"}
 
     def action_tab(self, tab: str) -> None:

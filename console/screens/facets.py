@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
 from runtime import neutralize
@@ -83,7 +83,7 @@ class FacetRow:
 class FacetsScreen(ConsoleScreen):
     """Home: the fleet."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open the facet", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
@@ -39,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen VerticalScroll { padding: 0 1; }
     """
 
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     def __init__(self, sections: Sequence[tuple[str, Sequence[BindingType]]]) -> None:
         """``sections``: (title, bindings) per view, in the order shown; the app lists its

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
@@ -44,7 +44,7 @@ class QuotaForm(Vertical):
     QuotaForm #quota-buttons { height: 3; }
     """
 
-    BINDINGS = [Binding("ctrl+s", "apply", "Apply quotas")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "apply", "Apply quotas")]
 
     def __init__(self, sup: Supervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -9,12 +9,12 @@ when the facet commits, the current page reloads by itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
@@ -42,7 +42,7 @@ class TableBrowser(Vertical):
     TableBrowser DataTable { height: 1fr; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         # priority: the grid inside would otherwise scroll on these keys instead of paging
         Binding("pagedown,n", "page(1)", "Next page", priority=True),
         Binding("pageup,p", "page(-1)", "Prev page", priority=True),

@@ -124,7 +124,7 @@ class UsagePanel(Vertical):
         for field, _, fmt in SPARKLINES:
             values = series[field]
             if field == "wall_ms":   # per-second latency = wall time / requests in that second
-                values = [w / r if r else 0.0 for w, r in zip(values, requests_series)]
+                values = [w / r if r else 0.0 for w, r in zip(values, requests_series, strict=True)]
             elif field == "storage":  # a gauge, recorded only when requests come: carry it over
                 values = carry_forward(values, usage["storage"])
             self.query_one(f"#spark-{field}", Sparkline).data = values
