@@ -78,25 +78,30 @@ async def test_a_table_drawn_before_it_idles_shows_whole_cells(seeded, monkeypat
     them (it measures when it idles); the cells must not stay cut to the header's width."""
     seeded.load_app(fixture("probe.wat"))
     seeded.call("probe/t", sql_body("CREATE TABLE t(name TEXT, note TEXT)"))
-    seeded.call("probe/t", sql_body("INSERT INTO t VALUES ('first row', 'second column')"))
-    add_rows = DataTable.add_rows
-
-    def add_rows_then_draw(self, rows):
-        keys = add_rows(self, rows)
-        for y in range(self.size.height):   # the frame traffic would draw right now
-            self.render_line(y)
-        return keys
-
-    monkeypatch.setattr(DataTable, "add_rows", add_rows_then_draw)
+    seeded.call("probe/t", sql_body("INSERT INTO t VALUES ('a', 'b')"))
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
         await open_detail(pilot, app, "probe/t")
         await pilot.press("enter")
         browser = app.screen.query_one(TableBrowser)
-        await until(pilot, lambda: "1 rows" in browser.status)
         grid = browser.query_one(DataTable)
-        await until(pilot, lambda: grid.row_count == 1 and "first row" in grid.render_line(1).text)
-        assert "second column" in grid.render_line(1).text
+        await until(pilot, lambda: "1 rows" in browser.status and grid.size.height > 1)
+        add_rows = DataTable.add_rows
+
+        def add_rows_then_draw(self, rows):
+            keys = add_rows(self, rows)
+            for y in range(self.size.height):   # the frame traffic would draw right now
+                self.render_line(y)
+            return keys
+
+        monkeypatch.setattr(DataTable, "add_rows", add_rows_then_draw)
+        # the facet commits: the open page reloads, and is drawn before the table idles
+        seeded.call("probe/t", sql_body("UPDATE t SET name = 'first row', note = 'second column'"))
+        await until(pilot, lambda: str(grid.get_cell_at((0, 1))) == "first row")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        line = grid.render_line(1).text
+        assert "first row" in line and "second column" in line, line
         assert "name" in grid.render_line(0).text and "note" in grid.render_line(0).text
 
 
@@ -225,3 +230,22 @@ async def test_the_palette_asks_the_app_by_action(seeded):
         bar = lambda: app.screen.query_one(CommandBar)  # noqa: E731
         await until(pilot, lambda: not isinstance(app.screen, CommandPalette) and bar().value == "call ")
         assert app.focused is bar()
+
+
+@run_async
+async def test_a_guest_column_named_rowid_does_not_crash_the_browser(seeded):
+    """The browser adds its own rowid column; a guest column of that name made the grid's
+    column keys collide (DuplicateKey) and took the console down."""
+    seeded.load_app(fixture("probe.wat"))
+    for sql in ("CREATE TABLE t(rowid TEXT, v TEXT)", "INSERT INTO t VALUES ('guest', 'value')"):
+        assert seeded.call("probe/x", sql_body(sql)).ok
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "probe/x")
+        await pilot.press("enter")
+        browser = app.screen.query_one(TableBrowser)
+        await until(pilot, lambda: "1 rows" in browser.status)
+        grid = browser.query_one(DataTable)
+        await until(pilot, lambda: grid.row_count == 1)
+        assert [str(column.label) for column in grid.ordered_columns] == ["rowid", "rowid", "v"]
+        assert "value" in [str(cell) for cell in grid.get_row_at(0)]
