@@ -30,6 +30,11 @@ from ..messages import LogsArrived
 LEVEL_STYLES = {"debug": "dim", "info": "cyan", "warn": "yellow", "error": "bold red"}
 
 
+def _identity(record: LogRecord) -> tuple[float, str, str, str, str, str]:
+    """What tells two records apart (a record read back from the database equals the one streamed)."""
+    return (record.time, record.app, record.facet, record.request_id, record.level, record.message)
+
+
 class LogView(Vertical):
     """Tail of the fleet's logs, or of one app or facet."""
 
@@ -75,6 +80,9 @@ class LogView(Vertical):
         self._generation = 0
         #: Loads that arrived after the scope changed and were dropped.
         self.stale_dropped = 0
+        #: Records streamed in while the current load runs: the load may have read the
+        #: database before they were stored, so they are kept when its result replaces the view.
+        self._streamed_during_load: list[LogRecord] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="log-controls"):
@@ -116,6 +124,7 @@ class LogView(Vertical):
             self.generation = generation
 
     def _load_recent(self) -> None:
+        self._streamed_during_load = []
         self._load(self.target, self._generation)
 
     @work(thread=True, exclusive=True, group="log-load")
@@ -131,8 +140,12 @@ class LogView(Vertical):
         if event.generation != self._generation:
             self.stale_dropped += 1
             return
+        loaded = {_identity(r) for r in event.records}
+        streamed = [r for r in self._streamed_during_load or () if _identity(r) not in loaded]
+        self._streamed_during_load = None
         self._history.clear()
         self._history.extend(event.records)
+        self._history.extend(streamed)
         self._redraw()
 
     def _from_sink(self, batch: list[LogRecord]) -> None:  # on the log writer thread
@@ -148,6 +161,8 @@ class LogView(Vertical):
     def _arrived(self, event: LogsArrived) -> None:
         event.stop()
         records = [r for r in event.records if self._in_scope(r)]
+        if self._streamed_during_load is not None:
+            self._streamed_during_load.extend(records)
         self._history.extend(records)
         if self.paused:
             self._held.extend(records)

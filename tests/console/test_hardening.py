@@ -249,3 +249,38 @@ async def test_a_guest_column_named_rowid_does_not_crash_the_browser(seeded):
         await until(pilot, lambda: grid.row_count == 1)
         assert [str(column.label) for column in grid.ordered_columns] == ["rowid", "rowid", "v"]
         assert "value" in [str(cell) for cell in grid.get_row_at(0)]
+
+
+@run_async
+async def test_records_streamed_during_a_log_load_stay_shown(seeded):
+    """A record that streams in after the load read the database, but before its result is
+    shown, must not vanish when the result replaces the view."""
+    seeded.load_app(fixture("probe.wat"))
+    seeded.call("probe/l", b"L1first line")
+    read, released = threading.Event(), threading.Event()
+    real_logs = seeded.logs
+
+    def logs(target=None, **kwargs):
+        records = real_logs(target, **kwargs)
+        if target == "probe/l":               # read, then slow to hand the result back
+            read.set()
+            assert released.wait(10)
+        return records
+
+    seeded.logs = logs
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        view = app.screen.query_one(LogView)
+        log = view.query_one(RichLog)
+        text = lambda: "\n".join(line.text for line in log.lines)  # noqa: E731
+        await until(pilot, lambda: "first line" in text())
+        view.set_scope("probe", "l")
+        await until(pilot, read.is_set)
+        seeded.call("probe/l", b"L1streamed line")           # stored after the load read
+        await until(pilot, lambda: "streamed line" in text())
+        released.set()
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: "first line" in text())  # the load's result is shown
+        await pilot.pause()
+        assert "streamed line" in text()
