@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from textual.command import CommandList, CommandPalette
-from textual.widgets import DataTable, Input, RichLog
+from textual.widgets import DataTable, Input, RichLog, Static
 
 from console.app import FacetsConsole
 from console.screens.help import HelpScreen
@@ -284,3 +284,23 @@ async def test_records_streamed_during_a_log_load_stay_shown(seeded):
         await until(pilot, lambda: "first line" in text())  # the load's result is shown
         await pilot.pause()
         assert "streamed line" in text()
+
+
+@pytest.mark.parametrize("answer, shown, absent", [
+    (b"[" * 100_000 + b"]" * 100_000, "[[[[", "RecursionError"),     # shown as text, no crash
+    (b"[1e999, NaN]", "[1e999, NaN]", "Infinity"),                  # not JSON: shown as it came
+    (b'{"big": 1e999}', '"big": null', "Infinity"),                 # strict JSON out
+], ids=["100000-deep", "nan-tokens", "overflowing-float"])
+@run_async
+async def test_the_call_tab_survives_hostile_json(seeded, answer, shown, absent):
+    seeded.load_app(fixture("probe.wat"))
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "probe/x")
+        await pilot.press("c")
+        app.screen.query_one("#call-body", Input).value = "E" + answer.decode()   # the probe echoes it
+        await pilot.press("enter")
+        response = app.screen.query_one("#call-response", Static)
+        await until(pilot, lambda: "fuel" in str(response.render()))
+        text = str(response.render())
+        assert shown in text and absent not in text
