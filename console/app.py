@@ -7,15 +7,20 @@ in as messages. ``--readonly`` hides and refuses every write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
+from textual.command import Provider
+from textual.screen import Screen
 
-from runtime import Supervisor, default_data_dir
+from runtime import Supervisor, default_data_dir, neutralize
 
 from .commands import run_line
+from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .samples import load_samples
 from .screens.apps import AppsScreen
@@ -27,6 +32,9 @@ from .screens.logs import LogsScreen
 from .screens.result import CommandResultScreen
 from .traffic import TrafficGenerator
 from .widgets.command_bar import CommandBar
+from .widgets.log_view import LogView
+from .widgets.quota_form import QuotaForm
+from .widgets.table_browser import TableBrowser
 
 
 class FacetsConsole(App):
@@ -34,10 +42,11 @@ class FacetsConsole(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "Facets"
-    MODES = {"facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
+        "facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
     DEFAULT_MODE = "facets"
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
-    BINDINGS = [
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = App.COMMANDS | {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('facets')", "Facets"),
         Binding("2", "switch_mode('apps')", "Apps"),
         Binding("3", "switch_mode('logs')", "Logs"),
@@ -53,34 +62,52 @@ class FacetsConsole(App):
         self.sup = sup
         self.readonly = readonly
         self.traffic = TrafficGenerator(sup, rate=traffic_rate)
+        #: Lines entered in the command bar: one history per console, walked from every view.
+        self.command_history: list[str] = []
         if readonly:
             self.sub_title = "read-only"
 
     def on_mount(self) -> None:
-        self.title = f"Facets · {self.sup.data_dir}" + (" · read-only" if self.readonly else "")
+        self.title = f"Facets · {neutralize(str(self.sup.data_dir))}" + (" · read-only" if self.readonly else "")
 
     def on_unmount(self) -> None:
         self.traffic.stop()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.readonly and action == "traffic":
-            return False
-        return True
+        return not (self.readonly and action == "traffic")
 
     # -- navigation ---------------------------------------------------------------------
+    @on(OpenFacet)
+    def _open_facet_requested(self, event: OpenFacet) -> None:
+        self.open_facet(event.target)
+
     def open_facet(self, target: str) -> None:
         if self.current_mode != "facets":
             self.switch_mode("facets")
         self.push_screen(FacetDetailScreen(target))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen([
+            ("Everywhere", self.BINDINGS),
+            ("Facets (home, 1)", FacetsScreen.BINDINGS),
+            ("Facet detail (Enter on a facet)", FacetDetailScreen.BINDINGS),
+            ("Data tab: table browser", TableBrowser.BINDINGS),
+            ("Logs tab and Logs view", LogView.BINDINGS),
+            ("Quotas tab", QuotaForm.BINDINGS),
+            ("Apps (2)", AppsScreen.BINDINGS),
+            ("Logs (3)", LogsScreen.BINDINGS),
+            ("Usage & billing (4)", BillingScreen.BINDINGS),
+        ]))
 
     # -- command bar ----------------------------------------------------------------------
     def action_command_bar(self, text: str = "") -> None:
         bars = self.screen.query(CommandBar)
         if bars:
             bars.first().open(text)
+
+    @on(RunCommand)
+    def _command_entered(self, event: RunCommand) -> None:
+        self.run_command_line(event.line)
 
     def run_command_line(self, line: str) -> None:
         self._run_line(line)

@@ -24,7 +24,18 @@ from typing import Any
 
 from rich.text import Text
 
+from runtime import neutralize
+
 STATE_STYLES = {"warm": "green", "busy": "bold yellow", "cold": "dim", "failed": "bold red"}
+
+
+def plain(value: Any, style: str = "") -> Text:
+    """Any value as plain text for a widget: control characters escaped (an OSC 52 or
+    ``\\x1b[2J`` in a guest's table name shows as text) and never parsed as markup (a name
+    like ``[/]`` is just a name). Every guest- or database-derived string goes through here."""
+    if isinstance(value, (dict, list)):
+        value = dumps(value, ensure_ascii=False)
+    return Text(neutralize("" if value is None else str(value)), style=style)
 
 
 def human_bytes(n: float) -> str:

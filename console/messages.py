@@ -1,8 +1,10 @@
-"""App-level messages: how workers and widgets tell the rest of the console what happened."""
+"""App-level messages: how workers and widgets tell the rest of the console what happened.
+
+Widgets and screens post these and the app handles them, so no widget reaches into the
+app (and none imports it).
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from textual.message import Message
 
@@ -17,18 +19,17 @@ class LogsArrived(Message):
         self.records = records
 
 
-class CommandFinished(Message):
-    """A command-bar line finished; ``result`` is the command language's dict."""
-
-    def __init__(self, line: str, result: dict[str, Any]) -> None:
-        super().__init__()
-        self.line = line
-        self.result = result
-
-
 class OpenFacet(Message):
-    """Drill into a facet's detail view."""
+    """Drill into a facet's detail view (posted by the fleet table, handled by the app)."""
 
     def __init__(self, target: str) -> None:
         super().__init__()
         self.target = target
+
+
+class RunCommand(Message):
+    """A line entered in the command bar, for the app to run in the command language."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line

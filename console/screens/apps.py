@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, Label, Static
 
 from runtime import FacetsError
 
-from ..render import safe
+from ..format import plain
+from ..widgets.console_table import ConsoleTable
 from .base import ConsoleScreen
 
 
@@ -44,7 +46,7 @@ class PathSuggester(Suggester):
 
 
 class AppsScreen(ConsoleScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("L", "load", "Load / upgrade"),
         Binding("r", "reload", "Refresh"),
     ]
@@ -63,14 +65,14 @@ class AppsScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="load-row"):
-            yield Label("load PATH [as NAME]:")
+            yield Label(Text("load PATH [as NAME]:"))   # Text: as markup, "[as NAME]" vanished
             yield Input(placeholder="sample_apps/todo/todo.wasm as todo", id="load-path",
                         suggester=PathSuggester())
         yield Static("", id="apps-status")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="apps-table")
+        yield ConsoleTable(cursor_type="row", zebra_stripes=True, id="apps-table")
         with Horizontal(id="apps-detail"):
-            yield DataTable(cursor_type="row", id="versions-table")
-            yield DataTable(cursor_type="row", id="app-facets-table")
+            yield ConsoleTable(cursor_type="row", id="versions-table")
+            yield ConsoleTable(cursor_type="row", id="app-facets-table")
 
     def on_mount(self) -> None:
         self.sub_title = "apps"
@@ -104,11 +106,14 @@ class AppsScreen(ConsoleScreen):
         table.clear()
         for info in infos:
             v = info.version
-            table.add_row(info.name, v.version, info.versions, info.facets, ", ".join(v.imports) or "-",
-                          ", ".join(e for e in v.exports if e.startswith("facet_")), v.sha256[:12], key=info.name)
+            # import and export names are the guest module's own: plain text, escapes shown
+            table.add_row(plain(info.name), v.version, info.versions, info.facets,
+                          plain(", ".join(v.imports) or "-"),
+                          plain(", ".join(e for e in v.exports if e.startswith("facet_"))), plain(v.sha256[:12]),
+                          key=info.name)
         if selected and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
-        self.query_one("#apps-status", Static).update(f"{len(infos)} apps · L loads or upgrades an app")
+        self.query_one("#apps-status", Static).update(Text(f"{len(infos)} apps · L loads or upgrades an app"))
         if infos:
             self._load_detail(self._selected_app() or infos[0].name)
 
@@ -138,11 +143,11 @@ class AppsScreen(ConsoleScreen):
         table = self.query_one("#versions-table", DataTable)
         table.clear()
         for v in reversed(versions):
-            table.add_row(v.version, v.sha256[:12], v.size, safe(Path(v.source).name if v.source else "-"))
+            table.add_row(v.version, plain(v.sha256[:12]), v.size, plain(Path(v.source).name if v.source else "-"))
         table = self.query_one("#app-facets-table", DataTable)
         table.clear()
         for f in facets:
-            table.add_row(f.name, f.state, str(f.version) if f.version is not None else "- (cold)")
+            table.add_row(plain(f.name), plain(f.state), plain(f.version if f.version is not None else "- (cold)"))
 
     # -- loading -------------------------------------------------------------------------
     def action_load(self) -> None:
@@ -156,7 +161,7 @@ class AppsScreen(ConsoleScreen):
         try:
             words = shlex.split(event.value)
         except ValueError as exc:
-            self.query_one("#apps-status", Static).update(Text(f"cannot parse: {exc}", style="red"))
+            self.query_one("#apps-status", Static).update(plain(f"cannot parse: {exc}", style="red"))
             return
         if not words or len(words) not in (1, 3) or (len(words) == 3 and words[1] != "as"):
             self.query_one("#apps-status", Static).update(Text("expected PATH [as NAME]", style="red"))
@@ -168,10 +173,10 @@ class AppsScreen(ConsoleScreen):
         try:
             version = self.sup.load_app(path, name)
         except FacetsError as exc:
-            self.app.call_from_thread(self._loaded, Text(f"{exc.code}: {exc.message}", style="red"), False)
+            self.app.call_from_thread(self._loaded, plain(f"{exc.code}: {exc.message}", style="red"), False)
             return
         message = f"{version.app} is at version {version.version} ({version.sha256[:12]})"
-        self.app.call_from_thread(self._loaded, Text(message, style="green"), True)
+        self.app.call_from_thread(self._loaded, plain(message, style="green"), True)
 
     def _loaded(self, message: Text, ok: bool) -> None:
         if not self.is_attached:

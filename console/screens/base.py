@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -10,10 +10,8 @@ from textual.widgets import Footer, Header
 
 from runtime import Supervisor
 
+from ..host import ConsoleHost
 from ..widgets.command_bar import CommandBar
-
-if TYPE_CHECKING:
-    from ..app import FacetsConsole
 
 
 class ConsoleScreen(Screen):
@@ -23,8 +21,8 @@ class ConsoleScreen(Screen):
     WRITE_ACTIONS: frozenset[str] = frozenset()
 
     @property
-    def console(self) -> "FacetsConsole":
-        return self.app  # type: ignore[return-value]
+    def console(self) -> ConsoleHost:
+        return cast(ConsoleHost, self.app)
 
     @property
     def sup(self) -> Supervisor:
@@ -37,13 +35,11 @@ class ConsoleScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
         yield from self.compose_body()
-        yield CommandBar()
+        yield CommandBar(self.console.command_history)
         yield Footer()
 
     def compose_body(self) -> ComposeResult:
         return iter(())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.readonly and action in self.WRITE_ACTIONS:
-            return False
-        return True
+        return not (self.readonly and action in self.WRITE_ACTIONS)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
 from runtime import FacetsError
 
 from ..commands import CommandError, parse_when
+from ..format import plain
+from ..widgets.console_table import ConsoleTable
 from .base import ConsoleScreen
 
 
 class BillingScreen(ConsoleScreen):
-    BINDINGS = [Binding("r", "reload", "Refresh"), Binding("p", "period", "Period")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "reload", "Refresh"), Binding("p", "period", "Period")]
 
     DEFAULT_CSS = """
     BillingScreen #period-row { height: 1; }
@@ -35,8 +37,8 @@ class BillingScreen(ConsoleScreen):
             yield Label("since (p):")
             yield Input(placeholder="this month · or 7d, 24h, 2026-11-01", id="period")
         yield Static("", id="bill-summary")
-        yield DataTable(id="bill-apps", cursor_type="row")
-        yield DataTable(id="bill-facets", cursor_type="row", zebra_stripes=True)
+        yield ConsoleTable(id="bill-apps", cursor_type="row")
+        yield ConsoleTable(id="bill-facets", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.sub_title = "usage & billing"
@@ -60,7 +62,7 @@ class BillingScreen(ConsoleScreen):
         try:
             since = parse_when(text) if text else None
         except CommandError as exc:
-            self.query_one("#bill-summary", Static).update(Text(exc.message, style="red"))
+            self.query_one("#bill-summary", Static).update(plain(exc.message, style="red"))
             return
         self._load(since)
 
@@ -76,18 +78,18 @@ class BillingScreen(ConsoleScreen):
 
     def _failed(self, message: str) -> None:
         if self.is_attached:
-            self.query_one("#bill-summary", Static).update(Text(message, style="red"))
+            self.query_one("#bill-summary", Static).update(plain(message, style="red"))
 
     def _show(self, bill: dict[str, Any], usage: dict[str, Any]) -> None:
         if not self.is_attached:
             return
         period = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['since']))} → " \
                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['until']))} UTC"
-        self.query_one("#bill-summary", Static).update(
+        self.query_one("#bill-summary", Static).update(Text(
             f"{period}   total {bill['total']:.6f} {bill['currency']}   ·   all-time: {usage['requests']:,} requests, "
-            f"{usage['rows_read']:,} rows read, {usage['rows_written']:,} rows written")
-        for table_id, rows, label in (("#bill-apps", bill["apps"], lambda r: r["app"]),
-                                      ("#bill-facets", bill["facets"], lambda r: f"{r['app']}/{r['facet']}")):
+            f"{usage['rows_read']:,} rows read, {usage['rows_written']:,} rows written"))
+        for table_id, rows, label in (("#bill-apps", bill["apps"], lambda r: plain(r["app"])),
+                                      ("#bill-facets", bill["facets"], lambda r: plain(f"{r['app']}/{r['facet']}"))):
             table = self.query_one(table_id, DataTable)
             table.clear()
             for row in sorted(rows, key=lambda r: -r["cost"]["total"]):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from runtime import FacetsError
+from runtime.storage import FacetReader
 
-from ..render import safe
+from ..format import plain
 from ..widgets.call_panel import CallPanel
+from ..widgets.console_table import ConsoleTable
 from ..widgets.log_view import LogView
 from ..widgets.quota_form import QuotaForm
 from ..widgets.table_browser import TableBrowser
@@ -22,7 +27,7 @@ TABS = (("data", "Data"), ("logs", "Logs"), ("usage", "Usage"), ("quotas", "Quot
 
 
 class FacetDetailScreen(ConsoleScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("d", "tab('data')", "Data"),
         Binding("l", "tab('logs')", "Logs"),
@@ -43,20 +48,27 @@ class FacetDetailScreen(ConsoleScreen):
     FacetDetailScreen #sql-status { height: 1; padding: 0 1; }
     """
 
+    #: Seconds between checks of the facet's data version: how soon the table list follows a
+    #: commit (the table browser checks as often).
+    WATCH_INTERVAL = 0.5
+
     def __init__(self, target: str) -> None:
         super().__init__()
         self.target = target
+        self._reader: FacetReader | None = None
+        #: The data version the table list was read at (None: not read yet).
+        self._tables_version: int | None = None
+        self._tables_busy = False
 
     def compose_body(self) -> ComposeResult:
         with TabbedContent(id="facet-tabs"):
-            with TabPane("Data (d)", id="data"):
-                with Horizontal(id="data-split"):
-                    yield DataTable(cursor_type="row", id="tables-list")
-                    with Vertical(id="data-main"):
-                        yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
-                        yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
-                        yield Static("", id="sql-status")
-                        yield DataTable(id="sql-result")
+            with TabPane("Data (d)", id="data"), Horizontal(id="data-split"):
+                yield ConsoleTable(cursor_type="row", id="tables-list")
+                with Vertical(id="data-main"):
+                    yield Vertical(Static("select a table (Enter)", id="browser-hint"), id="browser-slot")
+                    yield Input(placeholder="read-only SQL (x), e.g. SELECT count(*) FROM items", id="sql-box")
+                    yield Static("", id="sql-status")
+                    yield ConsoleTable(id="sql-result")
             with TabPane("Logs (l)", id="logs"):
                 app_name, _, facet = self.target.partition("/")
                 yield LogView(self.sup, app_name=app_name, facet=facet)
@@ -72,31 +84,62 @@ class FacetDetailScreen(ConsoleScreen):
         tables = self.query_one("#tables-list", DataTable)
         tables.add_column("table", key="name")
         tables.add_column("rows", key="count")
-        self._load_tables()
+        self._refresh_tables()
+        self.set_interval(self.WATCH_INTERVAL, self._refresh_tables)
         tables.focus()
 
-    @work(thread=True, exclusive=True, group="detail-tables")
+    def on_unmount(self) -> None:
+        self._close_reader()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()   # interrupts a count still running in the worker
+            self._reader = None
+
+    def _refresh_tables(self) -> None:
+        if not self._tables_busy:   # a count over a big table may outlast one tick
+            self._tables_busy = True
+            self._load_tables()
+
+    @work(thread=True, group="detail-tables")
     def _load_tables(self) -> None:
+        """Read the table list (names and row counts) when the facet has committed since."""
         try:
-            found = self.sup.tables(self.target)
-        except FacetsError as exc:
+            if self._reader is None:
+                self._reader = self.sup.reader(self.target)
+            version = self._reader.data_version()
+            found = self._reader.tables() if version != self._tables_version else None
+        except FacetsError as exc:   # no database yet, or the view closed meanwhile
             self.app.call_from_thread(self._tables_failed, exc.message)
             return
-        self.app.call_from_thread(self._show_tables, found)
+        self.app.call_from_thread(self._show_tables, version, found)
 
     def _tables_failed(self, message: str) -> None:
+        self._tables_busy = False
         if self.is_attached:
-            self.query_one("#browser-hint", Static).update(safe(message))
+            self._hint(plain(message))
 
-    def _show_tables(self, found: list[dict]) -> None:
+    def _hint(self, text: Text) -> None:
+        for hint in self.query("#browser-hint").results(Static):   # gone once a table is open
+            hint.update(text)
+
+    def _show_tables(self, version: int, found: list[dict[str, Any]] | None) -> None:
+        self._tables_busy = False
         if not self.is_attached:
+            self._close_reader()   # opened by a worker that outlived the view
             return
+        if found is None:
+            return
+        self._tables_version = version
         tables = self.query_one("#tables-list", DataTable)
+        selected = tables.coordinate_to_cell_key(tables.cursor_coordinate).row_key.value \
+            if tables.row_count else None
         tables.clear()
         for t in found:
-            tables.add_row(safe(t["name"]), t["count"], key=t["name"])
-        if not found:
-            self.query_one("#browser-hint", Static).update("this facet has no tables yet")
+            tables.add_row(plain(t["name"]), t["count"], key=t["name"])
+        if selected is not None and selected in tables.rows:
+            tables.move_cursor(row=tables.get_row_index(selected), scroll=False)
+        self._hint(Text("select a table (Enter)" if found else "this facet has no tables yet"))
 
     @on(DataTable.RowSelected, "#tables-list")
     def _open_table(self, event: DataTable.RowSelected) -> None:
@@ -116,7 +159,7 @@ class FacetDetailScreen(ConsoleScreen):
     @on(Input.Submitted, "#sql-box")
     def _run_sql(self, event: Input.Submitted) -> None:
         if event.value.strip():
-            self.query_one("#sql-status", Static).update("running…")
+            self.query_one("#sql-status", Static).update(Text("running…"))
             self._query(event.value)
 
     @work(thread=True, exclusive=True, group="detail-sql")
@@ -131,7 +174,7 @@ class FacetDetailScreen(ConsoleScreen):
     def _sql_failed(self, message: str) -> None:
         if not self.is_attached:
             return
-        self.query_one("#sql-status", Static).update(safe(message))
+        self.query_one("#sql-status", Static).update(plain(message))
 
     def _sql_done(self, result: dict) -> None:
         if not self.is_attached:
@@ -139,16 +182,16 @@ class FacetDetailScreen(ConsoleScreen):
         grid = self.query_one("#sql-result", DataTable)
         grid.clear(columns=True)
         for column in result["columns"]:
-            grid.add_column(safe(column))
+            grid.add_column(plain(column))
         shown = result["rows"][:1000]
-        grid.add_rows([[safe(v) for v in row] for row in shown])
+        grid.add_rows([[plain(v) for v in row] for row in shown])
         grid.add_class("-shown")
         more = f" (first {len(shown)} shown)" if len(result["rows"]) > len(shown) else ""
-        self.query_one("#sql-status", Static).update(f"{len(result['rows'])} rows{more}")
+        self.query_one("#sql-status", Static).update(Text(f"{len(result['rows'])} rows{more}"))
 
     # -- navigation -------------------------------------------------------------------
     #: What gets the focus when a tab opens, so its keys work at once.
-    FOCUS_ON_TAB = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
+    FOCUS_ON_TAB: ClassVar[dict[str, str | None]] = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
                     "quotas": "#quota-fuel", "call": "#call-body"}
 
     def action_tab(self, tab: str) -> None:

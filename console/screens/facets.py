@@ -10,15 +10,20 @@ of facets, and the table does not flicker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
-from ..format import bar, human_bytes, human_count, state_text
+from runtime import neutralize
+
+from ..format import bar, human_bytes, human_count, plain, state_text
+from ..messages import OpenFacet
+from ..widgets.console_table import ConsoleTable
 from ..widgets.fleet_header import FleetHeader
 from .base import ConsoleScreen
 from .confirm import ConfirmScreen
@@ -51,7 +56,7 @@ class FacetRow:
 
     def cells(self) -> dict[str, Any]:
         return {
-            "facet": self.facet,
+            "facet": plain(self.facet),
             "state": state_text(self.state),
             "version": str(self.version) if self.version is not None else "-",
             "requests": self.requests,
@@ -62,7 +67,7 @@ class FacetRow:
             "fuel": human_count(self.fuel),
             "storage": Text.assemble(bar(self.storage, self.storage_quota, width=8), " ",
                                      human_bytes(self.storage)),
-            "last_error": Text(self.last_error or "", style="red"),
+            "last_error": plain(self.last_error, style="red"),
         }
 
     def sort_value(self, column: str) -> Any:
@@ -78,7 +83,7 @@ class FacetRow:
 class FacetsScreen(ConsoleScreen):
     """Home: the fleet."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open the facet", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
@@ -102,7 +107,7 @@ class FacetsScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         yield FleetHeader()
         yield Input(placeholder="filter facets (app/facet, state, error)…", id="facet-filter")
-        table: DataTable = DataTable(cursor_type="row", zebra_stripes=True, id="facets-table")
+        table = ConsoleTable(cursor_type="row", zebra_stripes=True, id="facets-table")
         for key, title in COLUMNS:
             table.add_column(title, key=key)
         yield table
@@ -207,8 +212,13 @@ class FacetsScreen(ConsoleScreen):
             return
         current = self._cursor_key()
         column = self.sort_column
-        table.sort("facet", key=lambda facet: (self._rows[facet].sort_value(column), facet)
-                   if facet in self._rows else (0, facet), reverse=self.sort_reverse)
+
+        def order(cell: Text) -> tuple[Any, str]:
+            facet = cell.plain   # the facet cell is plain Text; its text is the row's target
+            row = self._rows.get(facet)
+            return (row.sort_value(column), facet) if row is not None else (0, facet)
+
+        table.sort("facet", key=order, reverse=self.sort_reverse)
         if current is not None and current in table.rows:
             table.move_cursor(row=table.get_row_index(current))
         self.sub_title = f"facets · sorted by {column}{' ↓' if self.sort_reverse else ''}"
@@ -268,12 +278,12 @@ class FacetsScreen(ConsoleScreen):
 
     @on(DataTable.RowSelected, "#facets-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.console.open_facet(str(event.row_key.value))
+        self.post_message(OpenFacet(str(event.row_key.value)))
 
     def action_open(self) -> None:
         key = self._cursor_key()
         if key:
-            self.console.open_facet(key)
+            self.post_message(OpenFacet(key))
 
     def action_evict(self) -> None:
         key = self._cursor_key()
@@ -283,7 +293,8 @@ class FacetsScreen(ConsoleScreen):
     @work(thread=True, group="facets-action")
     def _evict(self, target: str) -> None:
         was_warm = self.sup.evict(target)
-        self.app.call_from_thread(self.notify, f"{target} evicted" if was_warm else f"{target} was not warm")
+        message = f"{neutralize(target)} evicted" if was_warm else f"{neutralize(target)} was not warm"
+        self.app.call_from_thread(partial(self.notify, message, markup=False))
 
     def action_delete(self) -> None:
         key = self._cursor_key()
@@ -294,10 +305,11 @@ class FacetsScreen(ConsoleScreen):
             if yes:
                 self._delete(key)
 
-        self.app.push_screen(ConfirmScreen(f"Delete {key} and all its data? This cannot be undone."), answered)
+        self.app.push_screen(ConfirmScreen(f"Delete {neutralize(key)} and all its data? This cannot be undone."),
+                             answered)
 
     @work(thread=True, group="facets-action")
     def _delete(self, target: str) -> None:
         self.sup.delete(target)
-        self.app.call_from_thread(self.notify, f"{target} deleted")
+        self.app.call_from_thread(partial(self.notify, f"{neutralize(target)} deleted", markup=False))
         self.app.call_from_thread(self.refresh_fleet)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
@@ -18,7 +21,7 @@ def _keys(binding: Binding) -> str:
                      for k in binding.key.split(","))
 
 
-def bindings_table(title: str, bindings) -> Table:
+def bindings_table(title: str, bindings: Sequence[BindingType]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2), min_width=72)
     table.add_column("keys", style="bold cyan", no_wrap=True)
     table.add_column("action")
@@ -37,31 +40,15 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen VerticalScroll { padding: 0 1; }
     """
 
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, sections: Sequence[tuple[str, Sequence[BindingType]]]) -> None:
+        """``sections``: (title, bindings) per view, in the order shown; the app lists its
+        views (this screen imports none of them)."""
+        super().__init__()
+        self.sections = sections
 
     def compose(self) -> ComposeResult:
-        from ..app import FacetsConsole
-        from ..widgets.call_panel import CallPanel  # noqa: F401  (no keys of its own)
-        from ..widgets.log_view import LogView
-        from ..widgets.quota_form import QuotaForm
-        from ..widgets.table_browser import TableBrowser
-        from .apps import AppsScreen
-        from .billing import BillingScreen
-        from .facet_detail import FacetDetailScreen
-        from .facets import FacetsScreen
-        from .logs import LogsScreen
-
-        sections = [
-            ("Everywhere", FacetsConsole.BINDINGS),
-            ("Facets (home, 1)", FacetsScreen.BINDINGS),
-            ("Facet detail (Enter on a facet)", FacetDetailScreen.BINDINGS),
-            ("Data tab: table browser", TableBrowser.BINDINGS),
-            ("Logs tab and Logs view", LogView.BINDINGS),
-            ("Quotas tab", QuotaForm.BINDINGS),
-            ("Apps (2)", AppsScreen.BINDINGS),
-            ("Logs (3)", LogsScreen.BINDINGS),
-            ("Usage & billing (4)", BillingScreen.BINDINGS),
-        ]
         commands = Table(title="Command bar (:), the palette (ctrl+p) and scripts", title_justify="left",
                          show_header=False, box=None, padding=(0, 2), min_width=72)
         commands.add_column("usage", style="bold cyan", no_wrap=True)
@@ -71,7 +58,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Static(Text("Facets console: keys (Esc closes)"), id="help-title")
             with VerticalScroll():
-                for title, bindings in sections:
+                for title, bindings in self.sections:
                     yield Static(bindings_table(title, bindings))
                     yield Static("")
                 yield Static(commands)

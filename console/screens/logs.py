@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
 from runtime.abi import is_valid_name
@@ -14,7 +16,7 @@ from .base import ConsoleScreen
 
 
 class LogsScreen(ConsoleScreen):
-    BINDINGS = [Binding("a", "scope", "App/facet filter")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("a", "scope", "App/facet filter")]
 
     DEFAULT_CSS = """
     LogsScreen #log-scope { height: 1; border: none; padding: 0 1; }

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..format import plain
 from ..render import render
 
 
@@ -22,7 +22,7 @@ class CommandResultScreen(ModalScreen[None]):
     CommandResultScreen VerticalScroll { padding: 0 1; }
     """
 
-    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "dismiss", "Close")]
 
     def __init__(self, line: str, result: dict[str, Any]) -> None:
         super().__init__()
@@ -32,6 +32,6 @@ class CommandResultScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             status = "ok" if self.result.get("ok") else "failed"
-            yield Static(Text(f":{self.line}  →  {status}   (Esc closes)"), id="result-title")
+            yield Static(plain(f":{self.line}  →  {status}   (Esc closes)"), id="result-title")
             with VerticalScroll():
                 yield Static(render(self.result), id="result-body")

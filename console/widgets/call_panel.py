@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -11,6 +9,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Static
 
 from runtime import CallResult, Supervisor, neutralize
+
+from ..format import dumps, parse_response
 
 
 def describe(result: CallResult) -> Text:
@@ -20,10 +20,12 @@ def describe(result: CallResult) -> Text:
              f" · {'cold start' if u.cold_start else 'warm'}")
     if not result.ok:
         return Text.assemble((f"{result.error}: ", "bold red"), neutralize(result.message), "\n\n", (usage, "dim"))
-    try:
-        body = json.dumps(json.loads(result.response), indent=2, ensure_ascii=False)
-    except (UnicodeDecodeError, ValueError):
-        body = result.response.decode("utf-8", errors="replace")
+    text = result.response.decode("utf-8", errors="replace")
+    # Strict JSON within the depth limit only: json.loads took a 100,000-deep answer into a
+    # RecursionError that killed the console, and json.dumps re-emitted [1e999, NaN] as the
+    # bare tokens Infinity and NaN, which are not JSON.
+    value = parse_response(result.response)
+    body = text if isinstance(value, str) and value == text else dumps(value, indent=2, ensure_ascii=False)
     # Line breaks of the pretty-printed JSON stay; every other control character is escaped.
     shown = "\n".join(neutralize(line) for line in body.split("\n"))
     return Text.assemble(shown, "\n\n", (usage, "dim"))

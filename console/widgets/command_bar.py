@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Input
+
+from ..messages import RunCommand
 
 
 class CommandBar(Input):
@@ -15,17 +19,19 @@ class CommandBar(Input):
     CommandBar.-open { display: block; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", show=False),
         Binding("up", "history(-1)", "Previous", show=False),
         Binding("down", "history(1)", "Next", show=False),
     ]
 
-    history: list[str] = []
-
-    def __init__(self) -> None:
+    def __init__(self, history: list[str] | None = None) -> None:
+        """``history``: the lines entered so far, shared with whoever passes the same list
+        (the console passes one list per app, so every view's bar walks the same history);
+        a bar of its own starts empty."""
         super().__init__(placeholder=":command   e.g. call todo/alice {\"op\":\"lists\"}   (help lists commands)",
                          id="command-bar")
+        self.history: list[str] = [] if history is None else history
         self._cursor = 0
 
     def open(self, text: str = "") -> None:
@@ -55,4 +61,4 @@ class CommandBar(Input):
         self.value = ""
         self.remove_class("-open")
         if line:
-            self.app.run_command_line(line)
+            self.post_message(RunCommand(line))

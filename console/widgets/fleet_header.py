@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Sparkline, Static
@@ -21,6 +22,6 @@ class FleetHeader(Horizontal):
         yield Static("", id="traffic")
 
     def show(self, totals: str, rps_series: list[float], traffic: str) -> None:
-        self.query_one("#totals", Static).update(totals)
+        self.query_one("#totals", Static).update(Text(totals))
         self.query_one(Sparkline).data = rps_series or [0.0]
-        self.query_one("#traffic", Static).update(traffic)
+        self.query_one("#traffic", Static).update(Text(traffic))

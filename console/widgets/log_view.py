@@ -9,12 +9,15 @@ neutralised by the runtime and is never parsed as markup.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, RichLog, Static
 
@@ -25,6 +28,11 @@ from ..format import clock
 from ..messages import LogsArrived
 
 LEVEL_STYLES = {"debug": "dim", "info": "cyan", "warn": "yellow", "error": "bold red"}
+
+
+def _identity(record: LogRecord) -> tuple[float, str, str, str, str, str]:
+    """What tells two records apart (a record read back from the database equals the one streamed)."""
+    return (record.time, record.app, record.facet, record.request_id, record.level, record.message)
 
 
 class LogView(Vertical):
@@ -38,7 +46,7 @@ class LogView(Vertical):
     LogView RichLog { height: 1fr; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "cycle_level", "Level"),
         Binding("f", "toggle_follow", "Follow"),
         Binding("space", "toggle_pause", "Pause"),
@@ -66,7 +74,15 @@ class LogView(Vertical):
         self.facet = facet
         self._history: deque[LogRecord] = deque(maxlen=self.HISTORY)
         self._held: list[LogRecord] = []
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], None] | None = None
+        #: Bumped by every ``set_scope``: a load started for an older scope is stale when it
+        #: lands (a worker cannot be stopped mid-query, so its result still arrives).
+        self._generation = 0
+        #: Loads that arrived after the scope changed and were dropped.
+        self.stale_dropped = 0
+        #: Records streamed in while the current load runs: the load may have read the
+        #: database before they were stored, so they are kept when its result replaces the view.
+        self._streamed_during_load: list[LogRecord] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="log-controls"):
@@ -86,9 +102,11 @@ class LogView(Vertical):
     def set_scope(self, app_name: str | None, facet: str | None) -> None:
         """Show another app/facet (None: everything)."""
         self.app_name, self.facet = app_name, facet
+        self._generation += 1
         self._history.clear()
         self._held.clear()
         self.pending = 0
+        self._redraw()
         self._load_recent()
 
     @property
@@ -97,16 +115,37 @@ class LogView(Vertical):
             return f"{self.app_name}/{self.facet}"
         return self.app_name
 
-    @work(thread=True, exclusive=True, group="log-load")
-    def _load_recent(self) -> None:
-        records = self.sup.logs(self.target, limit=500)
-        self.app.call_from_thread(self._replace, records)
+    class Loaded(Message):
+        """The recent records of one scope, read by a worker; ``generation`` names the scope."""
 
-    def _replace(self, records: list[LogRecord]) -> None:
-        if not self.is_attached:
+        def __init__(self, records: list[LogRecord], generation: int) -> None:
+            super().__init__()
+            self.records = records
+            self.generation = generation
+
+    def _load_recent(self) -> None:
+        self._streamed_during_load = []
+        self._load(self.target, self._generation)
+
+    @work(thread=True, exclusive=True, group="log-load")
+    def _load(self, target: str | None, generation: int) -> None:
+        # The scope is read on the UI thread and passed in: this thread never reads the
+        # fields ``set_scope`` writes.
+        records = self.sup.logs(target, limit=500)
+        self.post_message(self.Loaded(records, generation))
+
+    @on(Loaded)
+    def _loaded(self, event: Loaded) -> None:
+        event.stop()
+        if event.generation != self._generation:
+            self.stale_dropped += 1
             return
+        loaded = {_identity(r) for r in event.records}
+        streamed = [r for r in self._streamed_during_load or () if _identity(r) not in loaded]
+        self._streamed_during_load = None
         self._history.clear()
-        self._history.extend(records)
+        self._history.extend(event.records)
+        self._history.extend(streamed)
         self._redraw()
 
     def _from_sink(self, batch: list[LogRecord]) -> None:  # on the log writer thread
@@ -122,6 +161,8 @@ class LogView(Vertical):
     def _arrived(self, event: LogsArrived) -> None:
         event.stop()
         records = [r for r in event.records if self._in_scope(r)]
+        if self._streamed_during_load is not None:
+            self._streamed_during_load.extend(records)
         self._history.extend(records)
         if self.paused:
             self._held.extend(records)

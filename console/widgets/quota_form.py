@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
 from runtime import QUOTA_KEYS, QuotaError, Supervisor, parse_quota
 from runtime.quotas import format_size
+
+from ..format import plain
 
 SIZE_KEYS = {"memory", "storage", "log_bytes"}
 
@@ -43,7 +44,7 @@ class QuotaForm(Vertical):
     QuotaForm #quota-buttons { height: 3; }
     """
 
-    BINDINGS = [Binding("ctrl+s", "apply", "Apply quotas")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "apply", "Apply quotas")]
 
     def __init__(self, sup: Supervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -107,7 +108,7 @@ class QuotaForm(Vertical):
                 parse_quota(key, value)
         except QuotaError as exc:
             note.add_class("-error")
-            note.update(Text(exc.message))
+            note.update(plain(exc.message))
             return
         note.remove_class("-error")
         note.update("changed: apply with ctrl+s")
@@ -122,7 +123,7 @@ class QuotaForm(Vertical):
 
     def action_apply(self) -> None:
         if self.readonly:
-            self.app.notify("read-only console: quotas cannot change", severity="warning")
+            self.notify("read-only console: quotas cannot change", severity="warning")
             return
         changes = self.changes()
         if not changes:
@@ -143,12 +144,12 @@ class QuotaForm(Vertical):
         if not self.is_attached:
             return
         result = self.query_one("#quota-result", Static)
-        result.update(Text(f"refused, nothing changed: {message}", style="bold red"))
+        result.update(plain(f"refused, nothing changed: {message}", style="bold red"))
 
     def _applied(self, changes: dict[str, str]) -> None:
         if not self.is_attached:
             return
         described = ", ".join(f"{k}={v}" for k, v in changes.items())
         self.query_one("#quota-result", Static).update(
-            Text(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))
+            plain(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))
         self.load()

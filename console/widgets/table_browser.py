@@ -9,19 +9,28 @@ when the facet commits, the current page reloads by itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from runtime import FacetsError, Supervisor
+from runtime import FacetsError, Supervisor, neutralize
 from runtime.storage import FacetReader
 
-from ..render import safe
+from ..format import plain
+from .console_table import ConsoleTable
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier whatever it holds: double quotes, the inner ones doubled.
+    (Brackets cannot quote it: SQLite has no escape for ``]`` inside ``[...]``, so a table
+    named ``x] ...`` closed the bracket and the rest ran as SQL.)"""
+    return '"' + name.replace('"', '""') + '"'
 
 
 class TableBrowser(Vertical):
@@ -33,7 +42,7 @@ class TableBrowser(Vertical):
     TableBrowser DataTable { height: 1fr; }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         # priority: the grid inside would otherwise scroll on these keys instead of paging
         Binding("pagedown,n", "page(1)", "Next page", priority=True),
         Binding("pageup,p", "page(-1)", "Prev page", priority=True),
@@ -45,13 +54,15 @@ class TableBrowser(Vertical):
     WATCH_INTERVAL = 0.5
 
     status: reactive[str] = reactive("")
-    """The line above the grid: table, position, total."""
+    """The line above the grid: table, position, total (the table's name neutralised)."""
 
     def __init__(self, sup: Supervisor, target: str, table: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.target = target
         self.table = table
+        #: The name as it may be shown (the guest chose it: escapes, brackets and all).
+        self._shown_name = neutralize(table)
         self._reader: FacetReader | None = None
         self._keyset = True
         self._columns: list[str] = []
@@ -67,15 +78,15 @@ class TableBrowser(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="browser-status")
-        yield DataTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
+        yield ConsoleTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
 
     def watch_status(self, status: str) -> None:
         for label in self.query("#browser-status").results(Static):   # none once unmounted
-            label.update(status)
+            label.update(Text(status))   # plain: the name is the guest's, never markup
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
-        self.status = f"{self.table}: loading…"
+        self.status = f"{self._shown_name}: loading…"
         self._open()
         self.set_interval(self.WATCH_INTERVAL, self._watch_commits)
 
@@ -104,7 +115,7 @@ class TableBrowser(Vertical):
     def _fetch(self, direction: str) -> tuple[list[str], list[list[Any]]]:
         reader = self._reader
         assert reader is not None
-        name = self.table.replace("]", "]]")
+        name = quote_identifier(self.table)
         n = self.PAGE_SIZE
         if not self._keyset:
             if self._total is None or direction == "last":
@@ -117,21 +128,21 @@ class TableBrowser(Vertical):
                 self._offset += n
             elif direction == "prev":
                 self._offset = max(0, self._offset - n)
-            result = reader.query(f"SELECT * FROM [{name}] LIMIT ? OFFSET ?", [n, self._offset])
+            result = reader.query(f"SELECT * FROM {name} LIMIT ? OFFSET ?", [n, self._offset])
             return result["columns"], result["rows"]
         if direction == "first":
-            sql, params, flip = f"SELECT rowid, * FROM [{name}] ORDER BY rowid LIMIT ?", [n], False
+            sql, params, flip = f"SELECT rowid, * FROM {name} ORDER BY rowid LIMIT ?", [n], False
         elif direction == "last":
-            sql, params, flip = f"SELECT rowid, * FROM [{name}] ORDER BY rowid DESC LIMIT ?", [n], True
+            sql, params, flip = f"SELECT rowid, * FROM {name} ORDER BY rowid DESC LIMIT ?", [n], True
         elif direction == "next" and self._last_rowid is not None:
-            sql, params, flip = f"SELECT rowid, * FROM [{name}] WHERE rowid > ? ORDER BY rowid LIMIT ?", \
+            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT ?", \
                 [self._last_rowid, n], False
         elif direction == "prev" and self._first_rowid is not None:
-            sql, params, flip = f"SELECT rowid, * FROM [{name}] WHERE rowid < ? ORDER BY rowid DESC LIMIT ?", \
+            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid < ? ORDER BY rowid DESC LIMIT ?", \
                 [self._first_rowid, n], True
         else:  # reload the current page from its first row
             start = self._first_rowid if self._first_rowid is not None else -2**63
-            sql, params, flip = f"SELECT rowid, * FROM [{name}] WHERE rowid >= ? ORDER BY rowid LIMIT ?", \
+            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid >= ? ORDER BY rowid LIMIT ?", \
                 [start, n], False
         result = reader.query(sql, params)
         rows = result["rows"][::-1] if flip else result["rows"]
@@ -145,7 +156,7 @@ class TableBrowser(Vertical):
 
     def _count(self) -> int:
         assert self._reader is not None
-        return self._reader.query(f"SELECT count(*) FROM [{self.table.replace(']', ']]')}]")["rows"][0][0]
+        return self._reader.query(f"SELECT count(*) FROM {quote_identifier(self.table)}")["rows"][0][0]
 
     @work(thread=True, exclusive=True, group="table-browser")
     def _load(self, direction: str) -> None:
@@ -169,8 +180,9 @@ class TableBrowser(Vertical):
         cursor = grid.cursor_row
         grid.clear(columns=True)
         for column in columns:
-            grid.add_column(safe(column), key=column)
-        grid.add_rows([[safe(v) for v in row] for row in rows])
+            # no key: a guest table may have its own column named rowid (keys must be unique)
+            grid.add_column(plain(column))
+        grid.add_rows([[plain(v) for v in row] for row in rows])
         if rows:
             grid.move_cursor(row=min(cursor, len(rows) - 1))
         self._show_status(len(rows))
@@ -183,12 +195,12 @@ class TableBrowser(Vertical):
         else:
             where = f"rows {self._offset + 1}–{self._offset + shown}" if shown else "empty"
         total = "counting…" if self._total is None else f"{self._total:,} rows"
-        self.status = f"{self.table}  ·  {where}  ·  {total}  ·  PgUp/PgDn page, g/G first/last"
+        self.status = f"{self._shown_name}  ·  {where}  ·  {total}  ·  PgUp/PgDn page, g/G first/last"
 
     def _show_error(self, message: str) -> None:
         if not self.is_attached:
             return
-        self.status = f"{self.table}: {message}"
+        self.status = f"{self._shown_name}: {neutralize(message)}"
 
     # -- live refresh ---------------------------------------------------------------
     @work(thread=True, exclusive=True, group="table-watch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -11,7 +12,7 @@ from textual.widgets import Label, Sparkline, Static
 
 from runtime import Supervisor
 
-from ..format import human_bytes, human_count
+from ..format import human_bytes, human_count, plain
 from .meter_bar import MeterBar
 
 #: (series field, label, how a value reads)
@@ -91,7 +92,7 @@ class UsagePanel(Vertical):
         if not self.is_attached:
             return
         self._busy = False
-        self.query_one("#usage-counters", Static).update(message)
+        self.query_one("#usage-counters", Static).update(plain(message))
 
     def _show(self, usage: dict[str, Any], quotas: dict[str, Any], series: dict[str, list[float]]) -> None:
         if not self.is_attached:
@@ -114,17 +115,17 @@ class UsagePanel(Vertical):
         meter("meter-rate", usage["rps"], quotas["rate"], f"{usage['rps']:.0f} / {quotas['rate']:g} req/s"
               if quotas["rate"] else f"{usage['rps']:.0f} req/s")
         errors = ", ".join(f"{code} {n}" for code, n in sorted(usage["errors"].items())) or "none"
-        self.query_one("#usage-counters", Static).update(
+        self.query_one("#usage-counters", Static).update(plain(
             f"requests {requests:,}   errors: {errors}   p50 {usage['p50_ms']:.2f} ms   "
             f"rows read {usage['rows_read']:,}   rows written {usage['rows_written']:,}   "
             f"cold starts {usage['cold_starts']:,}   log bytes {usage['log_bytes']:,}"
-            f" (truncated {usage['logs_truncated']})")
+            f" (truncated {usage['logs_truncated']})"))
         requests_series = series["requests"]
         for field, _, fmt in SPARKLINES:
             values = series[field]
             if field == "wall_ms":   # per-second latency = wall time / requests in that second
-                values = [w / r if r else 0.0 for w, r in zip(values, requests_series)]
+                values = [w / r if r else 0.0 for w, r in zip(values, requests_series, strict=True)]
             elif field == "storage":  # a gauge, recorded only when requests come: carry it over
                 values = carry_forward(values, usage["storage"])
             self.query_one(f"#spark-{field}", Sparkline).data = values
-            self.query_one(f"#value-{field}", Static).update(fmt(values[-1] if values else 0))
+            self.query_one(f"#value-{field}", Static).update(Text(fmt(values[-1] if values else 0)))

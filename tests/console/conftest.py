@@ -7,6 +7,7 @@ import time
 import types
 
 import pytest
+from textual.widgets import Input
 
 import runtime.facet
 import runtime.hostcalls
@@ -15,6 +16,14 @@ from runtime import Supervisor
 
 #: 2026-11-02 12:00:00 UTC: every clock the snapshots could show reads this.
 FIXED_TIME = 1793620800.0
+
+
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch):
+    """No blinking cursor in console tests: a focused input's cursor is drawn or not by a
+    0.5 s timer, so a snapshot taken at a different moment differed (test_detail_call_tab
+    failed in 4 of 5 runs of test_snapshots.py, test_detail_tabs[o] in 1 of 5)."""
+    monkeypatch.setattr(Input, "cursor_blink", False)
 
 
 @pytest.fixture

@@ -2,40 +2,53 @@
 
 Update after an intended change with `pytest tests/console/test_snapshots.py --snapshot-update`
 and review the SVGs in __snapshots__/ before committing them.
+
+Every test waits for an explicit condition (the data on screen, the focus where the view
+puts it, the background workers done), never for a length of time: a slow machine only
+makes a test slower. The cursor does not blink in tests (conftest.py).
 """
 
 from __future__ import annotations
 
 import pytest
+from textual.widgets import DataTable, Input, RichLog, Static
 
 from console.app import FacetsConsole
 from console.screens.facet_detail import FacetDetailScreen
+from console.screens.help import HelpScreen
+from console.screens.result import CommandResultScreen
 from console.widgets.table_browser import TableBrowser
-from textual.widgets import DataTable
-
 from tests.console.waiting import until
 
 SIZE = (130, 34)
 
 
 async def settle(pilot, condition):
-    """Wait for ``condition``, then let the screen finish drawing."""
+    """Wait for ``condition``, then for the workers running now and the redraw they cause."""
     await until(pilot, condition)
-    await pilot.pause(0.3)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 def home_loaded(app):
     return app.screen.query_one("#facets-table", DataTable).row_count == 8
 
 
-async def open_detail(pilot, app, target, tab=None):
+def shown(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def open_detail(pilot, app, target, tab=None, focus=None):
     await settle(pilot, lambda: home_loaded(app))
     app.open_facet(target)
     await settle(pilot, lambda: isinstance(app.screen, FacetDetailScreen)
-                 and app.screen.query_one("#tables-list", DataTable).row_count > 0)
+                 and app.screen.query_one("#tables-list", DataTable).row_count > 0
+                 and app.focused is app.screen.query_one("#tables-list"))
     if tab:
         await pilot.press(tab)
-        await pilot.pause(0.5)
+        await settle(pilot, lambda: app.screen.query_one("TabbedContent").active == focus[0]
+                     and (focus[1] is None or app.focused is app.screen.query_one(focus[1])))
+        await pilot.wait_for_scheduled_animations()   # the tab underline slides
 
 
 def test_facets_home(frozen, snap_compare):
@@ -46,9 +59,14 @@ def test_facets_home(frozen, snap_compare):
 
 def test_facets_filtered_and_sorted(frozen, snap_compare):
     async def run_before(pilot):
-        await settle(pilot, lambda: home_loaded(pilot.app))
+        app = pilot.app
+        await settle(pilot, lambda: home_loaded(app))
         await pilot.press("s", "s", "s", "r", "slash", "o")
-        await pilot.pause(0.3)
+        screen = app.screen
+        expected = sum(1 for row in screen._rows.values() if "o" in row.facet or "o" in row.state)
+        await settle(pilot, lambda: screen.sort_column == "requests" and screen.sort_reverse
+                     and screen.filter_text == "o"
+                     and screen.query_one("#facets-table", DataTable).row_count == expected)
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -58,25 +76,52 @@ def test_detail_data_tab_with_table_open(frozen, snap_compare):
         table = pilot.app.screen.query_one("#tables-list", DataTable)
         table.move_cursor(row=table.get_row_index("items"))
         await pilot.press("enter")
-        await settle(pilot, lambda: "rows" in str(pilot.app.screen.query_one(TableBrowser).status))
+        await settle(pilot, lambda: "4 rows" in str(pilot.app.screen.query_one(TableBrowser).status)
+                     and pilot.app.screen.query_one("#browser-grid", DataTable).row_count == 4)
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
+
+
+#: key -> (tab id, what gets the focus, what the tab shows once loaded)
+TABS = {
+    "l": ("logs", "LogView RichLog", lambda app: len(app.screen.query_one("LogView RichLog", RichLog).lines) > 0),
+    "u": ("usage", None, lambda app: shown(app, "#usage-counters").startswith("requests")),
+    "o": ("quotas", "#quota-fuel", lambda app: app.screen.query_one("#quota-fuel", Input).value == "200000000"),
+}
 
 
 @pytest.mark.parametrize("tab", ["l", "u", "o"])
 def test_detail_tabs(frozen, snap_compare, tab):
+    pane, focus, loaded = TABS[tab]
+
     async def run_before(pilot):
-        await open_detail(pilot, pilot.app, "todo/alice", tab)
-        await pilot.pause(1.2)
+        await open_detail(pilot, pilot.app, "todo/alice", tab, (pane, focus))
+        await settle(pilot, lambda: loaded(pilot.app))
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
 def test_detail_call_tab(frozen, snap_compare):
     async def run_before(pilot):
-        await open_detail(pilot, pilot.app, "todo/alice", "c")
-        pilot.app.screen.query_one("#call-body").value = '{"op": "lists"}'
+        app = pilot.app
+        await open_detail(pilot, app, "todo/alice", "c", ("call", "#call-body"))
+        app.screen.query_one("#call-body", Input).value = '{"op": "lists"}'
         await pilot.press("enter")
-        await settle(pilot, lambda: "lists" in str(pilot.app.screen.query_one("#call-response").render()))
+        await settle(pilot, lambda: "lists" in shown(app, "#call-response"))
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
+
+
+#: key -> what the view shows once loaded
+VIEWS = {
+    "2": lambda app: app.current_mode == "apps"
+    and app.screen.query_one("#apps-table", DataTable).row_count == 7
+    and app.screen.query_one("#versions-table", DataTable).row_count > 0
+    and app.screen.query_one("#app-facets-table", DataTable).row_count > 0,
+    "3": lambda app: app.current_mode == "logs"
+    and len(app.screen.query_one("LogView RichLog", RichLog).lines) > 0,
+    "4": lambda app: app.current_mode == "billing"
+    and app.screen.query_one("#bill-apps", DataTable).row_count > 0
+    and app.screen.query_one("#bill-facets", DataTable).row_count > 0
+    and "total" in shown(app, "#bill-summary"),
+}
 
 
 @pytest.mark.parametrize("key", ["2", "3", "4"])
@@ -84,7 +129,7 @@ def test_other_views(frozen, snap_compare, key):
     async def run_before(pilot):
         await settle(pilot, lambda: home_loaded(pilot.app))
         await pilot.press(key)
-        await pilot.pause(1.0)
+        await settle(pilot, lambda: VIEWS[key](pilot.app))
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -92,7 +137,7 @@ def test_help(frozen, snap_compare):
     async def run_before(pilot):
         await settle(pilot, lambda: home_loaded(pilot.app))
         await pilot.press("question_mark")
-        await pilot.pause(0.3)
+        await settle(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -100,9 +145,9 @@ def test_command_bar_result(frozen, snap_compare):
     async def run_before(pilot):
         await settle(pilot, lambda: home_loaded(pilot.app))
         await pilot.press("colon")
-        pilot.app.screen.query_one("#command-bar").value = "tables todo/alice"
+        pilot.app.screen.query_one("#command-bar", Input).value = "tables todo/alice"
         await pilot.press("enter")
-        await pilot.pause(0.5)
+        await settle(pilot, lambda: isinstance(pilot.app.screen, CommandResultScreen))
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import functools
+import io
 import json
 
 import pytest
@@ -57,7 +57,7 @@ async def test_home_lists_every_facet_and_drills_in(seeded):
         await until(pilot, lambda: isinstance(app.screen, FacetDetailScreen))
         assert app.screen.target == "guestbook/lobby"
         await pilot.press("escape")
-        assert isinstance(app.screen, FacetsScreen)
+        await until(pilot, lambda: isinstance(app.screen, FacetsScreen))
 
 
 @run_async
@@ -161,9 +161,8 @@ async def test_quota_edit_applied_and_refused(seeded):
         await until(pilot, lambda: fuel.value == "5000000")
         # a bad value is refused in place, with the reason, and nothing changes
         fuel.value = "lots"
-        await pilot.pause(0.1)
         note = app.screen.query_one("#note-fuel", Static)
-        assert "expected a whole number" in str(note.render())
+        await until(pilot, lambda: "expected a whole number" in str(note.render()))
         await pilot.press("ctrl+s")
         result = app.screen.query_one("#quota-result", Static)
         await until(pilot, lambda: "refused" in str(result.render()))
@@ -235,7 +234,7 @@ async def test_readonly_hides_and_refuses_writes(seeded):
         warm = seeded.warm_count
         await pilot.press("e")                            # evict: refused
         await pilot.press("t")                            # traffic: refused
-        await pilot.pause(0.2)
+        await app.workers.wait_for_complete()             # an evict that ran would be done now
         assert seeded.warm_count == warm and not app.traffic.running
         await pilot.press("colon", *"call counter/alice", "enter")
         await until(pilot, lambda: isinstance(app.screen, CommandResultScreen))
@@ -270,7 +269,7 @@ async def test_views_reachable_by_key_and_help_lists_keys(seeded):
     async with app.run_test(size=SIZE) as pilot:
         for key, mode in (("2", "apps"), ("3", "logs"), ("4", "billing"), ("1", "facets")):
             await pilot.press(key)
-            assert app.current_mode == mode
+            await until(pilot, lambda mode=mode: app.current_mode == mode)
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         console = Console(width=200, record=True, file=io.StringIO())

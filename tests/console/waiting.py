@@ -5,8 +5,11 @@ from __future__ import annotations
 from textual.css.query import NoMatches
 
 
-async def until(pilot, condition, timeout=10.0):
-    """Let the app run until ``condition()`` holds (workers finish, timers fire)."""
+async def until(pilot, condition, timeout=30.0):
+    """Let the app run until ``condition()`` holds (workers finish, timers fire).
+
+    ``timeout`` (seconds of pauses) only bounds a failing test: a passing one returns as soon
+    as the condition holds, so a slow or loaded machine makes tests slower, never red."""
     waited = 0.0
     while not _holds(condition):
         if waited > timeout:
