@@ -132,7 +132,8 @@ class FacetsConsole(App):
 
 def run_console(data: str | None, *, readonly: bool = False, samples: bool = True) -> None:
     """Open the data directory (loading the sample apps into an empty one) and run the console."""
-    with Supervisor(Path(data) if data else default_data_dir()) as sup:
+    # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
+    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly) as sup:
         if samples and not readonly:
             load_samples(sup)
         FacetsConsole(sup, readonly=readonly).run()

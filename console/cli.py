@@ -50,7 +50,11 @@ def main(ctx: click.Context, data: str | None) -> None:
 def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
     """Start the operator console."""
     from .app import run_console
-    run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples)
+    try:
+        run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples)
+    except FacetsError as exc:   # the data directory cannot be opened (damaged, missing read-only)
+        click.echo(f"facets: {exc.message} ({exc.code})", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("run")

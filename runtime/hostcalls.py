@@ -122,6 +122,7 @@ class RequestContext:
             statement, params = self._parse_sql_request(request)
             result = self.db.execute_guest(statement, params, max_result_bytes=self.max_result_bytes)
         except SqlFailure as failure:
+            self.counters.rows_read += failure.rows_read   # a scan that failed late still read them
             if failure.fatal and self.poison is None:
                 self.poison = (failure.code, failure.message)
             return self._reply(guest, {"ok": False, "error": {"code": str(failure.code),

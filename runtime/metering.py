@@ -8,9 +8,10 @@ What is counted, exactly:
 * ``fuel``: wasm fuel consumed, including instantiation and ``facet_init`` on a cold start.
 * ``wall_ms``: time from the facet's input gate to COMMIT (queueing excluded); in a
   commit group, the request's own run plus its share of the group's COMMIT.
-* ``rows_read``: rows returned to the guest plus one per 100 SQLite VM
-  instructions its statements executed. The VM term is scan work: a full
-  scan of a 10,000-row table costs about 100 "rows" even if it returns one.
+* ``rows_read``: rows visited, as Durable Objects bill them, counted by SQLite's own
+  statement counters (see ``FacetDB.execute_guest``): a full scan of a 10,000-row
+  table reads about 10,000 even if it returns one row, a primary-key lookup 1, a
+  failed statement the rows it visited before it failed.
 * ``rows_written``: rows inserted, updated or deleted by committed requests
   (``sqlite3_total_changes``); a rolled-back request writes nothing.
 * ``log_bytes`` / ``logs_truncated``: guest log bytes kept, and log calls cut

@@ -9,7 +9,8 @@ fuel          wasm fuel per request                  integer, or 10k / 5M / 1G
 timeout_ms    wall time per request                  250ms, 2s, or integer ms
 memory        bytes of linear memory                 512KiB, 64MiB, 1GB, integer
 storage       bytes of database                      512KiB, 64MiB, 1GB, integer
-log_bytes     log bytes per request                  512KiB, 64MiB, 1GB, integer
+log_bytes     log bytes (and log_bytes/64 records)   512KiB, 64MiB, 1GB, integer
+              per request
 rate          requests per second (token bucket)     number, or ``off``
 queue         requests waiting for one facet         integer, or ``off``
 max_facets    facets per app                         integer, or ``off``

@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -258,7 +259,7 @@ class PlatformSqlError(sqlite3.OperationalError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.sqlite_errorcode = code
-        self.sqlite_errorname = None
+        self.sqlite_errorname = ""   # Python's own errors name it; the code is what counts
 
 
 # -- built-in functions whose one call could outlast any deadline ------------------------------
@@ -350,13 +351,14 @@ def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
     private in-memory connection (same limits), values passed through unchanged."""
     api = _value_api()
     lib = _sqlite_library()
+    assert lib is not None   # the guarded functions are registered only when it loaded
     helper: _Helper | None = getattr(_helpers, "helper", None)
     if helper is None:
         out = ctypes.c_void_p()
         if api.sqlite3_open_v2(b":memory:", ctypes.byref(out), 0x02 | 0x04, None) != 0:
             api.sqlite3_result_error(ctx, b"cannot open the function helper", -1)
             return
-        helper = _helpers.helper = _Helper(out.value)
+        helper = _helpers.helper = _Helper(out.value or 0)
         for limit, value in GUEST_LIMITS.items():
             api.sqlite3_limit(helper.db, limit, value)
     db = helper.db
@@ -368,7 +370,7 @@ def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
         if api.sqlite3_prepare_v2(db, sql, -1, ctypes.byref(out), None) != 0:
             api.sqlite3_result_error(ctx, api.sqlite3_errmsg(db), -1)
             return
-        stmt = statements[(name, argc)] = out.value
+        stmt = statements[(name, argc)] = out.value or 0
     for i in range(argc):
         api.sqlite3_bind_value(stmt, i + 1, argv[i])
     if lib.sqlite3_step(stmt) == 100:   # SQLITE_ROW
@@ -630,17 +632,17 @@ class FacetDB:
             return _DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return _DENY if (arg2 or "").lower() in _REFUSED_FUNCTIONS else _OK
-        if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE):
-            if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
-                return _DENY
+        if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE) \
+                and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
+            return _DENY
         if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in _REFUSED_TABLES:
             return _DENY
         if action in _TEMP_ACTIONS:
             return _DENY  # temp objects live outside the facet's file and its quota
         if dbname not in (None, "main"):
             return _DENY
-        for name in (arg1, arg2):
-            if name and name.lower().startswith(RESERVED_PREFIX):
+        for ident in (arg1, arg2):
+            if ident and ident.lower().startswith(RESERVED_PREFIX):
                 return _DENY
         return _OK
 
@@ -689,7 +691,8 @@ class FacetDB:
         stmt = self._statements.get(statement)
         if stmt is None:
             out = ctypes.c_void_p()
-            if lib.sqlite3_prepare_v2(handle, statement.encode(), -1, ctypes.byref(out), None) == 0:
+            if lib.sqlite3_prepare_v2(handle, statement.encode(), -1, ctypes.byref(out), None) == 0 \
+                    and out.value:
                 stmt = self._statements[statement] = out.value
                 _platform_statements.add(stmt)   # the profile callback skips them
         if stmt is not None:
@@ -982,7 +985,7 @@ class FacetReader:
         self.db = sqlite_utils.Database(conn)
 
     @contextmanager
-    def _use(self):
+    def _use(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._closed:
                 raise FacetsError("the table view was closed", ErrorCode.INTERNAL)

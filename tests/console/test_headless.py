@@ -130,3 +130,15 @@ def test_json_lines_are_flushed_as_each_command_finishes(tmp_path):
     assert still_running, "results were held back until the script ended"
     assert third["error"]["code"] == "timeout"
     assert proc.returncode == 1
+
+
+def test_console_that_cannot_open_its_data_directory_says_why(tmp_path):
+    """No traceback: a read-only console on a missing directory, and a damaged control database."""
+    proc = cli("console", "--readonly", data=tmp_path / "missing", check_status=1)
+    assert "Traceback" not in proc.stderr and "facets:" in proc.stderr
+    assert not (tmp_path / "missing").exists()
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "control.sqlite3").write_bytes(b"not a database at all" * 100)
+    proc = cli("console", data=damaged, check_status=1)
+    assert "Traceback" not in proc.stderr and "control.sqlite3" in proc.stderr

@@ -329,6 +329,18 @@ def test_full_scan_rows_read_through_the_host_call(probe):
     assert reply["rows"] == [[4999]] and 4900 <= reply["rows_read"] <= 5100, reply
 
 
+def test_a_failed_scan_is_billed_through_the_host_call(probe):
+    probe.call("probe/scan", sql_body("CREATE TABLE s(x UNIQUE)"))
+    probe.call("probe/scan", sql_body(
+        "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
+        "INSERT INTO s SELECT n FROM r"))
+    # a full scan that collides at the very end: the guest gets sql_error, the rows are read
+    result = probe.call("probe/scan", sql_body("UPDATE s SET x = CASE WHEN x = 4990 THEN 4999 ELSE x END"))
+    reply = json.loads(result.response)
+    assert reply["ok"] is False and reply["error"]["code"] == "sql_error"
+    assert 4000 <= result.usage.rows_read <= 5100, result.usage.rows_read
+
+
 # -- 6. the result-size limit counts what the answer will take ---------------------------------
 
 def test_result_size_counts_blobs_as_their_base64(db):
