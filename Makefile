@@ -21,12 +21,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/facets
 
-test: $(STAMP)
+test: check
 	$(PY) -m pytest -q
 
 # Lint, format and type checks; zero findings is the bar (configured in pyproject.toml).
 check: $(STAMP)
 	$(VENV)/bin/ruff check runtime console tests bench sample_apps
+	$(VENV)/bin/ruff format --check runtime console tests bench sample_apps
 	$(VENV)/bin/mypy
 
 # Resolve the newest versions pyproject.toml allows in a scratch venv and write them down.

@@ -43,7 +43,11 @@ class FacetsConsole(App):
     CSS_PATH = "app.tcss"
     TITLE = "Facets"
     MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
-        "facets": FacetsScreen, "apps": AppsScreen, "logs": LogsScreen, "billing": BillingScreen}
+        "facets": FacetsScreen,
+        "apps": AppsScreen,
+        "logs": LogsScreen,
+        "billing": BillingScreen,
+    }
     DEFAULT_MODE = "facets"
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = App.COMMANDS | {ConsoleCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -87,17 +91,21 @@ class FacetsConsole(App):
         self.push_screen(FacetDetailScreen(target))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen([
-            ("Everywhere", self.BINDINGS),
-            ("Facets (home, 1)", FacetsScreen.BINDINGS),
-            ("Facet detail (Enter on a facet)", FacetDetailScreen.BINDINGS),
-            ("Data tab: table browser", TableBrowser.BINDINGS),
-            ("Logs tab and Logs view", LogView.BINDINGS),
-            ("Quotas tab", QuotaForm.BINDINGS),
-            ("Apps (2)", AppsScreen.BINDINGS),
-            ("Logs (3)", LogsScreen.BINDINGS),
-            ("Usage & billing (4)", BillingScreen.BINDINGS),
-        ]))
+        self.push_screen(
+            HelpScreen(
+                [
+                    ("Everywhere", self.BINDINGS),
+                    ("Facets (home, 1)", FacetsScreen.BINDINGS),
+                    ("Facet detail (Enter on a facet)", FacetDetailScreen.BINDINGS),
+                    ("Data tab: table browser", TableBrowser.BINDINGS),
+                    ("Logs tab and Logs view", LogView.BINDINGS),
+                    ("Quotas tab", QuotaForm.BINDINGS),
+                    ("Apps (2)", AppsScreen.BINDINGS),
+                    ("Logs (3)", LogsScreen.BINDINGS),
+                    ("Usage & billing (4)", BillingScreen.BINDINGS),
+                ]
+            )
+        )
 
     # -- command bar ----------------------------------------------------------------------
     def action_command_bar(self, text: str = "") -> None:

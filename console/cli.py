@@ -33,8 +33,12 @@ def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
 
 
 @click.group(invoke_without_command=True, help=__doc__)
-@click.option("--data", envvar="FACETS_DATA", type=click.Path(file_okay=False),
-              help="data directory (default: $FACETS_DATA or .facets-data)")
+@click.option(
+    "--data",
+    envvar="FACETS_DATA",
+    type=click.Path(file_okay=False),
+    help="data directory (default: $FACETS_DATA or .facets-data)",
+)
 @click.pass_context
 def main(ctx: click.Context, data: str | None) -> None:
     ctx.ensure_object(dict)
@@ -50,9 +54,10 @@ def main(ctx: click.Context, data: str | None) -> None:
 def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
     """Start the operator console."""
     from .app import run_console
+
     try:
         run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples)
-    except FacetsError as exc:   # the data directory cannot be opened (damaged, missing read-only)
+    except FacetsError as exc:  # the data directory cannot be opened (damaged, missing read-only)
         click.echo(f"facets: {exc.message} ({exc.code})", err=True)
         sys.exit(EXIT_FAILED)
 
@@ -79,8 +84,11 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
 def _make_command(name: str) -> click.Command:
     spec = SPECS[name]
 
-    @click.command(name=name, help=f"{spec.summary}\n\nUsage: {spec.usage}",
-                   context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+    @click.command(
+        name=name,
+        help=f"{spec.summary}\n\nUsage: {spec.usage}",
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    )
     @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
     @click.option("--readonly", is_flag=True, help="refuse the command if it writes anything")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -98,13 +106,13 @@ def _make_command(name: str) -> click.Command:
         except UsageError as exc:
             _print(failure(line, exc), as_json)
             sys.exit(EXIT_USAGE)
-        assert cmd is not None   # the line starts with the command's name: never blank
+        assert cmd is not None  # the line starts with the command's name: never blank
         try:
-            if readonly and is_write(cmd):   # refused before the data directory is opened
+            if readonly and is_write(cmd):  # refused before the data directory is opened
                 raise RefusedError(f"{cmd.name}: refused in read-only mode")
             with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
                 result: dict[str, Any] = Reply(line, run(sup, cmd, readonly=readonly))
-        except (CommandError, FacetsError) as exc:   # FacetsError: opening the data directory failed
+        except (CommandError, FacetsError) as exc:  # FacetsError: opening the data directory failed
             result = failure(line, exc)
         _print(result, as_json)
         sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
@@ -114,7 +122,7 @@ def _make_command(name: str) -> click.Command:
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(dumps(result, ensure_ascii=True))   # strict JSON: no NaN/Infinity tokens
+        click.echo(dumps(result, ensure_ascii=True))  # strict JSON: no NaN/Infinity tokens
     else:
         width = None if sys.stdout.isatty() else 160
         Console(highlight=False, soft_wrap=False, width=width).print(render(result))

@@ -102,8 +102,8 @@ class Spec:
     max_args: int
     options: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
-    free_options: bool = False   # quota takes any KEY=VALUE (validated by the runtime)
-    writes: bool = False         # refused in read-only mode: it changes something somewhere
+    free_options: bool = False  # quota takes any KEY=VALUE (validated by the runtime)
+    writes: bool = False  # refused in read-only mode: it changes something somewhere
 
 
 class Result:
@@ -115,11 +115,11 @@ class Result:
     """
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}   # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Result:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})      # type: ignore[arg-type]
+        return cls(**{f.name: data[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
     def __rich__(self) -> RenderableType:
         return key_values(self.to_json())
@@ -143,18 +143,28 @@ COMMANDS: dict[str, Registered] = {}
 SPECS: dict[str, Spec] = {}
 
 
-def command(name: str, usage: str, summary: str, args: tuple[int, int], *, result: type[Result],
-            options: Iterable[str] = (), flags: Iterable[str] = (), free_options: bool = False,
-            writes: bool = False) -> Callable[[Executor], Executor]:
+def command(
+    name: str,
+    usage: str,
+    summary: str,
+    args: tuple[int, int],
+    *,
+    result: type[Result],
+    options: Iterable[str] = (),
+    flags: Iterable[str] = (),
+    free_options: bool = False,
+    writes: bool = False,
+) -> Callable[[Executor], Executor]:
     """Declare a command: its spec and its executor together, in one place."""
+
     def register(run: Executor) -> Executor:
-        spec = Spec(usage, summary, args[0], args[1], frozenset(options), frozenset(flags),
-                    free_options, writes)
+        spec = Spec(usage, summary, args[0], args[1], frozenset(options), frozenset(flags), free_options, writes)
         if name in COMMANDS:
             raise ValueError(f"command {name!r} declared twice")
         COMMANDS[name] = Registered(spec, run, result)
         SPECS[name] = spec
         return run
+
     return register
 
 
@@ -176,7 +186,7 @@ def split_line(line: str) -> list[str]:
     with shlex's messages on an open quote or a trailing backslash.
     """
     tokens: list[str] = []
-    parts: list[str] | None = None       # the token being built; None between tokens
+    parts: list[str] | None = None  # the token being built; None between tokens
     i, n = 0, len(line)
     while i < n:
         c = line[i]
@@ -186,7 +196,7 @@ def split_line(line: str) -> list[str]:
                 parts = None
             i += 1
             continue
-        if c == "#":                      # a comment, even inside a word (as shlex)
+        if c == "#":  # a comment, even inside a word (as shlex)
             if parts is not None:
                 tokens.append("".join(parts))
                 parts = None
@@ -204,13 +214,13 @@ def split_line(line: str) -> list[str]:
             end = line.find("'", i + 1)
             if end < 0:
                 raise ValueError("No closing quotation")
-            parts.append(line[i + 1:end])
+            parts.append(line[i + 1 : end])
             i = end + 1
         elif c == '"':
             i += 1
             while True:
                 match = _DOUBLE_QUOTED.match(line, i)
-                assert match is not None      # the pattern matches the empty string
+                assert match is not None  # the pattern matches the empty string
                 parts.append(match.group())
                 i = match.end()
                 if i >= n:
@@ -218,14 +228,14 @@ def split_line(line: str) -> list[str]:
                 if line[i] == '"':
                     i += 1
                     break
-                if i + 1 >= n:                # a backslash at the very end
+                if i + 1 >= n:  # a backslash at the very end
                     raise ValueError("No escaped character")
                 escaped = line[i + 1]
                 parts.append(escaped if escaped in '"\\' else "\\" + escaped)
                 i += 2
         else:
             match = _PLAIN.match(line, i)
-            assert match is not None          # c is none of the special characters
+            assert match is not None  # c is none of the special characters
             parts.append(match.group())
             i = match.end()
     if parts is not None:
@@ -328,8 +338,7 @@ def parse_when(raw: str, now: float | None = None) -> float:
             return float(calendar.timegm(time.strptime(text, fmt)))
         except ValueError:
             continue
-    raise CommandError(f"bad time {raw!r}: expected 2026-11-01, 2026-11-01T12:00, epoch seconds, "
-                       "or 7d / 24h / 30m ago")
+    raise CommandError(f"bad time {raw!r}: expected 2026-11-01, 2026-11-01T12:00, epoch seconds, or 7d / 24h / 30m ago")
 
 
 #: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it):
@@ -347,8 +356,7 @@ def _reader_query(reader: FacetReader, sql: str, timeout_ms: int) -> dict[str, A
     return reader.query(sql, None, **extra)
 
 
-def _with_deadline(reader: FacetReader, timeout_ms: int,
-                   run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _with_deadline(reader: FacetReader, timeout_ms: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a reader query; past ``timeout_ms``, interrupt it and fail with ``timeout``.
 
     ``FacetReader.close`` is the documented way to stop a running query from another
@@ -368,9 +376,11 @@ def _with_deadline(reader: FacetReader, timeout_ms: int,
         return run()
     except FacetsError:
         if fired.is_set():
-            raise CommandError(f"the query ran past its deadline of {timeout_ms} ms and was stopped "
-                               "(sql ... timeout=DURATION sets another, up to 10 minutes)",
-                               ErrorCode.TIMEOUT) from None
+            raise CommandError(
+                f"the query ran past its deadline of {timeout_ms} ms and was stopped "
+                "(sql ... timeout=DURATION sets another, up to 10 minutes)",
+                ErrorCode.TIMEOUT,
+            ) from None
         raise
     finally:
         timer.cancel()
@@ -398,13 +408,12 @@ class Loaded(Result):
 
 @dataclass
 class Called(Result):
-    response: Any          # the guest's JSON value, or its text (format.parse_response)
+    response: Any  # the guest's JSON value, or its text (format.parse_response)
     usage: dict[str, Any]
     request_id: str
 
     def __rich__(self) -> RenderableType:
-        return Group(Text("response", style="bold"), safe(self.response),
-                     key_values(self.usage, title="usage"))
+        return Group(Text("response", style="bold"), safe(self.response), key_values(self.usage, title="usage"))
 
 
 @dataclass
@@ -430,13 +439,20 @@ class FacetList(Result):
     facets: list[dict[str, Any]]
 
     def __rich__(self) -> RenderableType:
-        rows = [{"facet": f"{f['app']}/{f['name']}", "state": f["state"],
-                 "requests": f["usage"]["requests"], "errors": f["usage"]["error_count"],
-                 "p50_ms": f["usage"]["p50_ms"], "p99_ms": f["usage"]["p99_ms"],
-                 "storage": f["usage"]["storage"], "last_error": f["usage"]["last_error"]}
-                for f in self.facets]
-        return table_of(rows, ["facet", "state", "requests", "errors", "p50_ms", "p99_ms", "storage",
-                               "last_error"])
+        rows = [
+            {
+                "facet": f"{f['app']}/{f['name']}",
+                "state": f["state"],
+                "requests": f["usage"]["requests"],
+                "errors": f["usage"]["error_count"],
+                "p50_ms": f["usage"]["p50_ms"],
+                "p99_ms": f["usage"]["p99_ms"],
+                "storage": f["usage"]["storage"],
+                "last_error": f["usage"]["last_error"],
+            }
+            for f in self.facets
+        ]
+        return table_of(rows, ["facet", "state", "requests", "errors", "p50_ms", "p99_ms", "storage", "last_error"])
 
 
 @dataclass
@@ -490,8 +506,9 @@ class LogList(Result):
             grid.add_column(column)
         for r in self.logs:
             stamp = time.strftime("%H:%M:%S", time.localtime(r["time"]))
-            grid.add_row(stamp, safe(f"{r['app']}/{r['facet']}" if r["app"] else "-"),
-                         safe(r["level"]), safe(r["message"]))
+            grid.add_row(
+                stamp, safe(f"{r['app']}/{r['facet']}" if r["app"] else "-"), safe(r["level"]), safe(r["message"])
+            )
         return grid
 
 
@@ -547,8 +564,14 @@ class Help(Result):
 
 
 # -- the commands ---------------------------------------------------------------------------
-@command("load", "load PATH [as NAME]", "load or upgrade an app from a .wasm or .wat file", (1, 3),
-         result=Loaded, writes=True)
+@command(
+    "load",
+    "load PATH [as NAME]",
+    "load or upgrade an app from a .wasm or .wat file",
+    (1, 3),
+    result=Loaded,
+    writes=True,
+)
 def _load(sup: Supervisor, cmd: Command) -> Loaded:
     name = cmd.args[2] if len(cmd.args) == 3 else None
     version = sup.load_app(cmd.args[0], name)
@@ -564,8 +587,14 @@ def _call(sup: Supervisor, cmd: Command) -> Called:
     return Called(parse_response(result.response), result.usage.as_dict(), result.request_id)
 
 
-@command("quota", "quota TARGET [KEY=VALUE ...]", "show or change quotas (TARGET: *, APP, APP/FACET)",
-         (1, 1), result=QuotaView, free_options=True)
+@command(
+    "quota",
+    "quota TARGET [KEY=VALUE ...]",
+    "show or change quotas (TARGET: *, APP, APP/FACET)",
+    (1, 1),
+    result=QuotaView,
+    free_options=True,
+)
 def _quota(sup: Supervisor, cmd: Command) -> QuotaView:
     target = cmd.args[0]
     quotas = sup.set_quotas(target, dict(cmd.options)) if cmd.options else sup.quotas(target)
@@ -587,32 +616,59 @@ def _tables(sup: Supervisor, cmd: Command) -> TableList:
     return TableList(sup.tables(cmd.args[0]))
 
 
-@command("rows", "rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]", "page through a table", (2, 2),
-         result=Rows, options=("limit", "offset", "where"))
+@command(
+    "rows",
+    "rows APP/FACET TABLE [limit=N] [offset=N] [where=SQL]",
+    "page through a table",
+    (2, 2),
+    result=Rows,
+    options=("limit", "offset", "where"),
+)
 def _rows(sup: Supervisor, cmd: Command) -> Rows:
     limit = _int_option(cmd, "limit", 100)
     offset = _int_option(cmd, "offset", 0)
     with sup.reader(cmd.args[0]) as reader:
-        return Rows(_with_deadline(reader, SQL_TIMEOUT_MS, lambda: reader.rows(
-            cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where"))))
+        return Rows(
+            _with_deadline(
+                reader,
+                SQL_TIMEOUT_MS,
+                lambda: reader.rows(cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where")),
+            )
+        )
 
 
-@command("sql", "sql APP/FACET QUERY [timeout=DURATION]", "run a read-only query (default deadline 5s)",
-         (2, 2), result=Rows, options=("timeout",))
+@command(
+    "sql",
+    "sql APP/FACET QUERY [timeout=DURATION]",
+    "run a read-only query (default deadline 5s)",
+    (2, 2),
+    result=Rows,
+    options=("timeout",),
+)
 def _sql(sup: Supervisor, cmd: Command) -> Rows:
     timeout_ms = _timeout_option(cmd)
     with sup.reader(cmd.args[0]) as reader:
         return Rows(_with_deadline(reader, timeout_ms, lambda: _reader_query(reader, cmd.args[1], timeout_ms)))
 
 
-@command("logs", "logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]", "show log records", (0, 1),
-         result=LogList, options=("tail", "level", "search"))
+@command(
+    "logs",
+    "logs [APP[/FACET]] [tail=N] [level=LEVEL] [search=TEXT]",
+    "show log records",
+    (0, 1),
+    result=LogList,
+    options=("tail", "level", "search"),
+)
 def _logs(sup: Supervisor, cmd: Command) -> LogList:
     level = cmd.options.get("level")
     if level is not None and level not in LEVELS:
         raise CommandError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
-    records = sup.logs(cmd.args[0] if cmd.args else None, level=level,
-                       limit=_int_option(cmd, "tail", 50, 1), search=cmd.options.get("search"))
+    records = sup.logs(
+        cmd.args[0] if cmd.args else None,
+        level=level,
+        limit=_int_option(cmd, "tail", 50, 1),
+        search=cmd.options.get("search"),
+    )
     return LogList([r.as_dict() for r in records])
 
 
@@ -622,8 +678,14 @@ def _usage(sup: Supervisor, cmd: Command) -> UsageView:
     return UsageView(target or "*", sup.usage(target))
 
 
-@command("bill", "bill [APP] [since=WHEN] [until=WHEN]", "cost per facet and app for a period", (0, 1),
-         result=Bill, options=("since", "until"))
+@command(
+    "bill",
+    "bill [APP] [since=WHEN] [until=WHEN]",
+    "cost per facet and app for a period",
+    (0, 1),
+    result=Bill,
+    options=("since", "until"),
+)
 def _bill(sup: Supervisor, cmd: Command) -> Bill:
     since = parse_when(cmd.options["since"]) if "since" in cmd.options else None
     until = parse_when(cmd.options["until"]) if "until" in cmd.options else None
@@ -635,8 +697,15 @@ def _evict(sup: Supervisor, cmd: Command) -> Evicted:
     return Evicted(cmd.args[0], sup.evict(cmd.args[0]))
 
 
-@command("delete", "delete APP/FACET --yes", "delete a facet and its data", (1, 1), result=Deleted,
-         flags=("--yes",), writes=True)
+@command(
+    "delete",
+    "delete APP/FACET --yes",
+    "delete a facet and its data",
+    (1, 1),
+    result=Deleted,
+    flags=("--yes",),
+    writes=True,
+)
 def _delete(sup: Supervisor, cmd: Command) -> Deleted:
     if "--yes" not in cmd.flags:
         raise RefusedError(f"delete removes {cmd.args[0]} and all its data; repeat with --yes")
@@ -644,14 +713,26 @@ def _delete(sup: Supervisor, cmd: Command) -> Deleted:
     return Deleted(cmd.args[0], True)
 
 
-@command("export", "export APP/FACET PATH", "copy a facet's database to PATH (consistent snapshot)", (2, 2),
-         result=Exported, writes=True)   # it writes PATH: refused under --readonly
+@command(
+    "export",
+    "export APP/FACET PATH",
+    "copy a facet's database to PATH (consistent snapshot)",
+    (2, 2),
+    result=Exported,
+    writes=True,
+)  # it writes PATH: refused under --readonly
 def _export(sup: Supervisor, cmd: Command) -> Exported:
     return Exported(cmd.args[0], cmd.args[1], sup.export_facet(cmd.args[0], cmd.args[1]))
 
 
-@command("import", "import PATH as APP/FACET", "create a facet from a SQLite database file", (3, 3),
-         result=Imported, writes=True)
+@command(
+    "import",
+    "import PATH as APP/FACET",
+    "create a facet from a SQLite database file",
+    (3, 3),
+    result=Imported,
+    writes=True,
+)
 def _import(sup: Supervisor, cmd: Command) -> Imported:
     return Imported(cmd.args[2], cmd.args[0], sup.import_facet(cmd.args[0], cmd.args[2]))
 
@@ -684,9 +765,9 @@ def run(sup: Supervisor, cmd: Command, *, readonly: bool = False) -> Result:
         raise
     except FacetsError as exc:
         raise CommandError(exc.message, exc.code) from None
-    except (OSError, sqlite3.Error) as exc:   # by type: the OS or SQLite failed on a file
+    except (OSError, sqlite3.Error) as exc:  # by type: the OS or SQLite failed on a file
         raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.IO_ERROR) from None
-    except ValueError as exc:    # by type: a library refused an argument (a path, a string)
+    except ValueError as exc:  # by type: a library refused an argument (a path, a string)
         raise CommandError(f"{type(exc).__name__}: {exc}", ErrorCode.BAD_REQUEST) from None
 
 
@@ -723,10 +804,9 @@ def result_of(reply: Mapping[str, Any]) -> Result | None:
 
 def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:
     """The result of a command that failed: ``{"cmd", "ok": false, "error": {code, message}}``."""
-    if len(line) > MAX_LINE_CHARS:   # refused for its length: not echoed whole
+    if len(line) > MAX_LINE_CHARS:  # refused for its length: not echoed whole
         line = f"{line[:80]}... ({len(line):,} characters)"
-    return {"cmd": printable(line), "ok": False,
-            "error": {"code": str(exc.code), "message": printable(exc.message)}}
+    return {"cmd": printable(line), "ok": False, "error": {"code": str(exc.code), "message": printable(exc.message)}}
 
 
 def run_line(sup: Supervisor, line: str, *, readonly: bool = False) -> dict[str, Any] | None:

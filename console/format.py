@@ -91,7 +91,7 @@ def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     if brackets.count("[") + brackets.count("{") <= limit:
         return False
-    steps = brackets.translate(_STEPS).encode("latin-1")      # 2 opens, 0 closes: step - 1
+    steps = brackets.translate(_STEPS).encode("latin-1")  # 2 opens, 0 closes: step - 1
     return max(accumulate(step - 1 for step in steps)) > limit
 
 
@@ -129,5 +129,5 @@ def dumps(value: Any, **kwargs: Any) -> str:
     kwargs.setdefault("default", str)
     try:
         return json.dumps(value, allow_nan=False, **kwargs)
-    except ValueError:     # a non-finite float somewhere: the rare path pays for the copy
+    except ValueError:  # a non-finite float somewhere: the rare path pays for the copy
         return json.dumps(finite(value), allow_nan=False, **kwargs)

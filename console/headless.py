@@ -30,8 +30,7 @@ def script_lines(data: bytes) -> list[str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         number = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"line {number}: the script is not valid UTF-8 "
-                         f"(byte 0x{data[exc.start]:02x})") from None
+        raise UsageError(f"line {number}: the script is not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -39,12 +38,13 @@ def script_lines(data: bytes) -> list[str]:
 
 
 def _emit(out: IO[str], payload: dict[str, Any]) -> None:
-    out.write(dumps(payload, ensure_ascii=True) + "\n")   # strict JSON: no NaN/Infinity tokens
+    out.write(dumps(payload, ensure_ascii=True) + "\n")  # strict JSON: no NaN/Infinity tokens
     out.flush()  # a reader sees each result before the next command runs
 
 
-def run_script(sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *,
-               fail_fast: bool = False, readonly: bool = False) -> int:
+def run_script(
+    sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *, fail_fast: bool = False, readonly: bool = False
+) -> int:
     """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status."""
     parsed: list[Command] = []
     for number, line in enumerate(lines, start=1):

@@ -29,8 +29,7 @@ class ConsoleCommands(Provider):
             entries.append(("Toggle traffic", "load generator on the sample apps (t)", partial(act, "traffic")))
         for name, spec in SPECS.items():
             # usages contain [brackets]: escape them, palette text is markup
-            entries.append((escape(f"Run: {spec.usage}"), spec.summary,
-                            partial(act, f"command_bar({name + ' '!r})")))
+            entries.append((escape(f"Run: {spec.usage}"), spec.summary, partial(act, f"command_bar({name + ' '!r})")))
         return entries
 
     async def discover(self) -> Hits:

@@ -54,8 +54,9 @@ def render(result: Mapping[str, Any]) -> RenderableType:
     """
     if not result.get("ok", True):
         error = result.get("error", {})
-        return Text.assemble(("error ", "bold red"), (f"[{error.get('code')}] ", "red"),
-                             neutralize(str(error.get("message", ""))))
+        return Text.assemble(
+            ("error ", "bold red"), (f"[{error.get('code')}] ", "red"), neutralize(str(error.get("message", "")))
+        )
     from .commands import result_of  # commands builds on the helpers above
 
     typed = result_of(result)

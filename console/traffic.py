@@ -73,8 +73,10 @@ class TrafficGenerator:
         if self.running:
             return
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True, name=f"facets-traffic-{i}")
-                         for i in range(self._threads_n)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True, name=f"facets-traffic-{i}")
+            for i in range(self._threads_n)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -111,4 +113,4 @@ class TrafficGenerator:
                 if self._stop.wait(delay):
                     return
             elif delay < -MAX_CATCH_UP:
-                next_at = time.monotonic()   # far behind (a busy machine): no long burst
+                next_at = time.monotonic()  # far behind (a busy machine): no long burst

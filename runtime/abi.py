@@ -73,18 +73,18 @@ class ModuleShape:
 # 13 elements, 128 KiB of initial memory, about 90 KB of code and an 11 KB largest
 # function; every limit below leaves them 10x headroom or (where a generated app may
 # bundle libraries) much more. ABI.md lists them for app authors.
-MAX_TYPES = 1_000               # samples: 25
-MAX_IMPORTS = 64                # the ABI has 4 host functions (duplicates are legal)
-MAX_FUNCTIONS = 10_000          # samples: 148; the compile cost is ~0.1 ms and ~6 KiB each
-MAX_FUNCTION_BYTES = 1024 * 1024    # samples: 11 KB; a 6 MB body compiled in 0.7 s, 221 MiB
-MAX_CODE_BYTES = 8 * 1024 * 1024    # samples: ~90 KB; all function bodies together
-MAX_EXPORTS = 10_000            # samples: 5; enough to export every function
-MAX_GLOBALS = 1_000             # samples: 1
-MAX_ELEMENT_SEGMENTS = 100      # samples: 1
-MAX_DATA_SEGMENTS = 1_000       # samples: 2
-MAX_TAGS = 100                  # samples: 0 (exception tags)
-MAX_TABLES = 4                  # samples: 1; also the store's limit on tables
-MAX_MEMORIES = 1                # the ABI's one exported memory; also the store's limit
+MAX_TYPES = 1_000  # samples: 25
+MAX_IMPORTS = 64  # the ABI has 4 host functions (duplicates are legal)
+MAX_FUNCTIONS = 10_000  # samples: 148; the compile cost is ~0.1 ms and ~6 KiB each
+MAX_FUNCTION_BYTES = 1024 * 1024  # samples: 11 KB; a 6 MB body compiled in 0.7 s, 221 MiB
+MAX_CODE_BYTES = 8 * 1024 * 1024  # samples: ~90 KB; all function bodies together
+MAX_EXPORTS = 10_000  # samples: 5; enough to export every function
+MAX_GLOBALS = 1_000  # samples: 1
+MAX_ELEMENT_SEGMENTS = 100  # samples: 1
+MAX_DATA_SEGMENTS = 1_000  # samples: 2
+MAX_TAGS = 100  # samples: 0 (exception tags)
+MAX_TABLES = 4  # samples: 1; also the store's limit on tables
+MAX_MEMORIES = 1  # the ABI's one exported memory; also the store's limit
 #: Elements per table, declared or grown (the store limit; 8 bytes each). Samples: 13.
 MAX_TABLE_ELEMENTS = 100_000
 #: Initial linear memory a module may declare: the largest memory quota. Whether it

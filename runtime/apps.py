@@ -41,9 +41,16 @@ class AppVersion:
     source: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "version": self.version, "sha256": self.sha256, "size": self.size,
-                "exports": list(self.exports), "imports": list(self.imports),
-                "loaded_at": self.loaded_at, "source": self.source}
+        return {
+            "app": self.app,
+            "version": self.version,
+            "sha256": self.sha256,
+            "size": self.size,
+            "exports": list(self.exports),
+            "imports": list(self.imports),
+            "loaded_at": self.loaded_at,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -55,17 +62,23 @@ class LoadedModule:
 
 
 def _row_to_version(row: dict[str, Any]) -> AppVersion:
-    return AppVersion(app=row["app"], version=row["version"], sha256=row["sha256"], size=row["size"],
-                      exports=tuple(row["exports"]), imports=tuple(row["imports"]),
-                      loaded_at=row["loaded_at"], source=row["source"])
+    return AppVersion(
+        app=row["app"],
+        version=row["version"],
+        sha256=row["sha256"],
+        size=row["size"],
+        exports=tuple(row["exports"]),
+        imports=tuple(row["imports"]),
+        loaded_at=row["loaded_at"],
+        source=row["source"],
+    )
 
 
 class AppStore:
     """The apps of one data directory. With ``readonly`` it writes nothing: no ``modules/``
     directory is made and a missing compiled cache is compiled in memory only."""
 
-    def __init__(self, data_dir: Path, control: ControlDB, wasm: WasmRuntime, *,
-                 readonly: bool = False) -> None:
+    def __init__(self, data_dir: Path, control: ControlDB, wasm: WasmRuntime, *, readonly: bool = False) -> None:
         self._dir = data_dir / "modules"
         self._readonly = readonly
         if not readonly:
@@ -96,8 +109,7 @@ class AppStore:
     def default_name(path: str | os.PathLike) -> str:
         stem = Path(path).name.split(".")[0].lower().replace(" ", "-")
         if not is_valid_name(stem):
-            raise BadRequest(f"cannot use {stem!r} as an app name; pass a name "
-                             "matching [a-z0-9][a-z0-9_-]{0,62}")
+            raise BadRequest(f"cannot use {stem!r} as an app name; pass a name matching [a-z0-9][a-z0-9_-]{{0,62}}")
         return stem
 
     def to_wasm(self, data: bytes) -> bytes:
@@ -135,9 +147,16 @@ class AppStore:
                 self._store_file(self._cache_path(sha), self._wasm.serialize(module))
             if current is not None and current.sha256 == sha:
                 return current, False
-            version = AppVersion(app=name, version=(current.version + 1) if current else 1, sha256=sha,
-                                 size=len(wasm), exports=shape.exports, imports=shape.imports,
-                                 loaded_at=time.time(), source=source)
+            version = AppVersion(
+                app=name,
+                version=(current.version + 1) if current else 1,
+                sha256=sha,
+                size=len(wasm),
+                exports=shape.exports,
+                imports=shape.imports,
+                loaded_at=time.time(),
+                source=source,
+            )
             row = version.as_dict()
             self._control.add_app_version(row)
             self._current[name] = version
@@ -202,11 +221,15 @@ class AppStore:
         try:
             wasm = path.read_bytes()
         except OSError as exc:
-            raise BadModule(f"cannot read {path} (module of {version.app} version {version.version}): "
-                            f"{exc.strerror or exc}; load the app again") from None
+            raise BadModule(
+                f"cannot read {path} (module of {version.app} version {version.version}): "
+                f"{exc.strerror or exc}; load the app again"
+            ) from None
         if hashlib.sha256(wasm).hexdigest() != version.sha256:
-            raise BadModule(f"{path} (module of {version.app} version {version.version}) does not "
-                            "match its sha256: the file is damaged; load the app again")
+            raise BadModule(
+                f"{path} (module of {version.app} version {version.version}) does not "
+                "match its sha256: the file is damaged; load the app again"
+            )
         return wasm
 
     def _cache(self, sha: str, module: Any) -> None:

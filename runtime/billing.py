@@ -64,8 +64,9 @@ class PriceSheet:
             if key == "currency":
                 if not isinstance(value, str) or not value:
                     raise BadRequest("currency must be a non-empty string")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or value < 0 or not math.isfinite(value):
+            elif (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value)
+            ):
                 raise BadRequest(f"price {key} must be a number >= 0, not {value!r}")
         return cls(**data)
 
@@ -73,15 +74,15 @@ class PriceSheet:
         return asdict(self)
 
 
-_REQ, _FUEL, _READ, _WRITTEN, _STORAGE = (SERIES_FIELDS.index(f) for f in
-                                          ("requests", "fuel", "rows_read", "rows_written", "storage"))
+_REQ, _FUEL, _READ, _WRITTEN, _STORAGE = (
+    SERIES_FIELDS.index(f) for f in ("requests", "fuel", "rows_read", "rows_written", "storage")
+)
 
 
 def facet_units(hourly: list[tuple[int, list[float]]], since: float, until: float) -> dict[str, float]:
     """Billable units of one facet from its hourly buckets ``(hour, values)``, sorted by hour."""
     first, last = math.floor(since / 3600), math.ceil(until / 3600)  # hours [first, last)
-    units = {"requests": 0.0, "rows_read": 0.0, "rows_written": 0.0, "cpu_units": 0.0,
-             "storage_gb_months": 0.0}
+    units = {"requests": 0.0, "rows_read": 0.0, "rows_written": 0.0, "cpu_units": 0.0, "storage_gb_months": 0.0}
     size_bytes, size_from = 0.0, first
     byte_hours = 0.0
     for hour, values in hourly:
@@ -112,8 +113,9 @@ def price(units: dict[str, float], sheet: PriceSheet) -> dict[str, float]:
     return cost
 
 
-def compute_bill(per_facet: Iterable[tuple[str, str, list[tuple[int, list[float]]]]],
-                 sheet: PriceSheet, since: float, until: float) -> dict[str, Any]:
+def compute_bill(
+    per_facet: Iterable[tuple[str, str, list[tuple[int, list[float]]]]], sheet: PriceSheet, since: float, until: float
+) -> dict[str, Any]:
     """The bill as a JSON-ready dict: per facet, per app, and the total."""
     facets: list[dict[str, Any]] = []
     apps: dict[str, dict[str, Any]] = {}
@@ -121,17 +123,23 @@ def compute_bill(per_facet: Iterable[tuple[str, str, list[tuple[int, list[float]
         units = facet_units(hourly, since, until)
         cost = price(units, sheet)
         facets.append({"app": app, "facet": facet, "units": units, "cost": cost})
-        total = apps.setdefault(app, {"app": app, "facets": 0,
-                                      "units": dict.fromkeys(units, 0.0),
-                                      "cost": dict.fromkeys(cost, 0.0)})
+        total = apps.setdefault(
+            app, {"app": app, "facets": 0, "units": dict.fromkeys(units, 0.0), "cost": dict.fromkeys(cost, 0.0)}
+        )
         total["facets"] += 1
         for k, v in units.items():
             total["units"][k] += v
         for k, v in cost.items():
             total["cost"][k] += v
-    return {"since": since, "until": until, "currency": sheet.currency, "prices": sheet.as_dict(),
-            "facets": facets, "apps": list(apps.values()),
-            "total": sum(a["cost"]["total"] for a in apps.values())}
+    return {
+        "since": since,
+        "until": until,
+        "currency": sheet.currency,
+        "prices": sheet.as_dict(),
+        "facets": facets,
+        "apps": list(apps.values()),
+        "total": sum(a["cost"]["total"] for a in apps.values()),
+    }
 
 
 def format_bill(bill: dict[str, Any]) -> str:
@@ -144,15 +152,25 @@ def format_bill(bill: dict[str, Any]) -> str:
         lines.append(_bill_row(f"{app['app']} (total)", app, bill["currency"]))
     lines.append(("total", "", "", "", "", "", f"{bill['total']:.6f} {bill['currency']}"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                               for i, (c, w) in enumerate(zip(line, widths, strict=False))) for line in lines)
+    return "\n".join(
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=False))
+        )
+        for line in lines
+    )
 
 
 def _bill_row(label: str, row: dict[str, Any], currency: str) -> tuple[str, ...]:
     u = row["units"]
-    return (label, f"{u['requests']:.0f}", f"{u['rows_read']:.0f}", f"{u['rows_written']:.0f}",
-            f"{u['cpu_units']:.3f}", f"{u['storage_gb_months']:.6f}",
-            f"{row['cost']['total']:.6f} {currency}")
+    return (
+        label,
+        f"{u['requests']:.0f}",
+        f"{u['rows_read']:.0f}",
+        f"{u['rows_written']:.0f}",
+        f"{u['cpu_units']:.3f}",
+        f"{u['storage_gb_months']:.6f}",
+        f"{row['cost']['total']:.6f} {currency}",
+    )
 
 
 # -- Prometheus / OpenMetrics text ---------------------------------------------------
@@ -190,7 +208,6 @@ def prometheus_text(snapshots: Iterable[tuple[str, str, dict[str, Any]]]) -> str
     out.append("# TYPE facets_errors_total counter")
     for app, facet, snap in snapshots:
         for code, n in sorted(snap.get("errors", {}).items()):
-            out.append(f'facets_errors_total{{app="{_label(app)}",facet="{_label(facet)}",'
-                       f'code="{_label(code)}"}} {n}')
+            out.append(f'facets_errors_total{{app="{_label(app)}",facet="{_label(facet)}",code="{_label(code)}"}} {n}')
     out.append("# EOF")
     return "\n".join(out) + "\n"

@@ -31,7 +31,7 @@ class ChangeTracker:
 
     def __init__(self, horizon: float = 60.0) -> None:
         self.horizon = horizon
-        self._touched: OrderedDict[Key, float] = OrderedDict()   # least recently changed first
+        self._touched: OrderedDict[Key, float] = OrderedDict()  # least recently changed first
         self._removed: deque[tuple[float, Key]] = deque()
         self._everything_at = float("-inf")
 

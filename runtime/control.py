@@ -44,12 +44,12 @@ class ControlDBError(FacetsError):
 
 class ControlDB:
     """Args:
-        path: the database file.
-        readonly: open without writing anything: no schema upgrade, no journal-mode change,
-            every write refused by SQLite (``query_only``). A cleanly closed database has no
-            ``-wal``/``-shm`` beside it, and opening it ``mode=ro`` would create both; it is
-            opened ``immutable`` instead (nobody writes it). With a writer running (its
-            ``-wal`` exists), ``mode=ro`` reads its committed changes as they come.
+    path: the database file.
+    readonly: open without writing anything: no schema upgrade, no journal-mode change,
+        every write refused by SQLite (``query_only``). A cleanly closed database has no
+        ``-wal``/``-shm`` beside it, and opening it ``mode=ro`` would create both; it is
+        opened ``immutable`` instead (nobody writes it). With a writer running (its
+        ``-wal`` exists), ``mode=ro`` reads its committed changes as they come.
     """
 
     def __init__(self, path: str, *, readonly: bool = False) -> None:
@@ -57,14 +57,15 @@ class ControlDB:
         self.readonly = readonly
         if readonly:
             mode = "mode=ro" if os.path.exists(f"{path}-wal") else "immutable=1"
-            conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?{mode}", uri=True,
-                                   check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(
+                f"file:{urllib.parse.quote(path)}?{mode}", uri=True, check_same_thread=False, isolation_level=None
+            )
         else:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             if readonly:
                 conn.execute("PRAGMA query_only=1")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()   # is it SQLite?
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # is it SQLite?
                 self._conn = conn
                 self.db = sqlite_utils.Database(conn)
                 self._lock = threading.RLock()
@@ -97,26 +98,63 @@ class ControlDB:
         db = self.db
         with self.transaction():
             db.table("apps").create({"name": str, "created_at": float}, pk="name", if_not_exists=True)
-            db.table("app_versions").create({
-                "app": str, "version": int, "sha256": str, "size": int, "exports": str,
-                "imports": str, "source": str, "loaded_at": float,
-            }, pk=("app", "version"), if_not_exists=True)
-            db.table("facets").create({"app": str, "name": str, "created_at": float},
-                                pk=("app", "name"), if_not_exists=True)
-            db.table("quotas").create({"scope": str, "key": str, "value": float},
-                                pk=("scope", "key"), if_not_exists=True)
-            db.table("logs").create({
-                "id": int, "time": float, "app": str, "facet": str, "request_id": str,
-                "level": str, "message": str, "source": str,
-            }, pk="id", if_not_exists=True)
+            db.table("app_versions").create(
+                {
+                    "app": str,
+                    "version": int,
+                    "sha256": str,
+                    "size": int,
+                    "exports": str,
+                    "imports": str,
+                    "source": str,
+                    "loaded_at": float,
+                },
+                pk=("app", "version"),
+                if_not_exists=True,
+            )
+            db.table("facets").create(
+                {"app": str, "name": str, "created_at": float}, pk=("app", "name"), if_not_exists=True
+            )
+            db.table("quotas").create(
+                {"scope": str, "key": str, "value": float}, pk=("scope", "key"), if_not_exists=True
+            )
+            db.table("logs").create(
+                {
+                    "id": int,
+                    "time": float,
+                    "app": str,
+                    "facet": str,
+                    "request_id": str,
+                    "level": str,
+                    "message": str,
+                    "source": str,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
             db.table("logs").create_index(["app", "facet", "id"], if_not_exists=True)
             db.table("logs").create_index(["time"], if_not_exists=True)
-            db.table("usage").create({
-                "app": str, "facet": str, "counters": str, "updated_at": float,
-            }, pk=("app", "facet"), if_not_exists=True)
-            db.table("usage_series").create({
-                "app": str, "facet": str, "resolution": int, "bucket": int, "values": str,
-            }, pk=("app", "facet", "resolution", "bucket"), if_not_exists=True)
+            db.table("usage").create(
+                {
+                    "app": str,
+                    "facet": str,
+                    "counters": str,
+                    "updated_at": float,
+                },
+                pk=("app", "facet"),
+                if_not_exists=True,
+            )
+            db.table("usage_series").create(
+                {
+                    "app": str,
+                    "facet": str,
+                    "resolution": int,
+                    "bucket": int,
+                    "values": str,
+                },
+                pk=("app", "facet", "resolution", "bucket"),
+                if_not_exists=True,
+            )
             db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
             db.table("meta").upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
@@ -139,10 +177,10 @@ class ControlDB:
 
     def add_app_version(self, row: dict[str, Any]) -> None:
         with self.transaction():
-            self.db.table("apps").insert({"name": row["app"], "created_at": row["loaded_at"]},
-                                   pk="name", ignore=True)
-            self.db.table("app_versions").insert({**row, "exports": json.dumps(row["exports"]),
-                                            "imports": json.dumps(row["imports"])})
+            self.db.table("apps").insert({"name": row["app"], "created_at": row["loaded_at"]}, pk="name", ignore=True)
+            self.db.table("app_versions").insert(
+                {**row, "exports": json.dumps(row["exports"]), "imports": json.dumps(row["imports"])}
+            )
 
     # -- facets ---------------------------------------------------------------
     def facet_rows(self, app: str | None = None) -> list[dict[str, Any]]:
@@ -153,8 +191,10 @@ class ControlDB:
 
     def add_facet(self, app: str, facet: str, created_at: float | None = None) -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO facets(app, name, created_at) VALUES (?, ?, ?)",
-                         [app, facet, time.time() if created_at is None else created_at])
+            conn.execute(
+                "INSERT OR IGNORE INTO facets(app, name, created_at) VALUES (?, ?, ?)",
+                [app, facet, time.time() if created_at is None else created_at],
+            )
 
     def remove_facet(self, app: str, facet: str) -> None:
         with self.transaction() as conn:
@@ -175,8 +215,7 @@ class ControlDB:
     def save_quotas(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
         with self.transaction() as conn:
             for key, value in sets.items():
-                conn.execute("INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)",
-                             [scope, key, value])
+                conn.execute("INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)", [scope, key, value])
             for key in unsets:
                 conn.execute("DELETE FROM quotas WHERE scope = ? AND key = ?", [scope, key])
 
@@ -184,14 +223,21 @@ class ControlDB:
     def write_logs(self, batch: list[LogRecord]) -> None:
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO logs(time, app, facet, request_id, level, message, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.time, r.app, r.facet, r.request_id, r.level, r.message, r.source) for r in batch])
+                "INSERT INTO logs(time, app, facet, request_id, level, message, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.time, r.app, r.facet, r.request_id, r.level, r.message, r.source) for r in batch],
+            )
 
-    def read_logs(self, *, app: str | None = None, facet: str | None = None,
-                  level: str | None = None, since: float | None = None,
-                  until: float | None = None, search: str | None = None,
-                  limit: int = 100) -> list[LogRecord]:
+    def read_logs(
+        self,
+        *,
+        app: str | None = None,
+        facet: str | None = None,
+        level: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+        limit: int = 100,
+    ) -> list[LogRecord]:
         """The newest ``limit`` records matching every filter given, oldest first."""
         where: list[str] = []
         params: list[Any] = []
@@ -229,25 +275,30 @@ class ControlDB:
         with self.transaction() as conn:
             before = conn.total_changes
             conn.execute("DELETE FROM logs WHERE time < ?", [time.time() - max_age_s])
-            conn.execute("""
+            conn.execute(
+                """
                 DELETE FROM logs WHERE id IN (
                   SELECT id FROM (
                     SELECT id, row_number() OVER (PARTITION BY app, facet ORDER BY id DESC) AS n
-                    FROM logs) WHERE n > ?)""", [keep_per_facet])
+                    FROM logs) WHERE n > ?)""",
+                [keep_per_facet],
+            )
             return conn.total_changes - before
 
     # -- usage ------------------------------------------------------------------
-    def save_usage(self, rows: list[tuple[str, str, dict[str, Any]]],
-                   series: list[tuple[str, str, int, int, list[float]]]) -> None:
+    def save_usage(
+        self, rows: list[tuple[str, str, dict[str, Any]]], series: list[tuple[str, str, int, int, list[float]]]
+    ) -> None:
         now = time.time()
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO usage(app, facet, counters, updated_at) VALUES (?, ?, ?, ?)",
-                [(app, facet, json.dumps(counters), now) for app, facet, counters in rows])
+                [(app, facet, json.dumps(counters), now) for app, facet, counters in rows],
+            )
             conn.executemany(
-                "INSERT OR REPLACE INTO usage_series(app, facet, resolution, bucket, [values]) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(app, facet, res, bucket, json.dumps(values)) for app, facet, res, bucket, values in series])
+                "INSERT OR REPLACE INTO usage_series(app, facet, resolution, bucket, [values]) VALUES (?, ?, ?, ?, ?)",
+                [(app, facet, res, bucket, json.dumps(values)) for app, facet, res, bucket, values in series],
+            )
 
     def load_usage(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self._lock:
@@ -257,11 +308,14 @@ class ControlDB:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT bucket, [values] FROM usage_series WHERE app = ? AND facet = ? AND resolution = ? "
-                "ORDER BY bucket", [app, facet, resolution]).fetchall()
+                "ORDER BY bucket",
+                [app, facet, resolution],
+            ).fetchall()
         return [(bucket, json.loads(values)) for bucket, values in rows]
 
-    def series_totals(self, app: str | None, facet: str | None, resolution: int,
-                      first_bucket: int) -> dict[int, list[float]]:
+    def series_totals(
+        self, app: str | None, facet: str | None, resolution: int, first_bucket: int
+    ) -> dict[int, list[float]]:
         """Stored buckets from ``first_bucket`` on of one facet, an app (``facet`` None)
         or the fleet (both None), added up over facets."""
         sql = "SELECT bucket, [values] FROM usage_series WHERE resolution = ? AND bucket >= ?"
@@ -288,8 +342,10 @@ class ControlDB:
         with self.transaction() as conn:
             before = conn.total_changes
             for resolution, kept in retention.items():
-                conn.execute("DELETE FROM usage_series WHERE resolution = ? AND bucket < ?",
-                             [resolution, now // resolution - kept])
+                conn.execute(
+                    "DELETE FROM usage_series WHERE resolution = ? AND bucket < ?",
+                    [resolution, now // resolution - kept],
+                )
             return conn.total_changes - before
 
     def close(self) -> None:
@@ -305,8 +361,11 @@ def _unusable(path: str, exc: sqlite3.DatabaseError) -> FacetsError:
     elif primary == _SQLITE_CORRUPT:
         what = "is corrupted"
     else:
-        return ControlDBError(f"control database {path} cannot be opened "
-                              f"({getattr(exc, 'sqlite_errorname', 'error')}: {exc})")
-    return ControlDBError(f"control database {path} {what} ({exc}); move it aside "
-                          f"(with its -wal and -shm files) to start fresh: the facets' own "
-                          f"databases are kept and registered again at the next start")
+        return ControlDBError(
+            f"control database {path} cannot be opened ({getattr(exc, 'sqlite_errorname', 'error')}: {exc})"
+        )
+    return ControlDBError(
+        f"control database {path} {what} ({exc}); move it aside "
+        f"(with its -wal and -shm files) to start fresh: the facets' own "
+        f"databases are kept and registered again at the next start"
+    )

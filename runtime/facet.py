@@ -105,9 +105,17 @@ class FacetSlot:
 
     def _event(self, events: list[LogRecord], request_id: str, level: str, message: str) -> None:
         """A supervisor event (instantiated, trapped...): it returns with the request's logs."""
-        events.append(LogRecord(time=time.time(), app=self.app, facet=self.name,
-                                request_id=request_id, level=level, message=message,
-                                source="supervisor"))
+        events.append(
+            LogRecord(
+                time=time.time(),
+                app=self.app,
+                facet=self.name,
+                request_id=request_id,
+                level=level,
+                message=message,
+                source="supervisor",
+            )
+        )
 
     def _steps(self, nested: bool) -> tuple[Callable[[float], None], Callable[[], None], Callable[[], None]]:
         """``(begin, end, undo)`` of one request's (or init's) transaction: its own
@@ -130,14 +138,26 @@ class FacetSlot:
         return self.db
 
     def _context(self, request_id: str, quotas: Quotas) -> RequestContext:
-        assert self.db is not None   # opened by run() before any request
-        return RequestContext(app=self.app, facet=self.name, request_id=request_id, db=self.db,
-                              log_limit=quotas.log_bytes,
-                              max_result_bytes=max(4096, quotas.memory // 4))
+        assert self.db is not None  # opened by run() before any request
+        return RequestContext(
+            app=self.app,
+            facet=self.name,
+            request_id=request_id,
+            db=self.db,
+            log_limit=quotas.log_bytes,
+            max_result_bytes=max(4096, quotas.memory // 4),
+        )
 
-    def _ensure_instance(self, wasm: WasmRuntime, module: LoadedModule, quotas: Quotas,
-                         request_id: str, usage: Usage, nested: bool,
-                         events: list[LogRecord]) -> RequestContext | None:
+    def _ensure_instance(
+        self,
+        wasm: WasmRuntime,
+        module: LoadedModule,
+        quotas: Quotas,
+        request_id: str,
+        usage: Usage,
+        nested: bool,
+        events: list[LogRecord],
+    ) -> RequestContext | None:
         """Instantiate if needed, then run ``facet_init`` in its own transaction (or, in a
         commit group, its own savepoint).
 
@@ -159,8 +179,7 @@ class FacetSlot:
         if guest is not None:
             return None
         usage.cold_start = True
-        guest = wasm.instantiate(module.pre, fuel=quotas.fuel, memory_limit=quotas.memory,
-                                 timeout_ms=quotas.timeout_ms)
+        guest = wasm.instantiate(module.pre, fuel=quotas.fuel, memory_limit=quotas.memory, timeout_ms=quotas.timeout_ms)
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
         begin, end, undo = self._steps(nested)
@@ -205,14 +224,13 @@ class FacetSlot:
             self.busy = False
             self.last_used = time.monotonic()
 
-    def _run_group(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request],
-                   db: FacetDB) -> None:
+    def _run_group(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request], db: FacetDB) -> None:
         try:
             db.begin()
-        except Exception as exc:   # e.g. the database is locked or unreadable
+        except Exception as exc:  # e.g. the database is locked or unreadable
             fail_all(group, ErrorCode.INTERNAL, f"BEGIN failed: {exc}")
             return
-        released: list[Request] = []   # answered by the guest; durable at the COMMIT
+        released: list[Request] = []  # answered by the guest; durable at the COMMIT
         for index, request in enumerate(group):
             self._run_one(wasm, module, request, db, nested=True)
             if not db.in_transaction:
@@ -220,7 +238,7 @@ class FacetSlot:
                 # FacetDB.execute_guest): the requests before it lost their writes. None of
                 # them was answered yet, so each runs again, alone, on a fresh instance.
                 self.guest = None
-                for again in released + group[index + 1:]:
+                for again in released + group[index + 1 :]:
                     self._run_one(wasm, module, again, db, nested=False)
                 return
             if request.result is not None and request.result.ok:
@@ -237,25 +255,25 @@ class FacetSlot:
             for request in released:
                 self._event(request.logs, request.request_id, "error", f"request failed ({code}): COMMIT: {exc}")
                 assert request.result is not None
-                request.result = CallResult.failure(code, f"COMMIT failed: {type(exc).__name__}: {exc}",
-                                                    request.request_id, request.result.usage)
+                request.result = CallResult.failure(
+                    code, f"COMMIT failed: {type(exc).__name__}: {exc}", request.request_id, request.result.usage
+                )
                 request.result.usage.rows_written = 0
             return
         share = (time.perf_counter() - started) * 1000 / max(1, len(released))
         for request in released:
             assert request.result is not None
             usage = request.result.usage
-            usage.wall_ms += share   # the COMMIT, shared by those it made durable
+            usage.wall_ms += share  # the COMMIT, shared by those it made durable
             usage.commit_group = len(released)
 
-    def _run_one(self, wasm: WasmRuntime, module: LoadedModule, request: Request, db: FacetDB,
-                 nested: bool) -> None:
+    def _run_one(self, wasm: WasmRuntime, module: LoadedModule, request: Request, db: FacetDB, nested: bool) -> None:
         """Run one request in a transaction of its own or (``nested``) in a savepoint of the
         open one; set its ``result`` and ``logs``."""
         started = time.perf_counter()
         usage = Usage()
         logs: list[LogRecord] = []
-        events: list[LogRecord] = []   # after the guest's own logs, as they always were
+        events: list[LogRecord] = []  # after the guest's own logs, as they always were
         request.logs = logs
         quotas, request_id = request.quotas, request.request_id
         ctx = None
@@ -269,14 +287,14 @@ class FacetSlot:
             begin(time.monotonic() + quotas.timeout_ms / 1000)
             done = False
             guest = self.guest
-            assert guest is not None   # _ensure_instance made one or raised
+            assert guest is not None  # _ensure_instance made one or raised
             try:
-                response = guest.handle(request.body, fuel=quotas.fuel,
-                                             timeout_ms=quotas.timeout_ms, host=ctx)
+                response = guest.handle(request.body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
                 if ctx.poison is not None:
                     raise GuestFault(*ctx.poison)
-                if usage.cold_start or (ctx.counters.rows_written
-                                        and started - self._storage_measured > STORAGE_GAUGE_PERIOD):
+                if usage.cold_start or (
+                    ctx.counters.rows_written and started - self._storage_measured > STORAGE_GAUGE_PERIOD
+                ):
                     # Read inside the write transaction (cheap here; a fresh read lock after
                     # COMMIT), at most every STORAGE_GAUGE_PERIOD.
                     self.storage = request.storage = db.storage_bytes()
@@ -307,8 +325,14 @@ class FacetSlot:
             request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage)
         self._finish(request.result, ctx, logs, events, started)
 
-    def _finish(self, result: CallResult, ctx: RequestContext | None, logs: list[LogRecord],
-                events: list[LogRecord], started: float) -> None:
+    def _finish(
+        self,
+        result: CallResult,
+        ctx: RequestContext | None,
+        logs: list[LogRecord],
+        events: list[LogRecord],
+        started: float,
+    ) -> None:
         usage = result.usage
         if ctx is not None:
             logs.extend(ctx.logs)
@@ -321,6 +345,6 @@ class FacetSlot:
             usage.rows_written = 0  # rolled back: nothing was written
         usage.wall_ms = (time.perf_counter() - started) * 1000
         if self.guest is not None:
-            self.memory = usage.memory   # measured when the guest returned (handle's finally)
+            self.memory = usage.memory  # measured when the guest returned (handle's finally)
         if events:
             logs.extend(events)

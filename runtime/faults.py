@@ -18,7 +18,7 @@ _CODE_BY_SQLITE = {
     SQLITE_FULL: ErrorCode.STORAGE_FULL,
     SQLITE_INTERRUPT: ErrorCode.TIMEOUT,
     SQLITE_AUTH: ErrorCode.NOT_AUTHORIZED,
-    SQLITE_TOOBIG: ErrorCode.TOO_BIG,     # also a host-side guard raising OverflowError
+    SQLITE_TOOBIG: ErrorCode.TOO_BIG,  # also a host-side guard raising OverflowError
     SQLITE_NOMEM: ErrorCode.TOO_BIG,
 }
 

@@ -142,7 +142,7 @@ class Gate:
 
     def wake(self, request: Request) -> None:
         """Wake a queued request's thread (once until it slept again; see ``sleep``)."""
-        if request.wake is None:   # never slept: it ran on the fast path or waits on the gate
+        if request.wake is None:  # never slept: it ran on the fast path or waits on the gate
             return
         with self.queue_lock:
             if request.wake is not None and not request.woken:
@@ -155,7 +155,7 @@ class Gate:
         if self.queue:
             try:
                 self.wake(self.queue[0])
-            except IndexError:   # emptied meanwhile: nobody to wake
+            except IndexError:  # emptied meanwhile: nobody to wake
                 pass
 
     def sleep(self, request: Request, timeout: float | None) -> bool:
@@ -185,19 +185,20 @@ class Gate:
         return group
 
 
-def pass_gate(gate: Gate, request: Request, run: Callable[[Owner, list[Request]], None],
-              owner: Owner, *, groups: bool) -> float | None:
+def pass_gate(
+    gate: Gate, request: Request, run: Callable[[Owner, list[Request]], None], owner: Owner, *, groups: bool
+) -> float | None:
     """Get ``request`` answered through ``gate``: ``run(owner, group)`` runs a group while
     the gate is held and sets each member's ``result``. Returns None once ``request`` is
     done, or the seconds it waited before giving up, still queued."""
     if not gate.queue and gate.lock.acquire(blocking=False):
-        run_and_leave(gate, [request], run, owner)   # nobody waiting: no queue to go through
+        run_and_leave(gate, [request], run, owner)  # nobody waiting: no queue to go through
         return None
     # Each group ahead holds the gate for at most its requests' instantiation + init and
     # handling, each bounded by timeout_ms; waiting longer means something is wrong.
     max_wait = (gate.waiting + 1) * 2 * request.quotas.timeout_ms / 1000
     if not groups:
-        gate.enqueue(request, sleeps=False)   # counted in `waiting` only
+        gate.enqueue(request, sleeps=False)  # counted in `waiting` only
         acquired = gate.lock.acquire(timeout=max_wait)
         gate.withdraw(request)
         if not acquired:
@@ -211,14 +212,13 @@ def pass_gate(gate: Gate, request: Request, run: Callable[[Owner, list[Request]]
             run_and_leave(gate, gate.take_group(), run, owner)
             continue
         if request.taken:
-            gate.sleep(request, None)     # in a running group: woken when it is done
+            gate.sleep(request, None)  # in a running group: woken when it is done
         elif not gate.sleep(request, deadline - time.monotonic()) and gate.withdraw(request):
-            return max_wait   # gave up still queued (withdraw fails once a group took it)
+            return max_wait  # gave up still queued (withdraw fails once a group took it)
     return None
 
 
-def run_and_leave(gate: Gate, group: list[Request], run: Callable[[Owner, list[Request]], None],
-                  owner: Owner) -> None:
+def run_and_leave(gate: Gate, group: list[Request], run: Callable[[Owner, list[Request]], None], owner: Owner) -> None:
     """Run ``group`` under ``gate``, which the caller acquired; mark it done, release the
     gate, then wake the group's waiting callers and the next queued request."""
     try:
@@ -230,4 +230,4 @@ def run_and_leave(gate: Gate, group: list[Request], run: Callable[[Owner, list[R
         gate.lock.release()
         for request in group:
             gate.wake(request)
-        gate.wake_next()   # as `leave` does, after the group's own wake-ups
+        gate.wake_next()  # as `leave` does, after the group's own wake-ups

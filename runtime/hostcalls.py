@@ -70,11 +70,22 @@ class RequestCounters:
 class RequestContext:
     """The state host functions share during one request (or one ``facet_init``)."""
 
-    __slots__ = ("app", "counters", "db", "facet", "log_limit", "log_records_left", "logs",
-                 "max_result_bytes", "poison", "request_id")
+    __slots__ = (
+        "app",
+        "counters",
+        "db",
+        "facet",
+        "log_limit",
+        "log_records_left",
+        "logs",
+        "max_result_bytes",
+        "poison",
+        "request_id",
+    )
 
-    def __init__(self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int,
-                 max_result_bytes: int) -> None:
+    def __init__(
+        self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int, max_result_bytes: int
+    ) -> None:
         self.app = app
         self.facet = facet
         self.request_id = request_id
@@ -114,26 +125,33 @@ class RequestContext:
             raise HostAbort(ErrorCode.BAD_REQUEST, "sql request is not valid UTF-8") from None
         except ValueError as exc:
             raise HostAbort(ErrorCode.BAD_REQUEST, f"sql request is not JSON: {exc}") from None
-        except RecursionError:   # json's decoder refuses nesting past the recursion limit
-            raise HostAbort(ErrorCode.BAD_REQUEST, "sql request is nested too deeply "
-                            "(parameters are JSON scalars or a {\"$blob\": ...} object)") from None
+        except RecursionError:  # json's decoder refuses nesting past the recursion limit
+            raise HostAbort(
+                ErrorCode.BAD_REQUEST,
+                'sql request is nested too deeply (parameters are JSON scalars or a {"$blob": ...} object)',
+            ) from None
         self.counters.sql_calls += 1
         try:
             statement, params = self._parse_sql_request(request)
             result = self.db.execute_guest(statement, params, max_result_bytes=self.max_result_bytes)
         except SqlFailure as failure:
-            self.counters.rows_read += failure.rows_read   # a scan that failed late still read them
+            self.counters.rows_read += failure.rows_read  # a scan that failed late still read them
             if failure.fatal and self.poison is None:
                 self.poison = (failure.code, failure.message)
-            return self._reply(guest, {"ok": False, "error": {"code": str(failure.code),
-                                                              "message": failure.message}})
+            return self._reply(guest, {"ok": False, "error": {"code": str(failure.code), "message": failure.message}})
         self.counters.rows_read += result.rows_read
         self.counters.rows_written += result.rows_written
-        return self._reply(guest, {
-            "ok": True, "columns": result.columns, "rows": result.rows,
-            "rows_read": result.rows_read, "rows_written": result.rows_written,
-            "last_insert_rowid": result.last_insert_rowid,
-        })
+        return self._reply(
+            guest,
+            {
+                "ok": True,
+                "columns": result.columns,
+                "rows": result.rows,
+                "rows_read": result.rows_read,
+                "rows_written": result.rows_written,
+                "last_insert_rowid": result.last_insert_rowid,
+            },
+        )
 
     @staticmethod
     def _parse_sql_request(request: Any) -> tuple[str, list[Any]]:
@@ -145,10 +163,15 @@ class RequestContext:
             return statement, []
         if type(params) is not list:
             raise SqlFailure(ErrorCode.BAD_REQUEST, "params must be a JSON array")
-        for value in params:   # the common case: plain scalars, used as they are
+        for value in params:  # the common case: plain scalars, used as they are
             kind = type(value)
-            if kind is str or kind is float or kind is bool or value is None or \
-                    (kind is int and -_INT64 <= value < _INT64):
+            if (
+                kind is str
+                or kind is float
+                or kind is bool
+                or value is None
+                or (kind is int and -_INT64 <= value < _INT64)
+            ):
                 continue
             try:
                 return statement, [from_json_param(p) for p in params]
@@ -170,10 +193,17 @@ class RequestContext:
         else:
             text = raw.decode("utf-8", errors="replace")
         self.counters.log_bytes += len(raw)
-        self.logs.append(LogRecord(
-            time=time.time(), app=self.app, facet=self.facet, request_id=self.request_id,
-            level=abi.LOG_LEVELS.get(level, "info"), message=neutralize(text), source="guest",
-        ))
+        self.logs.append(
+            LogRecord(
+                time=time.time(),
+                app=self.app,
+                facet=self.facet,
+                request_id=self.request_id,
+                level=abi.LOG_LEVELS.get(level, "info"),
+                message=neutralize(text),
+                source="guest",
+            )
+        )
 
     def now_ms(self, guest: GuestInstance) -> int:
         return int(time.time() * 1000)

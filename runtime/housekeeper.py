@@ -23,8 +23,9 @@ class Housekeeper:
     #: an indexed range: cheap, but not worth doing every second).
     PRUNE_PERIOD = 60.0
 
-    def __init__(self, *, interval: float, every_round: list[Job], prune: Job,
-                 report: Callable[[Exception], None]) -> None:
+    def __init__(
+        self, *, interval: float, every_round: list[Job], prune: Job, report: Callable[[Exception], None]
+    ) -> None:
         self._interval = interval
         self._every_round = every_round
         self._prune = prune

@@ -35,8 +35,12 @@ def neutralize(text: str) -> str:
     ``"\\x1b[2J"`` shows as the literal characters ``\\x1b[2J``; a newline as ``\\n``
     (so a guest cannot forge a second log line). Printable text is untouched.
     """
-    return _UNSAFE.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"
-                                              if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
+    return _UNSAFE.sub(
+        lambda m: _ESCAPES.get(
+            m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -87,8 +91,7 @@ class LogSink:
         flush_interval: seconds between batches; also the worst-case delay to subscribers.
     """
 
-    def __init__(self, write_batch: Callable[[list[LogRecord]], None], *,
-                 flush_interval: float = 0.1) -> None:
+    def __init__(self, write_batch: Callable[[list[LogRecord]], None], *, flush_interval: float = 0.1) -> None:
         self._write_batch = write_batch
         self._pending: list[LogRecord] = []
         self._lock = threading.Lock()
@@ -117,6 +120,7 @@ class LogSink:
             with self._lock:
                 if subscriber in self._subscribers:
                     self._subscribers.remove(subscriber)
+
         return unsubscribe
 
     def flush(self) -> None:

@@ -51,8 +51,7 @@ from .types import Usage
 #: (bucket seconds, buckets kept): per-second ones in memory, the others in the control database.
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((1, 120), (60, 1440), (3600, 24 * 400))
 #: Fields of a time-series bucket, in order.
-SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written",
-                 "log_bytes", "storage")
+SERIES_FIELDS = ("requests", "errors", "fuel", "wall_ms", "rows_read", "rows_written", "log_bytes", "storage")
 _STORAGE = SERIES_FIELDS.index("storage")
 #: The coarser series a facet's per-second buckets are rolled up into. App and fleet
 #: aggregates keep live (per-second) series only; billing reads facets'.
@@ -64,15 +63,23 @@ _ZERO_ROW = array("d", [0.0] * len(SERIES_FIELDS))
 Row = Any
 
 
-COUNTER_FIELDS = ("requests", "fuel", "wall_ms", "rows_read", "rows_written", "sql_calls",
-                  "log_bytes", "logs_truncated", "cold_starts")
+COUNTER_FIELDS = (
+    "requests",
+    "fuel",
+    "wall_ms",
+    "rows_read",
+    "rows_written",
+    "sql_calls",
+    "log_bytes",
+    "logs_truncated",
+    "cold_starts",
+)
 
 
 class Meter:
     """Counters, gauges, a latency window and time series for one facet or one app."""
 
-    def __init__(self, saved: dict[str, Any] | None = None,
-                 rollups: tuple[int, ...] = ROLLUPS) -> None:
+    def __init__(self, saved: dict[str, Any] | None = None, rollups: tuple[int, ...] = ROLLUPS) -> None:
         saved = saved or {}
         self.counters: dict[str, float] = {k: saved.get(k, 0) for k in COUNTER_FIELDS}
         self.errors: dict[str, int] = dict(saved.get("errors", {}))
@@ -92,7 +99,7 @@ class Meter:
         #: The per-second bucket requests currently land in, its start, and how much of it
         #: is already in the roll-ups. Rolling up once per second instead of on every
         #: request keeps the request path to one bucket.
-        self._open: Row = None   # None until the first request
+        self._open: Row = None  # None until the first request
         self._snapshot: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._open_second = -1
         self._rolled: Row = _ZERO_ROW
@@ -101,8 +108,13 @@ class Meter:
         """Count one request. This is on every request's path: keep it flat."""
         c = self.counters
         c["requests"] += 1
-        fuel, wall, read, written, logged = (usage.fuel, usage.wall_ms, usage.rows_read,
-                                             usage.rows_written, usage.log_bytes)
+        fuel, wall, read, written, logged = (
+            usage.fuel,
+            usage.wall_ms,
+            usage.rows_read,
+            usage.rows_written,
+            usage.log_bytes,
+        )
         c["fuel"] += fuel
         c["wall_ms"] += wall
         c["rows_read"] += read
@@ -115,7 +127,7 @@ class Meter:
             c["cold_starts"] += 1
         failed = 0
         if error:
-            error = str(error)   # an ErrorCode: stored and saved as its plain string
+            error = str(error)  # an ErrorCode: stored and saved as its plain string
             failed = 1
             self.errors[error] = self.errors.get(error, 0) + 1
             self.last_error = error
@@ -153,7 +165,7 @@ class Meter:
         call this first."""
         row, rolled = self._open, self._rolled
         if row is None or not self.rollups or row[0] == rolled[0]:
-            return   # every request adds 1 to row[0]: nothing new since the last roll-up
+            return  # every request adds 1 to row[0]: nothing new since the last roll-up
         for res in self.rollups:
             buckets = self.series[res]
             bucket = self._open_second // res
@@ -166,7 +178,7 @@ class Meter:
                 target = buckets[bucket] = _ZERO_ROW[:]
             for i in range(_STORAGE):
                 target[i] += row[i] - rolled[i]
-            target[_STORAGE] = row[_STORAGE]   # a gauge: the last value seen
+            target[_STORAGE] = row[_STORAGE]  # a gauge: the last value seen
             self.dirty_buckets.add((res, bucket))
         self._rolled = row[:]
 
@@ -203,12 +215,11 @@ class Meter:
         for res in self.rollups:
             buckets = self.series[res]
             if len(buckets) > 1:
-                newest = max(buckets)   # the open second's bucket, still being rolled into
+                newest = max(buckets)  # the open second's bucket, still being rolled into
                 for bucket in [b for b in buckets if b != newest and (res, b) not in self.dirty_buckets]:
                     del buckets[bucket]
 
-    def sparkline(self, field: str, resolution: int = 1, points: int = 60,
-                  now: float | None = None) -> list[float]:
+    def sparkline(self, field: str, resolution: int = 1, points: int = 60, now: float | None = None) -> list[float]:
         """The last ``points`` buckets of ``field`` (oldest first; empty buckets are 0)."""
         index = SERIES_FIELDS.index(field)
         if resolution != 1:
@@ -251,8 +262,13 @@ class Meter:
         }
 
     def saved_state(self) -> dict[str, Any]:
-        return {**self.counters, "errors": dict(self.errors), "storage": self.storage,
-                "memory": self.memory, "last_error": self.last_error}
+        return {
+            **self.counters,
+            "errors": dict(self.errors),
+            "storage": self.storage,
+            "memory": self.memory,
+            "last_error": self.last_error,
+        }
 
 
 class Meters:
@@ -297,8 +313,7 @@ class Meters:
                     total[i] += v
         return fleet
 
-    def record(self, app: str, facet: str, usage: Usage, error: str | None,
-               storage: int | None = None) -> None:
+    def record(self, app: str, facet: str, usage: Usage, error: str | None, storage: int | None = None) -> None:
         now = time.time()
         with self._lock:
             meter = self._facets.get((app, facet))
@@ -346,8 +361,9 @@ class Meters:
         with self._lock:
             self._facets.pop((app, facet), None)
 
-    def collect_dirty(self) -> tuple[list[tuple[str, str, dict[str, Any]]],
-                                     list[tuple[str, str, int, int, list[float]]]]:
+    def collect_dirty(
+        self,
+    ) -> tuple[list[tuple[str, str, dict[str, Any]]], list[tuple[str, str, int, int, list[float]]]]:
         """Take what changed since the last call, for the flusher."""
         rows, series = [], []
         now = time.time()
@@ -358,7 +374,7 @@ class Meters:
                 meter.dirty = False
                 meter.roll_up()
                 rows.append((app, facet, meter.saved_state()))
-                for res, bucket in meter.dirty_buckets:   # per-second buckets are never stored
+                for res, bucket in meter.dirty_buckets:  # per-second buckets are never stored
                     values = meter.series[res].get(bucket)
                     if values is not None:
                         series.append((app, facet, res, bucket, list(values)))

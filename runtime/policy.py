@@ -90,8 +90,10 @@ class QuotaPolicy(Policy):
 
     def admit_facet(self, app: str, facet: str, existing_facets: int, quotas: Quotas) -> Refusal | None:
         if quotas.max_facets and existing_facets >= quotas.max_facets:
-            return Refusal(ErrorCode.FACET_LIMIT,
-                           f"app {app} already has {existing_facets} facets (max_facets={quotas.max_facets})")
+            return Refusal(
+                ErrorCode.FACET_LIMIT,
+                f"app {app} already has {existing_facets} facets (max_facets={quotas.max_facets})",
+            )
         return None
 
     def admit_request(self, app: str, facet: str, quotas: Quotas) -> Refusal | None:
@@ -108,8 +110,7 @@ class QuotaPolicy(Policy):
             bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * rate)
             bucket.stamp = now
             if bucket.tokens < 1.0:
-                return Refusal(ErrorCode.RATE_LIMITED,
-                               f"{app}/{facet} is over its rate of {rate:g} requests/s")
+                return Refusal(ErrorCode.RATE_LIMITED, f"{app}/{facet} is over its rate of {rate:g} requests/s")
             bucket.tokens -= 1.0
         return None
 

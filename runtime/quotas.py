@@ -42,10 +42,19 @@ from .abi import is_valid_name
 from .errors import QuotaError
 
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-    "k": 1024, "m": 1024**2, "g": 1024**3,
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
 }
 _COUNT_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
@@ -72,8 +81,14 @@ class Quotas:
 QUOTA_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Quotas))
 
 _KINDS = {
-    "fuel": "count", "timeout_ms": "duration", "memory": "size", "storage": "size",
-    "log_bytes": "size", "rate": "rate", "queue": "count_off", "max_facets": "count_off",
+    "fuel": "count",
+    "timeout_ms": "duration",
+    "memory": "size",
+    "storage": "size",
+    "log_bytes": "size",
+    "rate": "rate",
+    "queue": "count_off",
+    "max_facets": "count_off",
 }
 _FORMS = {
     "count": "a whole number such as 5000000 or 5M",
@@ -134,8 +149,9 @@ def parse_quota(key: str, value: Any) -> int | float:
     if key not in _KINDS:
         raise QuotaError(f"unknown quota key {key!r}; known keys: {', '.join(QUOTA_KEYS)}")
     kind = _KINDS[key]
-    problem = (f"bad value {_shown(value)} for quota {key}: expected {_FORMS[kind]} "
-               f"(accepted range {accepted_range(key)})")
+    problem = (
+        f"bad value {_shown(value)} for quota {key}: expected {_FORMS[kind]} (accepted range {accepted_range(key)})"
+    )
     if isinstance(value, bool):
         raise QuotaError(problem)
     off = kind in ("count_off", "rate")
@@ -153,8 +169,13 @@ def parse_quota(key: str, value: Any) -> int | float:
         if not match:
             raise QuotaError(problem)
         number, unit = Fraction(match.group(1)), match.group(2).lower()
-    units = {"size": _SIZE_UNITS, "duration": _DURATION_UNITS, "count": _COUNT_UNITS,
-             "count_off": _COUNT_UNITS, "rate": {"": 1}}[kind]
+    units = {
+        "size": _SIZE_UNITS,
+        "duration": _DURATION_UNITS,
+        "count": _COUNT_UNITS,
+        "count_off": _COUNT_UNITS,
+        "rate": {"": 1},
+    }[kind]
     if unit not in units:
         raise QuotaError(f"{problem}; unknown unit {unit!r}")
     result = number * units[unit]
@@ -176,8 +197,9 @@ def parse_target(target: str) -> tuple[str | None, str | None]:
         return None, None
     app, sep, facet = target.partition("/")
     if not is_valid_name(app) or (sep and not is_valid_name(facet)):
-        raise QuotaError(f"bad quota target {target!r}: expected '*', APP or APP/FACET "
-                         "(names match [a-z0-9][a-z0-9_-]{0,62})")
+        raise QuotaError(
+            f"bad quota target {target!r}: expected '*', APP or APP/FACET (names match [a-z0-9][a-z0-9_-]{{0,62}})"
+        )
     return app, (facet if sep else None)
 
 
@@ -217,8 +239,7 @@ class QuotaBook:
     #: Bound on the cached (app, facet) pairs, so a scan over many names cannot grow it forever.
     _CACHE_LIMIT = 100_000
 
-    def __init__(self, settings: dict[str, dict[str, Any]] | None = None,
-                 base: Quotas | None = None) -> None:
+    def __init__(self, settings: dict[str, dict[str, Any]] | None = None, base: Quotas | None = None) -> None:
         self._base = base or Quotas()
         self._lock = threading.Lock()
         #: Stored settings refused when the book was opened (written by an older version
@@ -241,7 +262,7 @@ class QuotaBook:
 
     def effective(self, app: str | None = None, facet: str | None = None) -> Quotas:
         """The effective quotas (cached until the next change: this runs on every request)."""
-        state = self._state   # one read: everything below uses this state only
+        state = self._state  # one read: everything below uses this state only
         key = (app, facet)
         cached = state.cache.get(key)
         if cached is not None:
@@ -271,8 +292,9 @@ class QuotaBook:
                 raise QuotaError("max_facets is a per-app quota: set it on APP or '*', not on a facet")
             if isinstance(raw, str) and raw.strip().lower() == "default":
                 if app is None:
-                    raise QuotaError(f"'default' removes a per-app or per-facet setting; "
-                                     f"the global {key} has no level below it")
+                    raise QuotaError(
+                        f"'default' removes a per-app or per-facet setting; the global {key} has no level below it"
+                    )
                 unsets.append(key)
             else:
                 sets[key] = parse_quota(key, raw)
@@ -280,7 +302,7 @@ class QuotaBook:
 
     def apply(self, scope: str, sets: dict[str, Any], unsets: list[str]) -> None:
         with self._lock:
-            settings = dict(self._state.settings)      # copies: the published state never changes
+            settings = dict(self._state.settings)  # copies: the published state never changes
             current = {**settings.get(scope, {}), **sets}
             for key in unsets:
                 current.pop(key, None)
@@ -288,7 +310,7 @@ class QuotaBook:
                 settings[scope] = current
             else:
                 settings.pop(scope, None)
-            self._state = _BookState(settings)        # settings and an empty cache, one assignment
+            self._state = _BookState(settings)  # settings and an empty cache, one assignment
 
     def forget(self, scope: str) -> None:
         with self._lock:

@@ -64,8 +64,9 @@ def parse_facet_target(target: str) -> tuple[str, str]:
 
 
 class FacetRegistry:
-    def __init__(self, data_dir: Path, control: ControlDB, *, durability: str, policy: Policy,
-                 quota_book: QuotaBook, log: Log) -> None:
+    def __init__(
+        self, data_dir: Path, control: ControlDB, *, durability: str, policy: Policy, quota_book: QuotaBook, log: Log
+    ) -> None:
         self.root = data_dir / "facets"
         self._control = control
         self._durability = durability
@@ -103,8 +104,9 @@ class FacetRegistry:
             with self.lock:
                 slot = self.slots.get(key)
                 if slot is None:
-                    slot = self.slots[key] = FacetSlot(app, facet, self.db_path(app, facet),
-                                                       durability=self._durability)
+                    slot = self.slots[key] = FacetSlot(
+                        app, facet, self.db_path(app, facet), durability=self._durability
+                    )
         return slot
 
     def _register(self, app: str, facet: str, created_at: float) -> None:
@@ -133,8 +135,7 @@ class FacetRegistry:
         can be lost in a power cut, the facet's committed data cannot); remove the
         temporary copies of killed imports and exports, which are never facets."""
         for path in transfer.remove_temps(self.root):
-            self._log(path.parent.name, "", "warn",
-                      f"removed {path.name}, left by an import or export that was killed")
+            self._log(path.parent.name, "", "warn", f"removed {path.name}, left by an import or export that was killed")
         for path in self.root.glob("*/*.sqlite3"):
             app, facet = path.parent.name, path.name[: -len(".sqlite3")]
             if is_valid_name(app) and is_valid_name(facet) and (app, facet) not in self.created:
@@ -154,8 +155,9 @@ class FacetRegistry:
             with self.lock:
                 if key in self.created:
                     if move_from is not None:
-                        raise BadRequest(f"facet {app}/{facet} came to exist meanwhile (a call "
-                                         f"created it); nothing was imported")
+                        raise BadRequest(
+                            f"facet {app}/{facet} came to exist meanwhile (a call created it); nothing was imported"
+                        )
                     return None
                 pending = self._creating.get(key)
                 if pending is None:
@@ -165,7 +167,7 @@ class FacetRegistry:
                     break
             if move_from is not None:
                 raise BadRequest(f"facet {app}/{facet} is being created by a call; nothing was imported")
-            pending.wait()   # the first creation decides; then look again
+            pending.wait()  # the first creation decides; then look again
         try:
             try:
                 refusal = self._policy.admit_facet(app, facet, existing, self._quota_book.effective(app))
@@ -202,13 +204,15 @@ class FacetRegistry:
                     try:
                         transfer.publish(move_from, dest)
                     except FileExistsError:
-                        raise BadRequest(f"a database file {dest} exists for no facet; move it "
-                                         f"aside (a restart adopts it as {app}/{facet})") from None
+                        raise BadRequest(
+                            f"a database file {dest} exists for no facet; move it "
+                            f"aside (a restart adopts it as {app}/{facet})"
+                        ) from None
                     installed = True
                 self._control.add_facet(app, facet, created_at)
                 self._register(app, facet, created_at)
-        except (sqlite3.Error, OSError) as exc:   # a full disk, a read-only file system
-            if installed and move_from is not None:   # unregistered: back to being the import's copy
+        except (sqlite3.Error, OSError) as exc:  # a full disk, a read-only file system
+            if installed and move_from is not None:  # unregistered: back to being the import's copy
                 os.replace(dest, move_from)
             code = failure_code(exc)
             self._log(app, facet, "error", f"facet {app}/{facet} not created ({code}): {exc}")

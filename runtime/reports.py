@@ -31,9 +31,19 @@ ParseTarget = Callable[[str], tuple[str, str]]
 
 
 class Reports:
-    def __init__(self, *, meters: Meters, control: ControlDB, apps: AppStore, registry: FacetRegistry,
-                 residency: Residency, log_sink: LogSink, prices: PriceSheet,
-                 flush_usage: Callable[[], None], parse: ParseTarget) -> None:
+    def __init__(
+        self,
+        *,
+        meters: Meters,
+        control: ControlDB,
+        apps: AppStore,
+        registry: FacetRegistry,
+        residency: Residency,
+        log_sink: LogSink,
+        prices: PriceSheet,
+        flush_usage: Callable[[], None],
+        parse: ParseTarget,
+    ) -> None:
         self._meters = meters
         self._control = control
         self._apps = apps
@@ -54,9 +64,16 @@ class Reports:
             slot = self._registry.slots.get(key)
             usage = self._meters.snapshot(*key)
             usage["memory"] = slot.memory_bytes() if slot is not None else 0
-            infos.append(FacetInfo(app=key[0], name=key[1], state=slot.state if slot else "cold",
-                                   created_at=created_at, usage=usage,
-                                   version=slot.guest_version if slot is not None and slot.guest is not None else None))
+            infos.append(
+                FacetInfo(
+                    app=key[0],
+                    name=key[1],
+                    state=slot.state if slot else "cold",
+                    created_at=created_at,
+                    usage=usage,
+                    version=slot.guest_version if slot is not None and slot.guest is not None else None,
+                )
+            )
         return infos
 
     def usage(self, target: str | None = None) -> dict[str, Any]:
@@ -79,8 +96,7 @@ class Reports:
         snap["memory"] = self._residency.memory_of(target)
         return snap
 
-    def series(self, target: str | None, field: str, *, resolution: int = 1,
-               points: int = 60) -> list[float]:
+    def series(self, target: str | None, field: str, *, resolution: int = 1, points: int = 60) -> list[float]:
         if field not in SERIES_FIELDS:
             raise BadRequest(f"unknown series {field!r}; known: {', '.join(SERIES_FIELDS)}")
         if resolution not in {r for r, _ in RESOLUTIONS}:
@@ -93,16 +109,17 @@ class Reports:
             app, facet = self._parse(target)
         else:
             app, facet = target, None
-        if resolution == 1:   # live, in memory
+        if resolution == 1:  # live, in memory
             return self._meters.live_series(app, facet, field, points)
-        self._flush_usage()    # minutes and hours are read where they are kept
+        self._flush_usage()  # minutes and hours are read where they are kept
         current = int(time.time()) // resolution
         totals = self._control.series_totals(app, facet, resolution, current - points + 1)
         index = SERIES_FIELDS.index(field)
         return [totals[b][index] if b in totals else 0.0 for b in range(current - points + 1, current + 1)]
 
-    def bill(self, target: str | None = None, *, since: float | None = None,
-             until: float | None = None) -> dict[str, Any]:
+    def bill(
+        self, target: str | None = None, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, Any]:
         now = time.time()
         until = now if until is None else until
         if since is None:
@@ -122,9 +139,16 @@ class Reports:
     def prometheus(self) -> str:
         return prometheus_text((a, f, self.usage(f"{a}/{f}")) for a, f in self._registry.listed())
 
-    def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
-             since: float | None = None, until: float | None = None,
-             search: str | None = None) -> list[LogRecord]:
+    def logs(
+        self,
+        target: str | None = None,
+        *,
+        level: str | None = None,
+        limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+    ) -> list[LogRecord]:
         app = facet = None
         if target and target != "*":
             if "/" in target:
@@ -136,5 +160,6 @@ class Reports:
         if level is not None and level not in LEVEL_RANK:
             raise BadRequest(f"bad level {level!r}: expected one of {', '.join(LEVEL_RANK)}")
         self._log_sink.flush()
-        return self._control.read_logs(app=app, facet=facet, level=level, since=since, until=until,
-                                       search=search, limit=limit)
+        return self._control.read_logs(
+            app=app, facet=facet, level=level, since=since, until=until, search=search, limit=limit
+        )

@@ -48,8 +48,7 @@ Log = Callable[[str, str, str, str], None]
 
 
 class Residency:
-    def __init__(self, *, max_warm: int, max_open_dbs: int, memory_budget: int, idle_timeout: float,
-                 log: Log) -> None:
+    def __init__(self, *, max_warm: int, max_open_dbs: int, memory_budget: int, idle_timeout: float, log: Log) -> None:
         self.max_warm = max_warm
         self.max_open_dbs = max_open_dbs
         self.memory_budget = memory_budget
@@ -118,9 +117,16 @@ class Residency:
         return now, complete, changed, removed
 
     # -- leaving residency: the one way ------------------------------------------------
-    def close(self, slot: FacetSlot, *, close: Callable[[FacetSlot], None] | None = None,
-              wait: bool = True, only_if: Callable[[FacetSlot], bool] | None = None,
-              then: Callable[[], None] | None = None, deleted: bool = False) -> bool:
+    def close(
+        self,
+        slot: FacetSlot,
+        *,
+        close: Callable[[FacetSlot], None] | None = None,
+        wait: bool = True,
+        only_if: Callable[[FacetSlot], bool] | None = None,
+        then: Callable[[], None] | None = None,
+        deleted: bool = False,
+    ) -> bool:
         """Under ``slot``'s gate: ``close(slot)`` (the instance and database by default),
         run ``then``, drop the slot from the LRUs it no longer belongs to and from the
         memory count, and mark it changed (or removed, if ``deleted``). Without ``wait``
@@ -154,7 +160,7 @@ class Residency:
                     self.changes.touch(key, time.monotonic())
             return True
         finally:
-            gate.leave()   # wakes a request that queued meanwhile
+            gate.leave()  # wakes a request that queued meanwhile
 
     def evict(self, slot: FacetSlot) -> bool:
         """An operator's eviction: wait for the gate, close; whether it was warm."""
@@ -163,6 +169,7 @@ class Residency:
         def close(slot: FacetSlot) -> None:
             was_warm.append(slot.guest is not None)
             slot.close()
+
         self.close(slot, close=close)
         return was_warm[0]
 
@@ -174,10 +181,11 @@ class Residency:
             slot.open_db(quotas)
         except (sqlite3.Error, OSError) as exc:
             if out_of_descriptors(exc):
-                self.close_lru_dbs(2)   # 6 descriptors: room for this one, and a reader
+                self.close_lru_dbs(2)  # 6 descriptors: room for this one, and a reader
 
-    def _close_least_recent(self, lru: OrderedDict[Key, FacetSlot], enough: Callable[[int], bool],
-                            close: Callable[[FacetSlot], None]) -> list[Key]:
+    def _close_least_recent(
+        self, lru: OrderedDict[Key, FacetSlot], enough: Callable[[int], bool], close: Callable[[FacetSlot], None]
+    ) -> list[Key]:
         """Close facets from ``lru``, least recently used first, until ``enough(closed so
         far)``; busy ones are skipped."""
         with self._lock:
@@ -198,10 +206,8 @@ class Residency:
     def evict_over_budget(self) -> None:
         """Evict least recently used warm facets until their memory fits the budget again."""
         budget = self.memory_budget
-        for app, facet in self._close_least_recent(self.warm, lambda _: self.warm_memory <= budget,
-                                                   FacetSlot.close):
-            self._log(app, facet, "debug", f"evicted (warm instances over the memory budget of "
-                                           f"{budget / 2**20:g} MiB)")
+        for app, facet in self._close_least_recent(self.warm, lambda _: self.warm_memory <= budget, FacetSlot.close):
+            self._log(app, facet, "debug", f"evicted (warm instances over the memory budget of {budget / 2**20:g} MiB)")
 
     def close_lru_dbs(self, count: int) -> None:
         """Close the databases of the ``count`` least recently used facets (instances stay)."""

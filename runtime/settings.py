@@ -108,7 +108,7 @@ def open_descriptors() -> int:
     """File descriptors this process has open now (0 where the OS does not say)."""
     for listing in ("/proc/self/fd", "/dev/fd"):
         try:
-            return max(0, len(os.listdir(listing)) - 1)   # minus the listing's own
+            return max(0, len(os.listdir(listing)) - 1)  # minus the listing's own
         except OSError:
             continue
     return 0
@@ -130,6 +130,7 @@ def raise_fd_limit() -> int:
     """Raise the soft limit on open files to the hard limit; return the soft limit now in force."""
     try:
         import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

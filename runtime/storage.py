@@ -42,29 +42,52 @@ _NONCE = f"/* facets:{secrets.token_hex(8)} */"
 
 _BEGIN, _COMMIT, _ROLLBACK = (f"{verb} {_NONCE}" for verb in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"))
 #: One request of a commit group runs between these (see ``FacetDB.savepoint``).
-_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} facets_request {_NONCE}" for verb in
-                                      ("SAVEPOINT", "RELEASE", "ROLLBACK TO"))
+_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (
+    f"{verb} facets_request {_NONCE}" for verb in ("SAVEPOINT", "RELEASE", "ROLLBACK TO")
+)
 
 RESERVED_PREFIX = "_facets"
 
 #: PRAGMAs a guest may run, read-only: those that take a table/index name argument...
-_PRAGMAS_WITH_ARG = frozenset({
-    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check", "table_list",
-})
+_PRAGMAS_WITH_ARG = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+        "table_list",
+    }
+)
 #: ...and those only read without an argument (``PRAGMA user_version`` yes, ``= 3`` no).
-_PRAGMAS_READ_ONLY = frozenset({
-    "user_version", "schema_version", "application_id", "page_count", "page_size",
-    "freelist_count", "data_version", "encoding", "max_page_count", "foreign_keys",
-}) | _PRAGMAS_WITH_ARG
+_PRAGMAS_READ_ONLY = (
+    frozenset(
+        {
+            "user_version",
+            "schema_version",
+            "application_id",
+            "page_count",
+            "page_size",
+            "freelist_count",
+            "data_version",
+            "encoding",
+            "max_page_count",
+            "foreign_keys",
+        }
+    )
+    | _PRAGMAS_WITH_ARG
+)
 _REFUSED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
 _ALLOWED_VTABLE_MODULES = frozenset({"fts5", "rtree"})
 #: Eponymous virtual tables a guest may not read: ``sqlite_stmt`` lists the connection's
 #: prepared statements (the platform's among them, with their marker), ``dbstat`` /
 #: ``sqlite_dbpage`` / ``sqlite_dbdata`` expose raw pages. (``json_each``/``json_tree``
 #: stay; ``pragma_*`` functions are checked as the PRAGMA they run, see ``_authorize``.)
-_REFUSED_TABLES = frozenset({"sqlite_stmt", "dbstat", "sqlite_dbpage", "sqlite_dbdata",
-                             "sqlite_dbptr"})
+_REFUSED_TABLES = frozenset({"sqlite_stmt", "dbstat", "sqlite_dbpage", "sqlite_dbdata", "sqlite_dbptr"})
 
 #: SQLite limits applied to every facet connection.
 GUEST_LIMITS = {
@@ -105,16 +128,28 @@ TEMP_MEMORY = 64 * 1024 * 1024
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 @functools.lru_cache(maxsize=1)
 def _mallinfo2() -> Any:
     try:
         function = ctypes.PyDLL(None).mallinfo2
-    except (OSError, AttributeError):   # not glibc >= 2.33: no temp-memory bound
+    except (OSError, AttributeError):  # not glibc >= 2.33: no temp-memory bound
         return None
     function.restype = _MallInfo2
     function.argtypes = []
@@ -136,8 +171,7 @@ def _heap_in_use() -> int:
 
 #: ``sqlite3_trace_v2`` callback type and event mask (SQLITE_TRACE_PROFILE: once per run of a
 #: statement, when it finishes or is reset, with the ``sqlite3_stmt*``).
-_TRACE_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_void_p)
+_TRACE_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _SQLITE_TRACE_PROFILE = 0x02
 
 #: ``sqlite3_stmt_status`` counters that count rows visited: 1 is SQLITE_STMTSTATUS_FULLSCAN_STEP
@@ -161,15 +195,20 @@ _platform_statements: set[int] = set()
 def _sqlite_library() -> ctypes.CDLL | None:
     try:
         import _sqlite3
+
         lib = ctypes.CDLL(_sqlite3.__file__)
         lib.sqlite3_db_filename.restype = ctypes.c_char_p
         lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         lib.sqlite3_trace_v2.restype = ctypes.c_int
-        lib.sqlite3_trace_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint, _TRACE_CALLBACK,
-                                         ctypes.c_void_p]
+        lib.sqlite3_trace_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint, _TRACE_CALLBACK, ctypes.c_void_p]
         lib.sqlite3_prepare_v2.restype = ctypes.c_int
-        lib.sqlite3_prepare_v2.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
-                                           ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        lib.sqlite3_prepare_v2.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_void_p,
+        ]
         for name in ("sqlite3_step", "sqlite3_reset", "sqlite3_finalize", "sqlite3_close"):
             getattr(lib, name).restype = ctypes.c_int
             getattr(lib, name).argtypes = [ctypes.c_void_p]
@@ -189,6 +228,7 @@ def _stmt_status() -> Any:
     counter, and the GIL round trip would double its ~0.15 us."""
     try:
         import _sqlite3
+
         status = ctypes.PyDLL(_sqlite3.__file__).sqlite3_stmt_status
         status.restype = ctypes.c_int
         status.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
@@ -226,8 +266,12 @@ def skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
         return False
     lib = _sqlite_library()
     assert lib is not None
-    return lib.sqlite3_db_config(ctypes.c_void_p(handle), _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                                 ctypes.c_int(1), ctypes.c_void_p(0)) == 0
+    return (
+        lib.sqlite3_db_config(
+            ctypes.c_void_p(handle), _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, ctypes.c_int(1), ctypes.c_void_p(0)
+        )
+        == 0
+    )
 
 
 def _on_statement_end(kind: int, db: int | None, stmt: int | None, elapsed: int | None) -> int:
@@ -249,7 +293,7 @@ def _take_steps(handle: int) -> int | None:
     return None if steps < 0 else steps
 
 
-_ON_STATEMENT_END = _TRACE_CALLBACK(_on_statement_end)   # module-level: lives as long as C uses it
+_ON_STATEMENT_END = _TRACE_CALLBACK(_on_statement_end)  # module-level: lives as long as C uses it
 
 
 class PlatformSqlError(sqlite3.OperationalError):
@@ -259,7 +303,7 @@ class PlatformSqlError(sqlite3.OperationalError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.sqlite_errorcode = code
-        self.sqlite_errorname = ""   # Python's own errors name it; the code is what counts
+        self.sqlite_errorname = ""  # Python's own errors name it; the code is what counts
 
 
 # -- built-in functions whose one call could outlast any deadline ------------------------------
@@ -300,25 +344,32 @@ def _value_api() -> Any:
         return None
     try:
         import _sqlite3
+
         api = ctypes.PyDLL(_sqlite3.__file__)
         vp, ci, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         for name, res, args in (
-                ("sqlite3_value_type", ci, [vp]), ("sqlite3_value_bytes", ci, [vp]),
-                ("sqlite3_value_text", vp, [vp]), ("sqlite3_value_blob", vp, [vp]),
-                ("sqlite3_value_int64", i64, [vp]), ("sqlite3_result_null", None, [vp]),
-                ("sqlite3_result_int64", None, [vp, i64]),
-                ("sqlite3_result_text", None, [vp, ctypes.c_char_p, ci, vp]),
-                ("sqlite3_result_value", None, [vp, vp]),
-                ("sqlite3_result_error_toobig", None, [vp]),
-                ("sqlite3_result_error", None, [vp, ctypes.c_char_p, ci]),
-                ("sqlite3_result_error_code", None, [vp, ci]),
-                ("sqlite3_bind_value", ci, [vp, ci, vp]), ("sqlite3_column_value", vp, [vp, ci]),
-                ("sqlite3_reset", ci, [vp]), ("sqlite3_clear_bindings", ci, [vp]),
-                ("sqlite3_prepare_v2", ci, [vp, ctypes.c_char_p, ci, ctypes.POINTER(vp), vp]),
-                ("sqlite3_open_v2", ci, [ctypes.c_char_p, ctypes.POINTER(vp), ci, vp]),
-                ("sqlite3_limit", ci, [vp, ci, ci]), ("sqlite3_errmsg", ctypes.c_char_p, [vp]),
-                ("sqlite3_create_function_v2", ci, [vp, ctypes.c_char_p, ci, ci, vp, _XFUNC, vp,
-                                                    vp, vp])):
+            ("sqlite3_value_type", ci, [vp]),
+            ("sqlite3_value_bytes", ci, [vp]),
+            ("sqlite3_value_text", vp, [vp]),
+            ("sqlite3_value_blob", vp, [vp]),
+            ("sqlite3_value_int64", i64, [vp]),
+            ("sqlite3_result_null", None, [vp]),
+            ("sqlite3_result_int64", None, [vp, i64]),
+            ("sqlite3_result_text", None, [vp, ctypes.c_char_p, ci, vp]),
+            ("sqlite3_result_value", None, [vp, vp]),
+            ("sqlite3_result_error_toobig", None, [vp]),
+            ("sqlite3_result_error", None, [vp, ctypes.c_char_p, ci]),
+            ("sqlite3_result_error_code", None, [vp, ci]),
+            ("sqlite3_bind_value", ci, [vp, ci, vp]),
+            ("sqlite3_column_value", vp, [vp, ci]),
+            ("sqlite3_reset", ci, [vp]),
+            ("sqlite3_clear_bindings", ci, [vp]),
+            ("sqlite3_prepare_v2", ci, [vp, ctypes.c_char_p, ci, ctypes.POINTER(vp), vp]),
+            ("sqlite3_open_v2", ci, [ctypes.c_char_p, ctypes.POINTER(vp), ci, vp]),
+            ("sqlite3_limit", ci, [vp, ci, ci]),
+            ("sqlite3_errmsg", ctypes.c_char_p, [vp]),
+            ("sqlite3_create_function_v2", ci, [vp, ctypes.c_char_p, ci, ci, vp, _XFUNC, vp, vp, vp]),
+        ):
             function = getattr(api, name)
             function.restype = res
             function.argtypes = args
@@ -351,7 +402,7 @@ def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
     private in-memory connection (same limits), values passed through unchanged."""
     api = _value_api()
     lib = _sqlite_library()
-    assert lib is not None   # the guarded functions are registered only when it loaded
+    assert lib is not None  # the guarded functions are registered only when it loaded
     helper: _Helper | None = getattr(_helpers, "helper", None)
     if helper is None:
         out = ctypes.c_void_p()
@@ -373,7 +424,7 @@ def _builtin(ctx: int, name: str, argc: int, argv: Any) -> None:
         stmt = statements[(name, argc)] = out.value or 0
     for i in range(argc):
         api.sqlite3_bind_value(stmt, i + 1, argv[i])
-    if lib.sqlite3_step(stmt) == 100:   # SQLITE_ROW
+    if lib.sqlite3_step(stmt) == 100:  # SQLITE_ROW
         api.sqlite3_result_value(ctx, api.sqlite3_column_value(stmt, 0))
         api.sqlite3_reset(stmt)
     else:
@@ -438,6 +489,7 @@ def _guarded_printf(name: str) -> Any:
             api.sqlite3_result_null(ctx)
         else:
             _builtin(ctx, name, argc, argv)
+
     return _XFUNC(call)
 
 
@@ -449,20 +501,20 @@ def _guarded_instr(ctx: int, argc: int, argv: Any) -> None:
         return
     blobs = kinds == [_SQLITE_BLOB, _SQLITE_BLOB]
     if not blobs and _SQLITE_BLOB in kinds:
-        _builtin(ctx, "instr", argc, argv)   # mixed: SQLite converts copies, not argv
+        _builtin(ctx, "instr", argc, argv)  # mixed: SQLite converts copies, not argv
         return
     haystack = _value_bytes(api, argv[0], blobs)
     needle = _value_bytes(api, argv[1], blobs)
     if not blobs and needle and needle[0] in _CONTINUATION:
-        _builtin(ctx, "instr", argc, argv)   # SQLite only tries character starts
+        _builtin(ctx, "instr", argc, argv)  # SQLite only tries character starts
         return
     position = haystack.find(needle)
     if position < 0:
         found = 0
     elif blobs:
         found = position + 1
-    else:   # SQLite counts characters: 1 + the character starts after the first, up to the match
-        found = 1 + len(haystack[1:position + 1].translate(None, _CONTINUATION))
+    else:  # SQLite counts characters: 1 + the character starts after the first, up to the match
+        found = 1 + len(haystack[1 : position + 1].translate(None, _CONTINUATION))
     api.sqlite3_result_int64(ctx, found)
 
 
@@ -473,8 +525,8 @@ def _guarded_replace(ctx: int, argc: int, argv: Any) -> None:
         return
     text = _value_bytes(api, argv[0], False)
     pattern = _value_bytes(api, argv[1], False)
-    if not pattern or pattern[0] == 0:   # SQLite stops at a leading NUL: an empty pattern
-        api.sqlite3_result_value(ctx, argv[0])   # answered as it came, type and all
+    if not pattern or pattern[0] == 0:  # SQLite stops at a leading NUL: an empty pattern
+        api.sqlite3_result_value(ctx, argv[0])  # answered as it came, type and all
         return
     replacement = _value_bytes(api, argv[2], False)
     size = len(text) + text.count(pattern) * (len(replacement) - len(pattern))
@@ -490,18 +542,21 @@ def _guarded_trim(name: str) -> Any:
         api = _value_api()
         cost = api.sqlite3_value_bytes(argv[0]) * api.sqlite3_value_bytes(argv[1])
         if cost > TRIM_BUDGET:
-            api.sqlite3_result_error(ctx, f"{name}(): text x character set over {TRIM_BUDGET} "
-                                          "bytes".encode(), -1)
+            api.sqlite3_result_error(ctx, f"{name}(): text x character set over {TRIM_BUDGET} bytes".encode(), -1)
             api.sqlite3_result_error_code(ctx, SQLITE_TOOBIG)
         else:
             _builtin(ctx, name, argc, argv)
+
     return _XFUNC(call)
 
 
 #: (name, number of arguments, implementation); module-level: they live as long as C uses them.
-_GUARDED = [("printf", -1, _guarded_printf("printf")), ("format", -1, _guarded_printf("format")),
-            ("instr", 2, _XFUNC(_guarded_instr)), ("replace", 3, _XFUNC(_guarded_replace))] + \
-    [(name, 2, _guarded_trim(name)) for name in ("trim", "ltrim", "rtrim")]
+_GUARDED = [
+    ("printf", -1, _guarded_printf("printf")),
+    ("format", -1, _guarded_printf("format")),
+    ("instr", 2, _XFUNC(_guarded_instr)),
+    ("replace", 3, _XFUNC(_guarded_replace)),
+] + [(name, 2, _guarded_trim(name)) for name in ("trim", "ltrim", "rtrim")]
 
 
 def _guard_builtins(handle: int) -> bool:
@@ -510,14 +565,17 @@ def _guard_builtins(handle: int) -> bool:
     if api is None:
         return False
     flags = _SQLITE_UTF8 | _SQLITE_DETERMINISTIC | _SQLITE_INNOCUOUS
-    return all(api.sqlite3_create_function_v2(handle, name.encode(), argc, flags, None, function,
-                                              None, None, None) == 0
-               for name, argc, function in _GUARDED)
+    return all(
+        api.sqlite3_create_function_v2(handle, name.encode(), argc, flags, None, function, None, None, None) == 0
+        for name, argc, function in _GUARDED
+    )
 
 
 #: Why a request fails after one of its statements rolled back the whole transaction.
-TXN_LOST = ("no transaction: a statement rolled back the request's transaction "
-            "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)), so the request fails")
+TXN_LOST = (
+    "no transaction: a statement rolled back the request's transaction "
+    "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)), so the request fails"
+)
 
 
 class SqlFailure(Exception):
@@ -553,8 +611,7 @@ class FacetDB:
         if durability not in ("full", "process"):
             raise BadRequest(f"durability must be 'full' or 'process', not {durability!r}")
         self.path = path
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                     cached_statements=256)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
         conn = self._conn
         # Every statement goes through this one cursor. conn.execute() makes a cursor per
         # call, and the connection keeps a weak reference to each until it has made 200
@@ -585,8 +642,10 @@ class FacetDB:
         if handle is not None:
             lib = _sqlite_library()
             assert lib is not None
-            if _stmt_status() is not None and \
-                    lib.sqlite3_trace_v2(handle, _SQLITE_TRACE_PROFILE, _ON_STATEMENT_END, handle) == 0:
+            if (
+                _stmt_status() is not None
+                and lib.sqlite3_trace_v2(handle, _SQLITE_TRACE_PROFILE, _ON_STATEMENT_END, handle) == 0
+            ):
                 _last_steps[handle] = -1
             else:
                 self._handle = None
@@ -609,8 +668,9 @@ class FacetDB:
             self.set_storage_limit(storage_limit)
 
     # -- sandbox hooks -----------------------------------------------------
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, dbname: str | None,
-                   source: str | None) -> int:
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None
+    ) -> int:
         if not self._guest:
             return _OK
         if self._guest_verdict(action, arg1, arg2, dbname) == _OK:
@@ -622,8 +682,12 @@ class FacetDB:
 
     @staticmethod
     def _guest_verdict(action: int, arg1: str | None, arg2: str | None, dbname: str | None) -> int:
-        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH,
-                      sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+        if action in (
+            sqlite3.SQLITE_ATTACH,
+            sqlite3.SQLITE_DETACH,
+            sqlite3.SQLITE_TRANSACTION,
+            sqlite3.SQLITE_SAVEPOINT,
+        ):
             return _DENY
         if action == sqlite3.SQLITE_PRAGMA:
             name = (arg1 or "").lower()
@@ -632,8 +696,10 @@ class FacetDB:
             return _DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return _DENY if (arg2 or "").lower() in _REFUSED_FUNCTIONS else _OK
-        if action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE) \
-                and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
+        if (
+            action in (sqlite3.SQLITE_CREATE_VTABLE, sqlite3.SQLITE_DROP_VTABLE)
+            and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES
+        ):
             return _DENY
         if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in _REFUSED_TABLES:
             return _DENY
@@ -652,8 +718,8 @@ class FacetDB:
             self.timed_out = True
             return 1
         if self._guest:
-            if self._heap_before < 0:   # the statement's first call: its baseline (~1.6 us,
-                self._heap_before = _heap_in_use()   # paid only by statements this long)
+            if self._heap_before < 0:  # the statement's first call: its baseline (~1.6 us,
+                self._heap_before = _heap_in_use()  # paid only by statements this long)
             elif calls & 7 == 0 and _heap_in_use() - self._heap_before > TEMP_MEMORY:
                 self.over_memory = True
                 return 1
@@ -691,17 +757,17 @@ class FacetDB:
         stmt = self._statements.get(statement)
         if stmt is None:
             out = ctypes.c_void_p()
-            if lib.sqlite3_prepare_v2(handle, statement.encode(), -1, ctypes.byref(out), None) == 0 \
-                    and out.value:
+            if lib.sqlite3_prepare_v2(handle, statement.encode(), -1, ctypes.byref(out), None) == 0 and out.value:
                 stmt = self._statements[statement] = out.value
-                _platform_statements.add(stmt)   # the profile callback skips them
+                _platform_statements.add(stmt)  # the profile callback skips them
         if stmt is not None:
             if lib.sqlite3_step(stmt) == _SQLITE_DONE:
                 lib.sqlite3_reset(stmt)
                 return
             lib.sqlite3_reset(stmt)
-        raise PlatformSqlError((lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"),
-                               lib.sqlite3_extended_errcode(handle))
+        raise PlatformSqlError(
+            (lib.sqlite3_errmsg(handle) or b"").decode(errors="replace"), lib.sqlite3_extended_errcode(handle)
+        )
 
     def _arm(self, deadline: float) -> None:
         """Arm the request deadline once the transaction (or savepoint) is open: a deadline that
@@ -734,7 +800,7 @@ class FacetDB:
         """Start one request inside the open transaction (a commit group, see ``FacetSlot``);
         on failure the transaction is as it was before."""
         self._deadline = math.inf
-        self._platform(_SAVEPOINT)   # a failed SAVEPOINT leaves no savepoint behind
+        self._platform(_SAVEPOINT)  # a failed SAVEPOINT leaves no savepoint behind
         self._arm(deadline)
 
     def release(self) -> None:
@@ -806,17 +872,21 @@ class FacetDB:
                     else:
                         size += 24
                 if size > max_result_bytes:
-                    raise SqlFailure(ErrorCode.TOO_BIG,
-                                     f"result exceeds {max_result_bytes} bytes; page it with LIMIT")
+                    raise SqlFailure(ErrorCode.TOO_BIG, f"result exceeds {max_result_bytes} bytes; page it with LIMIT")
                 rows.append([_to_json_value(v) if type(v) in _NEEDS_CONVERSION else v for v in row])
             steps = _take_steps(handle) if handle is not None else None
             if steps is not None:
                 rows_read = steps
-                if rows_read == 0 and len(rows) == 1 and len(rows[0]) == 1 \
-                        and type(rows[0][0]) is int and self._counts_whole_table(sql, params):
+                if (
+                    rows_read == 0
+                    and len(rows) == 1
+                    and len(rows[0]) == 1
+                    and type(rows[0][0]) is int
+                    and self._counts_whole_table(sql, params)
+                ):
                     rows_read = rows[0][0]
                 rows_read = max(rows_read, len(rows))
-            else:   # no statement counters: VM work in VM_STEP units, as an estimate
+            else:  # no statement counters: VM work in VM_STEP units, as an estimate
                 rows_read = len(rows) + (self._vm_calls - vm_before)
         except SqlFailure:
             self._abandon_statement()
@@ -824,7 +894,7 @@ class FacetDB:
         except sqlite3.DatabaseError as exc:
             failure = self._classify(exc)
             failure.rows_read = (_take_steps(handle) or 0) if handle is not None else 0
-            if not conn.in_transaction:   # SQLite rolled back everything (see above, and SQLITE_FULL)
+            if not conn.in_transaction:  # SQLite rolled back everything (see above, and SQLITE_FULL)
                 failure.fatal = True
                 if failure.code != ErrorCode.STORAGE_FULL:
                     failure.message += "; " + TXN_LOST
@@ -837,7 +907,9 @@ class FacetDB:
         finally:
             self._guest = False
         return StatementResult(
-            columns=columns, rows=rows, rows_read=rows_read,
+            columns=columns,
+            rows=rows,
+            rows_read=rows_read,
             rows_written=conn.total_changes - changes_before,
             last_insert_rowid=cursor.lastrowid or 0,
         )
@@ -847,7 +919,7 @@ class FacetDB:
         would make the platform's COMMIT fail. Closing the cursor resets it; rare, so a new
         cursor is cheap here."""
         self._guest = False
-        self._cursor.close()   # resets the statement (and the profile callback its counters)
+        self._cursor.close()  # resets the statement (and the profile callback its counters)
         self._cursor = self._conn.cursor()
 
     def _counts_whole_table(self, sql: str, params: list[Any]) -> bool:
@@ -873,8 +945,11 @@ class FacetDB:
     def _classify(self, exc: sqlite3.DatabaseError) -> SqlFailure:
         """A guest statement's failure, by SQLite's result code (``failure_code``)."""
         if self.over_memory:
-            return SqlFailure(ErrorCode.TOO_BIG, f"the statement needs more than {TEMP_MEMORY >> 20} "
-                              "MiB of temporary memory (a sort, GROUP BY or DISTINCT too big)")
+            return SqlFailure(
+                ErrorCode.TOO_BIG,
+                f"the statement needs more than {TEMP_MEMORY >> 20} "
+                "MiB of temporary memory (a sort, GROUP BY or DISTINCT too big)",
+            )
         if self.timed_out:
             code = ErrorCode.TIMEOUT
         elif self._denied:
@@ -918,10 +993,14 @@ class FacetDB:
             self._release_native()
 
 
-_TEMP_ACTIONS = frozenset({
-    sqlite3.SQLITE_CREATE_TEMP_INDEX, sqlite3.SQLITE_CREATE_TEMP_TABLE,
-    sqlite3.SQLITE_CREATE_TEMP_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_VIEW,
-})
+_TEMP_ACTIONS = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TEMP_INDEX,
+        sqlite3.SQLITE_CREATE_TEMP_TABLE,
+        sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+        sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    }
+)
 
 
 _NEEDS_CONVERSION = (bytes, float)
@@ -939,7 +1018,7 @@ def _to_json_value(value: Any) -> Any:
 def from_json_param(value: Any) -> Any:
     """Turn one JSON parameter into a SQLite value; ``ValueError`` for anything not a scalar."""
     if value is None or isinstance(value, (bool, int, float, str)):
-        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             raise ValueError(f"integer {value} does not fit in 64 bits")
         return value
     if isinstance(value, dict) and set(value) == {"$blob"} and isinstance(value["$blob"], str):
@@ -947,7 +1026,7 @@ def from_json_param(value: Any) -> Any:
             return base64.b64decode(value["$blob"], validate=True)
         except ValueError:
             raise ValueError("$blob is not valid base64") from None
-    raise ValueError(f"parameters must be JSON scalars or {{\"$blob\": ...}}, not {type(value).__name__}")
+    raise ValueError(f'parameters must be JSON scalars or {{"$blob": ...}}, not {type(value).__name__}')
 
 
 def quote_identifier(name: str) -> str:
@@ -1005,12 +1084,10 @@ class FacetReader:
         for name in self.table_names():
             with self._use():
                 table = self.db[name]
-                out.append({"name": name, "count": table.count,
-                            "columns": [c.name for c in table.columns]})
+                out.append({"name": name, "count": table.count, "columns": [c.name for c in table.columns]})
         return out
 
-    def rows(self, table: str, *, limit: int = 100, offset: int = 0,
-             where: str | None = None) -> dict[str, Any]:
+    def rows(self, table: str, *, limit: int = 100, offset: int = 0, where: str | None = None) -> dict[str, Any]:
         if table not in self.table_names():
             raise NotFound(f"no table {table!r}")
         if limit < 0 or offset < 0:
@@ -1024,8 +1101,7 @@ class FacetReader:
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
 
-    def query(self, sql: str, params: list[Any] | None = None, *,
-              timeout: float = READER_TIMEOUT) -> dict[str, Any]:
+    def query(self, sql: str, params: list[Any] | None = None, *, timeout: float = READER_TIMEOUT) -> dict[str, Any]:
         """Run one read-only query; ``BadRequest`` (code ``timeout`` after ``timeout`` seconds,
         ``bad_request`` for a write or an SQL error)."""
         deadline = math.inf
@@ -1044,7 +1120,7 @@ class FacetReader:
             code = sqlite_code(exc)
             if code == SQLITE_INTERRUPT and time.monotonic() >= deadline:
                 raise BadRequest(f"query stopped after {timeout:g} s", ErrorCode.TIMEOUT) from None
-            if code == SQLITE_READONLY:   # mode=ro and query_only both answer SQLITE_READONLY
+            if code == SQLITE_READONLY:  # mode=ro and query_only both answer SQLITE_READONLY
                 raise BadRequest(f"read-only: {text}") from None
             raise BadRequest(f"SQL error: {text}") from None
 
@@ -1057,8 +1133,8 @@ class FacetReader:
         """Stop a running query and close; later calls raise ``FacetsError``."""
         if not self._closed:
             try:
-                self._conn.interrupt()   # thread-safe, and meant for this
-            except sqlite3.ProgrammingError:   # closed meanwhile by another thread
+                self._conn.interrupt()  # thread-safe, and meant for this
+            except sqlite3.ProgrammingError:  # closed meanwhile by another thread
                 pass
         with self._lock:
             if not self._closed:

@@ -64,8 +64,9 @@ class Supervisor:
             of ``SupervisorSettings`` works on its own too: ``Supervisor(d, max_warm=3)``).
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], settings: SupervisorSettings | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self, data_dir: str | os.PathLike[str], settings: SupervisorSettings | None = None, **overrides: Any
+    ) -> None:
         settings = dataclasses.replace(settings or SupervisorSettings(), **overrides)
         settings.validate()
         self.settings = settings
@@ -93,30 +94,52 @@ class Supervisor:
         log = self._supervisor_log
         for rejected in self.quota_book.rejected:
             log("", "", "warn", f"stored quota ignored: {rejected}")
-        self.registry = FacetRegistry(self.data_dir, self.control, durability=self.durability,
-                                      policy=self.policy, quota_book=self.quota_book, log=log)
+        self.registry = FacetRegistry(
+            self.data_dir,
+            self.control,
+            durability=self.durability,
+            policy=self.policy,
+            quota_book=self.quota_book,
+            log=log,
+        )
         if not readonly:
             self.registry.adopt_orphans()
         self.residency = Residency(
-            max_warm=settings.max_warm, idle_timeout=settings.idle_timeout,
-            max_open_dbs=settings.open_db_limit(), memory_budget=settings.memory_limit(), log=log)
+            max_warm=settings.max_warm,
+            idle_timeout=settings.idle_timeout,
+            max_open_dbs=settings.open_db_limit(),
+            memory_budget=settings.memory_limit(),
+            log=log,
+        )
         self.transfer = Transfer(self.registry, self.apps, self.quota_book, self.reader, log)
-        self.reports = Reports(meters=self.meters, control=self.control, apps=self.apps,
-                               registry=self.registry, residency=self.residency, log_sink=self.log_sink,
-                               prices=self.prices, flush_usage=self.flush_usage, parse=parse_facet_target)
-        self._targets: dict[str, tuple[str, str]] = {}   # "app/facet" -> parsed, checked once
+        self.reports = Reports(
+            meters=self.meters,
+            control=self.control,
+            apps=self.apps,
+            registry=self.registry,
+            residency=self.residency,
+            log_sink=self.log_sink,
+            prices=self.prices,
+            flush_usage=self.flush_usage,
+            parse=parse_facet_target,
+        )
+        self._targets: dict[str, tuple[str, str]] = {}  # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
         self._breaches = Throttle(1.0)
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
-        self._pool = ThreadPoolExecutor(max_workers=settings.workers or max(4, (os.cpu_count() or 2) * 2),
-                                        thread_name_prefix="facets-worker")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.workers or max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="facets-worker"
+        )
         self._closed = False
         self._flush_lock = threading.Lock()
         self._housekeeper = Housekeeper(
-            interval=settings.usage_flush_interval, every_round=[self.flush_usage, self.residency.evict_idle],
-            prune=self._prune, report=lambda exc: log("", "", "error", f"housekeeping failed: {exc!r}"))
-        if not readonly:   # nothing to flush, prune or evict: no request runs
+            interval=settings.usage_flush_interval,
+            every_round=[self.flush_usage, self.residency.evict_idle],
+            prune=self._prune,
+            report=lambda exc: log("", "", "error", f"housekeeping failed: {exc!r}"),
+        )
+        if not readonly:  # nothing to flush, prune or evict: no request runs
             self._housekeeper.start()
 
     def __enter__(self) -> Supervisor:
@@ -165,8 +188,10 @@ class Supervisor:
 
     def app_list(self) -> list[AppInfo]:
         counts = self.registry.app_counts()
-        return [AppInfo(name=n, version=self.apps.current(n), versions=len(self.apps.versions(n)),
-                        facets=counts.get(n, 0)) for n in self.apps.names()]
+        return [
+            AppInfo(name=n, version=self.apps.current(n), versions=len(self.apps.versions(n)), facets=counts.get(n, 0))
+            for n in self.apps.names()
+        ]
 
     def app_versions(self, app: str) -> list[AppVersion]:
         return self.apps.versions(app)
@@ -252,9 +277,10 @@ class Supervisor:
         request_id = f"{self._id_prefix}-{next(self._ids):x}"
         if self._closed:
             return CallResult.failure(ErrorCode.OVERLOADED, "the supervisor is shut down", request_id)
-        if self.readonly:   # a request writes the facet's database
-            return CallResult.failure(ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only",
-                                      request_id)
+        if self.readonly:  # a request writes the facet's database
+            return CallResult.failure(
+                ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only", request_id
+            )
         try:
             parsed = self._targets.get(target)
             if parsed is None:
@@ -289,14 +315,23 @@ class Supervisor:
         # `queue` wait behind it, and they then run together as one commit group.
         waiting = slot.gate.waiting
         if quotas.queue and waiting >= quotas.queue:
-            return self._refused(app, facet, CallResult.failure(
-                ErrorCode.OVERLOADED, f"{target} already has {waiting} requests waiting "
-                                      f"(queue={quotas.queue})", request_id))
+            return self._refused(
+                app,
+                facet,
+                CallResult.failure(
+                    ErrorCode.OVERLOADED,
+                    f"{target} already has {waiting} requests waiting (queue={quotas.queue})",
+                    request_id,
+                ),
+            )
         request = Request(body, request_id, quotas)
         gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
         if gave_up is not None:
-            return self._refused(app, facet, CallResult.failure(
-                ErrorCode.OVERLOADED, f"{target} stayed busy for {gave_up:g} s", request_id))
+            return self._refused(
+                app,
+                facet,
+                CallResult.failure(ErrorCode.OVERLOADED, f"{target} stayed busy for {gave_up:g} s", request_id),
+            )
         result = request.result
         assert result is not None
         self.residency.used(slot)
@@ -338,8 +373,9 @@ class Supervisor:
             suppressed = self._breaches.due((app, facet, result.error))
             if suppressed is not None:
                 more = f" (and {suppressed} more since the last report)" if suppressed else ""
-                self._supervisor_log(app, facet, "warn", f"quota breached ({result.error}): {result.message}{more}",
-                                     result.request_id)
+                self._supervisor_log(
+                    app, facet, "warn", f"quota breached ({result.error}): {result.message}{more}", result.request_id
+                )
         return result
 
     # -- housekeeping ---------------------------------------------------------------
@@ -347,7 +383,7 @@ class Supervisor:
         """Persist usage counters and series changed since the last flush."""
         if self.readonly:
             return
-        with self._flush_lock:   # two flushes writing out of order would store older values
+        with self._flush_lock:  # two flushes writing out of order would store older values
             rows, series = self.meters.collect_dirty()
             if rows or series:
                 self.control.save_usage(rows, series)
@@ -388,7 +424,7 @@ class Supervisor:
         with self.registry.lock:
             self.control.save_quotas(scope, sets, unsets)
             self.quota_book.apply(scope, sets, unsets)
-        self.residency.touch_everything()   # a storage quota shows on every row of its scope
+        self.residency.touch_everything()  # a storage quota shows on every row of its scope
         app, _, facet = scope.partition("/")
         described = ", ".join([f"{k}={v}" for k, v in sets.items()] + [f"{k}=default" for k in unsets])
         self._supervisor_log(app if scope != "*" else "", facet, "info", f"quota changed at {scope}: {described}")
@@ -399,14 +435,14 @@ class Supervisor:
         """Accumulated usage of the fleet, an ``APP`` or an ``APP/FACET``."""
         return self.reports.usage(target)
 
-    def series(self, target: str | None, field: str, *, resolution: int = 1,
-               points: int = 60) -> list[float]:
+    def series(self, target: str | None, field: str, *, resolution: int = 1, points: int = 60) -> list[float]:
         """Recent values of ``field`` (a ``metering.SERIES_FIELDS`` name) per bucket, oldest first,
         for the fleet (None or ``*``), an ``APP`` or an ``APP/FACET``."""
         return self.reports.series(target, field, resolution=resolution, points=points)
 
-    def bill(self, target: str | None = None, *, since: float | None = None,
-             until: float | None = None) -> dict[str, Any]:
+    def bill(
+        self, target: str | None = None, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, Any]:
         """Cost per facet and per app over ``[since, until)`` (epoch seconds; default: this
         calendar month so far, UTC). See ``runtime.billing`` for what is counted."""
         return self.reports.bill(target, since=since, until=until)
@@ -415,9 +451,16 @@ class Supervisor:
         """Usage of every facet as Prometheus text exposition format."""
         return self.reports.prometheus()
 
-    def logs(self, target: str | None = None, *, level: str | None = None, limit: int = 100,
-             since: float | None = None, until: float | None = None,
-             search: str | None = None) -> list[LogRecord]:
+    def logs(
+        self,
+        target: str | None = None,
+        *,
+        level: str | None = None,
+        limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+    ) -> list[LogRecord]:
         """Stored log records, newest ``limit`` (oldest first), filtered."""
         return self.reports.logs(target, level=level, limit=limit, since=since, until=until, search=search)
 
@@ -427,8 +470,19 @@ class Supervisor:
 
     def _supervisor_log(self, app: str, facet: str, level: str, message: str, request_id: str = "") -> None:
         """The supervisor's own log record (``source="supervisor"``)."""
-        self.log_sink.add([LogRecord(time=time.time(), app=app, facet=facet, request_id=request_id,
-                                     level=level, message=message, source="supervisor")])
+        self.log_sink.add(
+            [
+                LogRecord(
+                    time=time.time(),
+                    app=app,
+                    facet=facet,
+                    request_id=request_id,
+                    level=level,
+                    message=message,
+                    source="supervisor",
+                )
+            ]
+        )
 
     # -- browsing (read-only) --------------------------------------------------------
     def reader(self, target: str) -> FacetReader:
@@ -439,8 +493,9 @@ class Supervisor:
         with self.reader(target) as reader:
             return reader.tables()
 
-    def rows(self, target: str, table: str, *, limit: int = 100, offset: int = 0,
-             where: str | None = None) -> dict[str, Any]:
+    def rows(
+        self, target: str, table: str, *, limit: int = 100, offset: int = 0, where: str | None = None
+    ) -> dict[str, Any]:
         with self.reader(target) as reader:
             return reader.rows(table, limit=limit, offset=offset, where=where)
 

@@ -98,7 +98,7 @@ def copy_database(backup: Callable[[sqlite3.Connection], None], dest: Path, *, w
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    if Path(f"{dest}-wal").exists():   # the last close checkpoints and deletes it
+    if Path(f"{dest}-wal").exists():  # the last close checkpoints and deletes it
         raise OSError(errno.EIO, "the copy's WAL was not checkpointed", f"{dest}-wal")
     fsync_file(dest)
     return dest.stat().st_size
@@ -108,10 +108,10 @@ def publish(temp: Path, final: Path) -> None:
     """Give the complete file ``temp`` the name ``final``, atomically and never over an
     existing file (``FileExistsError``), then make the new name durable."""
     try:
-        os.link(temp, final)   # fails if `final` exists: nothing is ever overwritten
+        os.link(temp, final)  # fails if `final` exists: nothing is ever overwritten
     except FileExistsError:
         raise
-    except OSError:   # a file system without hard links: check, then rename
+    except OSError:  # a file system without hard links: check, then rename
         if final.exists():
             raise FileExistsError(final) from None
         os.rename(temp, final)
@@ -133,8 +133,14 @@ def remove_temps(root: Path) -> list[Path]:
 class Transfer:
     """Export and import of facet databases, for the supervisor (see its methods)."""
 
-    def __init__(self, registry: FacetRegistry, apps: AppStore, quota_book: QuotaBook,
-                 reader: Callable[[str], FacetReader], log: Log) -> None:
+    def __init__(
+        self,
+        registry: FacetRegistry,
+        apps: AppStore,
+        quota_book: QuotaBook,
+        reader: Callable[[str], FacetReader],
+        log: Log,
+    ) -> None:
         self._registry = registry
         self._apps = apps
         self._quota_book = quota_book
@@ -155,8 +161,9 @@ class Transfer:
         except FileExistsError:
             raise BadRequest(f"{dest_path} already exists; export never overwrites") from None
         except (sqlite3.Error, OSError) as exc:
-            raise FacetsError(f"cannot export {target} to {dest_path}: {type(exc).__name__}: {exc}",
-                              failure_code(exc)) from None
+            raise FacetsError(
+                f"cannot export {target} to {dest_path}: {type(exc).__name__}: {exc}", failure_code(exc)
+            ) from None
         finally:
             discard(temp)
         return size
@@ -171,7 +178,7 @@ class Transfer:
         if not source_path.is_file():
             raise NotFound(f"no file at {str(source_path)!r}")
         storage = self._quota_book.effective(app, facet).storage
-        if source_path.stat().st_size > storage:   # early: no point copying it
+        if source_path.stat().st_size > storage:  # early: no point copying it
             raise BadRequest(f"{source_path.name} is larger than the storage quota of {storage} bytes")
         try:
             source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
@@ -185,12 +192,15 @@ class Transfer:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 size = copy_database(source.backup, temp, wal=True)
             except (sqlite3.Error, OSError) as exc:
-                raise FacetsError(f"cannot import {source_path.name}: {type(exc).__name__}: {exc}",
-                                  failure_code(exc)) from None
+                raise FacetsError(
+                    f"cannot import {source_path.name}: {type(exc).__name__}: {exc}", failure_code(exc)
+                ) from None
             quotas = self._quota_book.effective(app, facet)
             if size > quotas.storage:
-                raise BadRequest(f"{source_path.name} holds {size} bytes of database (its WAL "
-                                 f"included), more than the storage quota of {quotas.storage} bytes")
+                raise BadRequest(
+                    f"{source_path.name} holds {size} bytes of database (its WAL "
+                    f"included), more than the storage quota of {quotas.storage} bytes"
+                )
             refused = self._registry.create(app, facet, move_from=temp)
             if refused is not None:
                 raise FacetsError(refused.message, refused.error)

@@ -58,10 +58,8 @@ class CallResult:
     request_id: str = ""
 
     @classmethod
-    def failure(cls, code: ErrorCode, message: str, request_id: str = "",
-                usage: Usage | None = None) -> CallResult:
-        return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id,
-                   usage=usage or Usage())
+    def failure(cls, code: ErrorCode, message: str, request_id: str = "", usage: Usage | None = None) -> CallResult:
+        return cls(ok=False, error=ErrorCode(code), message=message, request_id=request_id, usage=usage or Usage())
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,14 @@ class FacetInfo:
         return f"{self.app}/{self.name}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"app": self.app, "name": self.name, "state": self.state, "version": self.version,
-                "created_at": self.created_at, "usage": self.usage}
+        return {
+            "app": self.app,
+            "name": self.name,
+            "state": self.state,
+            "version": self.version,
+            "created_at": self.created_at,
+            "usage": self.usage,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,12 @@ class AppInfo:
     facets: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version.version, "versions": self.versions,
-                "facets": self.facets, "sha256": self.version.sha256,
-                "exports": list(self.version.exports), "imports": list(self.version.imports)}
+        return {
+            "name": self.name,
+            "version": self.version.version,
+            "versions": self.versions,
+            "facets": self.facets,
+            "sha256": self.version.sha256,
+            "exports": list(self.version.exports),
+            "imports": list(self.version.imports),
+        }

@@ -65,8 +65,10 @@ class EngineSettings:
     epoch_tick_ms: int = 5
 
     def cache_key(self) -> str:
-        text = f"wasmtime={WASMTIME_VERSION};stack={self.max_wasm_stack};" \
-               f"res={self.memory_reservation};guard={self.memory_guard_size};fuel=1;epoch=1"
+        text = (
+            f"wasmtime={WASMTIME_VERSION};stack={self.max_wasm_stack};"
+            f"res={self.memory_reservation};guard={self.memory_guard_size};fuel=1;epoch=1"
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -141,11 +143,12 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
             guest._abort = HostAbort(
                 ErrorCode.BAD_RESPONSE,
                 f"facet_alloc called host function {name} while the host was placing a reply "
-                "in guest memory; facet_alloc must not call host functions there")
+                "in guest memory; facet_alloc must not call host functions there",
+            )
             return _trap_or_zero(guest._abort.message)
         outer = guest._inside
         guest._inside = caller_context(caller)
-        guest._span_cache = None     # the guest ran since we last looked: memory may have grown
+        guest._span_cache = None  # the guest ran since we last looked: memory may have grown
         try:
             method = getattr(guest.host, name)
             if nparams == 2:
@@ -163,7 +166,7 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
             fault = guest._fault(exc, during="facet_alloc")
             guest._abort = HostAbort(fault.code, fault.message)
         except BaseException as exc:  # a bug in a host function must not crash anything
-            guest._abort = failed   # first, prebuilt: building the message may fail too
+            guest._abort = failed  # first, prebuilt: building the message may fail too
             guest._abort = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed: {exc!r}")
         finally:
             guest._inside = outer
@@ -174,8 +177,9 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
 
 
 #: The callbacks must outlive every linker that uses them: keep them here.
-_CALLBACKS = {name: _host_callback(name, len(params), bool(results))
-              for name, (params, results) in abi.HOST_IMPORTS.items()}
+_CALLBACKS = {
+    name: _host_callback(name, len(params), bool(results)) for name, (params, results) in abi.HOST_IMPORTS.items()
+}
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None)
 _call_unchecked = capi._wasmtime_func_call_unchecked
 _memory_data = capi._wasmtime_memory_data
@@ -228,8 +232,16 @@ class WasmRuntime:
             ty = wasmtime.FuncType([_VALTYPES[p] for p in params], [_VALTYPES[r] for r in results])
             self._func_types.append(ty)
             error = capi._wasmtime_linker_define_func_unchecked(
-                self._linker.ptr(), module, len(module), name.encode(), len(name), ty.ptr(),
-                _CALLBACKS[name], None, _NO_FINALIZER)
+                self._linker.ptr(),
+                module,
+                len(module),
+                name.encode(),
+                len(name),
+                ty.ptr(),
+                _CALLBACKS[name],
+                None,
+                _NO_FINALIZER,
+            )
             if error:
                 raise wasmtime.WasmtimeError._from_ptr(error)
         self._ticker = _Ticker(self.engine, self.settings.epoch_tick_ms / 1000)
@@ -271,12 +283,15 @@ class WasmRuntime:
         for imp in module.imports:
             where = f"{imp.module}.{imp.name}"
             if imp.module != abi.IMPORT_MODULE or imp.name not in abi.HOST_IMPORTS:
-                raise BadModule(f"import {where} is not part of the facet ABI v1 "
-                                f"(allowed: {', '.join('facet.' + n for n in abi.HOST_IMPORTS)})")
+                raise BadModule(
+                    f"import {where} is not part of the facet ABI v1 "
+                    f"(allowed: {', '.join('facet.' + n for n in abi.HOST_IMPORTS)})"
+                )
             params, results = abi.HOST_IMPORTS[imp.name]
             if not _func_type_is(imp.type, params, results):
-                raise BadModule(f"import {where} has the wrong signature; expected "
-                                f"({', '.join(params)}) -> ({', '.join(results)})")
+                raise BadModule(
+                    f"import {where} has the wrong signature; expected ({', '.join(params)}) -> ({', '.join(results)})"
+                )
             imports.append(imp.name)
         exports = {exp.name: exp.type for exp in module.exports}
         if not isinstance(exports.get(abi.MEMORY_EXPORT), wasmtime.MemoryType):
@@ -289,10 +304,12 @@ class WasmRuntime:
             if name not in exports:
                 raise BadModule(f"missing export: {name}")
             if not _func_type_is(exports[name], params, results):
-                raise BadModule(f"export {name} has the wrong signature; expected "
-                                f"({', '.join(params)}) -> ({', '.join(results)})")
-        return abi.ModuleShape(exports=tuple(sorted(exports)), imports=tuple(sorted(imports)),
-                               has_init="facet_init" in exports)
+                raise BadModule(
+                    f"export {name} has the wrong signature; expected ({', '.join(params)}) -> ({', '.join(results)})"
+                )
+        return abi.ModuleShape(
+            exports=tuple(sorted(exports)), imports=tuple(sorted(imports)), has_init="facet_init" in exports
+        )
 
     def prepare(self, module: wasmtime.Module) -> Prepared:
         """Link ``module`` once; what ``instantiate`` takes."""
@@ -309,8 +326,7 @@ class WasmRuntime:
             ticks = self._ticks[timeout_ms] = max(1, math.ceil(timeout_ms / self.settings.epoch_tick_ms)) + 1
         return ticks
 
-    def instantiate(self, prepared: Prepared, *, fuel: int, memory_limit: int,
-                    timeout_ms: int) -> GuestInstance:
+    def instantiate(self, prepared: Prepared, *, fuel: int, memory_limit: int, timeout_ms: int) -> GuestInstance:
         """Create a store with its limits and instantiate; raise ``GuestFault`` on failure.
 
         Fuel and the epoch deadline are set before instantiation so that a
@@ -322,10 +338,12 @@ class WasmRuntime:
         its tables and counts at load (``scan_module``).
         """
         if prepared.memory_min > memory_limit:
-            raise GuestFault(ErrorCode.MEMORY_LIMIT,
-                             f"instantiation refused: the module's initial memory of "
-                             f"{prepared.memory_min:,} bytes is over the memory quota of "
-                             f"{memory_limit:,} bytes")
+            raise GuestFault(
+                ErrorCode.MEMORY_LIMIT,
+                f"instantiation refused: the module's initial memory of "
+                f"{prepared.memory_min:,} bytes is over the memory quota of "
+                f"{memory_limit:,} bytes",
+            )
         store = wasmtime.Store(self.engine)
         _set_limits(store, memory_limit)
         store.set_fuel(fuel)
@@ -355,8 +373,13 @@ class Prepared:
 def _set_limits(store: wasmtime.Store, memory_limit: int) -> None:
     """Every store limit at once: wasmtime_store_limiter replaces the whole limiter, so a
     limit left out is not kept but lifted (a memory-only update dropped the table limit)."""
-    store.set_limits(memory_size=memory_limit, table_elements=abi.MAX_TABLE_ELEMENTS,
-                     instances=1, tables=abi.MAX_TABLES, memories=abi.MAX_MEMORIES)
+    store.set_limits(
+        memory_size=memory_limit,
+        table_elements=abi.MAX_TABLE_ELEMENTS,
+        instances=1,
+        tables=abi.MAX_TABLES,
+        memories=abi.MAX_MEMORIES,
+    )
 
 
 def _own(handle: Any) -> Any:
@@ -403,14 +426,12 @@ class GuestInstance:
         self._handle = self._export(instance, "facet_handle", _EXTERN_FUNC)
         self._init = self._export(instance, "facet_init", _EXTERN_FUNC, required=False)
 
-    def _export(self, instance: wasmtime.Instance, name: str, kind: int,
-                required: bool = True) -> Any:
+    def _export(self, instance: wasmtime.Instance, name: str, kind: int, required: bool = True) -> Any:
         """A pointer to our own copy of export ``name``'s handle (see ``_own``), or None."""
         item = capi.wasmtime_extern_t()
         encoded = name.encode()
-        if not _export_get(self._ctx, ctypes.byref(instance._instance), encoded, len(encoded),
-                           ctypes.byref(item)):
-            if required:   # inspect() checked this at load: only a bug gets here
+        if not _export_get(self._ctx, ctypes.byref(instance._instance), encoded, len(encoded), ctypes.byref(item)):
+            if required:  # inspect() checked this at load: only a bug gets here
                 raise GuestFault(ErrorCode.INTERNAL, f"export {name} not found after instantiation")
             return None
         try:
@@ -454,7 +475,7 @@ class GuestInstance:
     def _call(self, ctx: Any, func: Any, raw: Any, nargs: int) -> None:
         """Call a guest function on raw values; wasmtime errors and traps are raised."""
         error = _call_unchecked(ctx, func, raw, nargs, self._trap_ref)
-        self._span_cache = None   # the guest may have grown (and so moved) its memory
+        self._span_cache = None  # the guest may have grown (and so moved) its memory
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
         trap = self._trap
@@ -464,8 +485,7 @@ class GuestInstance:
             self._trap_ref = ctypes.byref(self._trap)
             raise wasmtime.Trap._from_ptr(trap)
 
-    def _enter(self, run: Callable[..., Any], *args: Any, fuel: int, timeout_ms: int,
-               host: HostHandler | None) -> Any:
+    def _enter(self, run: Callable[..., Any], *args: Any, fuel: int, timeout_ms: int, host: HostHandler | None) -> Any:
         ctx = self._ctx
         error = _set_fuel(ctx, fuel)
         if error:
@@ -500,7 +520,7 @@ class GuestInstance:
         if isinstance(exc, wasmtime.Trap):
             try:
                 code = exc.trap_code
-            except ValueError:   # a code newer than wasmtime-py's TrapCode enum: a plain trap
+            except ValueError:  # a code newer than wasmtime-py's TrapCode enum: a plain trap
                 code = None
             if code == wasmtime.TrapCode.OUT_OF_FUEL:
                 return GuestFault(ErrorCode.FUEL_EXHAUSTED, f"fuel exhausted during {during}")
@@ -513,8 +533,9 @@ class GuestInstance:
             # the quota (where a typical allocator's next growth step is refused, and it
             # traps on out-of-memory) is reported as memory_limit.
             if self._memory is not None and self.memory_size + _GROWTH_STEP > self.memory_limit:
-                return GuestFault(ErrorCode.MEMORY_LIMIT,
-                                  f"memory limit of {self.memory_limit} bytes reached ({_first_line(exc)})")
+                return GuestFault(
+                    ErrorCode.MEMORY_LIMIT, f"memory limit of {self.memory_limit} bytes reached ({_first_line(exc)})"
+                )
             return GuestFault(ErrorCode.TRAP, f"guest trapped: {_first_line(exc)}")
         if isinstance(exc, wasmtime.WasmtimeError):
             return _untyped_error(exc, during)
@@ -522,8 +543,7 @@ class GuestInstance:
 
     def call_init(self, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> None:
         if self._init is not None:
-            self._enter(self._call, self._ctx, self._init, self._raw, 0,
-                        fuel=fuel, timeout_ms=timeout_ms, host=host)
+            self._enter(self._call, self._ctx, self._init, self._raw, 0, fuel=fuel, timeout_ms=timeout_ms, host=host)
         else:
             self.fuel_used = 0
 
@@ -538,16 +558,18 @@ class GuestInstance:
         ptr = raw[0].i32 & 0xFFFFFFFF
         if ptr == 0 and length > 0:
             if self.memory_size + length > self.memory_limit:
-                raise HostAbort(ErrorCode.MEMORY_LIMIT,
-                                f"a request of {length} bytes does not fit in the memory "
-                                f"quota of {self.memory_limit} bytes")
+                raise HostAbort(
+                    ErrorCode.MEMORY_LIMIT,
+                    f"a request of {length} bytes does not fit in the memory quota of {self.memory_limit} bytes",
+                )
             raise HostAbort(ErrorCode.BAD_RESPONSE, f"facet_alloc({length}) returned 0")
         if length:
             try:
                 self.write(ptr, body)
             except IndexError:
-                raise HostAbort(ErrorCode.BAD_RESPONSE,
-                                f"facet_alloc returned {ptr}, which cannot hold {length} bytes") from None
+                raise HostAbort(
+                    ErrorCode.BAD_RESPONSE, f"facet_alloc returned {ptr}, which cannot hold {length} bytes"
+                ) from None
         raw[0].i32 = ptr
         raw[1].i32 = length
         self._call(ctx, self._handle, raw, 2)
@@ -555,9 +577,10 @@ class GuestInstance:
         try:
             return self.read(resp_ptr, resp_len)
         except IndexError:
-            raise HostAbort(ErrorCode.BAD_RESPONSE,
-                            f"response {resp_ptr}+{resp_len} lies outside guest memory "
-                            f"({self.memory_size} bytes)") from None
+            raise HostAbort(
+                ErrorCode.BAD_RESPONSE,
+                f"response {resp_ptr}+{resp_len} lies outside guest memory ({self.memory_size} bytes)",
+            ) from None
 
     # -- guest memory (bounds-checked) ---------------------------------------
     def read(self, ptr: int, length: int) -> bytes:
@@ -690,25 +713,27 @@ def _limits(reader: _Reader, what: str) -> tuple[int, int]:
 
 def _ref_type(reader: _Reader) -> None:
     kind = reader.byte()
-    if kind in (0x63, 0x64):          # (ref null? heaptype): a heap type follows, an s33
+    if kind in (0x63, 0x64):  # (ref null? heaptype): a heap type follows, an s33
         reader.skip_sleb(33)
 
 
 def _const_expr(reader: _Reader) -> None:
     """Skip a constant expression (a table's initializer): the instructions allowed there."""
-    for _ in range(1000):   # a guard: a constant expression is a handful of instructions
+    for _ in range(1000):  # a guard: a constant expression is a handful of instructions
         op = reader.byte()
-        if op == 0x0B:      # end
+        if op == 0x0B:  # end
             return
-        if op in (0x41, 0x42, 0x23, 0xD2):   # i32.const, i64.const, global.get, ref.func
+        if op in (0x41, 0x42, 0x23, 0xD2):  # i32.const, i64.const, global.get, ref.func
             reader.skip_sleb(64)
-        elif op == 0xD0:    # ref.null heaptype
+        elif op == 0xD0:  # ref.null heaptype
             reader.skip_sleb(33)
-        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):   # extended-const add/sub/mul
+        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const add/sub/mul
             continue
         else:
-            raise BadModule(f"table initializer uses instruction {op:#04x}; "
-                            "only i32/i64.const, global.get, ref.null and ref.func are supported")
+            raise BadModule(
+                f"table initializer uses instruction {op:#04x}; "
+                "only i32/i64.const, global.get, ref.null and ref.func are supported"
+            )
     raise _malformed("a table initializer that does not end")
 
 
@@ -749,7 +774,7 @@ def scan_module(wasm: bytes) -> ModuleCounts:
             counts[field] = max(counts.get(field, 0), count)
             if section == 4:
                 for _ in range(count):
-                    if body.end - body.pos >= 2 and wasm[body.pos:body.pos + 2] == b"\x40\x00":
+                    if body.end - body.pos >= 2 and wasm[body.pos : body.pos + 2] == b"\x40\x00":
                         # a table with an initializer expression
                         body.skip(2)
                         _ref_type(body)
@@ -759,8 +784,10 @@ def scan_module(wasm: bytes) -> ModuleCounts:
                         _ref_type(body)
                         _, minimum = _limits(body, "table")
                     if minimum > abi.MAX_TABLE_ELEMENTS:
-                        raise BadModule(f"a table declares {minimum:,} initial elements; "
-                                        f"at most {abi.MAX_TABLE_ELEMENTS:,} are allowed")
+                        raise BadModule(
+                            f"a table declares {minimum:,} initial elements; "
+                            f"at most {abi.MAX_TABLE_ELEMENTS:,} are allowed"
+                        )
                     counts["table_min"] = max(counts.get("table_min", 0), minimum)
             elif section == 5:
                 for _ in range(count):
@@ -768,25 +795,27 @@ def scan_module(wasm: bytes) -> ModuleCounts:
                     if flags & 0x02:
                         raise BadModule("shared memories are not supported (no threads in the facet ABI v1)")
                     page = 65_536
-                    if flags & 0x08:   # custom-page-sizes: log2 of the page size, 0 or 16
+                    if flags & 0x08:  # custom-page-sizes: log2 of the page size, 0 or 16
                         page_log2 = body.uleb()
                         if page_log2 > 16:
                             raise _malformed(f"a memory page size of 2**{page_log2} bytes")
                         page = 1 << page_log2
                     if minimum * page > abi.MAX_MEMORY_MIN_BYTES:
-                        raise BadModule(f"the memory declares {minimum * page:,} initial bytes; "
-                                        f"at most {abi.MAX_MEMORY_MIN_BYTES:,} are allowed")
+                        raise BadModule(
+                            f"the memory declares {minimum * page:,} initial bytes; "
+                            f"at most {abi.MAX_MEMORY_MIN_BYTES:,} are allowed"
+                        )
                     counts["memory_min"] = max(counts.get("memory_min", 0), minimum * page)
             elif section == 10:
                 largest = 0
                 if size > abi.MAX_CODE_BYTES:
-                    raise BadModule(f"module has {size:,} bytes of code; at most "
-                                    f"{abi.MAX_CODE_BYTES:,} are allowed")
+                    raise BadModule(f"module has {size:,} bytes of code; at most {abi.MAX_CODE_BYTES:,} are allowed")
                 for _ in range(count):
                     length = body.uleb()
                     if length > abi.MAX_FUNCTION_BYTES:
-                        raise BadModule(f"a function body of {length:,} bytes; at most "
-                                        f"{abi.MAX_FUNCTION_BYTES:,} are allowed")
+                        raise BadModule(
+                            f"a function body of {length:,} bytes; at most {abi.MAX_FUNCTION_BYTES:,} are allowed"
+                        )
                     body.skip(length)
                     largest = max(largest, length)
                 counts["largest_function"] = largest
@@ -826,4 +855,3 @@ def _first_line(exc: BaseException) -> str:
     if "Caused by:" in lines:
         return lines[-1]
     return lines[0]
-

@@ -65,9 +65,8 @@ class AppsScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="load-row"):
-            yield Label(Text("load PATH [as NAME]:"))   # Text: as markup, "[as NAME]" vanished
-            yield Input(placeholder="sample_apps/todo/todo.wasm as todo", id="load-path",
-                        suggester=PathSuggester())
+            yield Label(Text("load PATH [as NAME]:"))  # Text: as markup, "[as NAME]" vanished
+            yield Input(placeholder="sample_apps/todo/todo.wasm as todo", id="load-path", suggester=PathSuggester())
         yield Static("", id="apps-status")
         yield ConsoleTable(cursor_type="row", zebra_stripes=True, id="apps-table")
         with Horizontal(id="apps-detail"):
@@ -77,9 +76,15 @@ class AppsScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self.sub_title = "apps"
         apps = self.query_one("#apps-table", DataTable)
-        for key, title in (("name", "app"), ("version", "version"), ("versions", "versions"),
-                           ("facets", "facets"), ("imports", "imports"), ("exports", "exports"),
-                           ("sha", "sha256")):
+        for key, title in (
+            ("name", "app"),
+            ("version", "version"),
+            ("versions", "versions"),
+            ("facets", "facets"),
+            ("imports", "imports"),
+            ("exports", "exports"),
+            ("sha", "sha256"),
+        ):
             apps.add_column(title, key=key)
         versions = self.query_one("#versions-table", DataTable)
         for title in ("version", "sha256", "bytes", "source"):
@@ -107,10 +112,16 @@ class AppsScreen(ConsoleScreen):
         for info in infos:
             v = info.version
             # import and export names are the guest module's own: plain text, escapes shown
-            table.add_row(plain(info.name), v.version, info.versions, info.facets,
-                          plain(", ".join(v.imports) or "-"),
-                          plain(", ".join(e for e in v.exports if e.startswith("facet_"))), plain(v.sha256[:12]),
-                          key=info.name)
+            table.add_row(
+                plain(info.name),
+                v.version,
+                info.versions,
+                info.facets,
+                plain(", ".join(v.imports) or "-"),
+                plain(", ".join(e for e in v.exports if e.startswith("facet_"))),
+                plain(v.sha256[:12]),
+                key=info.name,
+            )
         if selected and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#apps-status", Static).update(Text(f"{len(infos)} apps · L loads or upgrades an app"))

@@ -83,17 +83,31 @@ class BillingScreen(ConsoleScreen):
     def _show(self, bill: dict[str, Any], usage: dict[str, Any]) -> None:
         if not self.is_attached:
             return
-        period = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['since']))} → " \
-                 f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['until']))} UTC"
-        self.query_one("#bill-summary", Static).update(Text(
-            f"{period}   total {bill['total']:.6f} {bill['currency']}   ·   all-time: {usage['requests']:,} requests, "
-            f"{usage['rows_read']:,} rows read, {usage['rows_written']:,} rows written"))
-        for table_id, rows, label in (("#bill-apps", bill["apps"], lambda r: plain(r["app"])),
-                                      ("#bill-facets", bill["facets"], lambda r: plain(f"{r['app']}/{r['facet']}"))):
+        period = (
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['since']))} → "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(bill['until']))} UTC"
+        )
+        self.query_one("#bill-summary", Static).update(
+            Text(
+                f"{period}   total {bill['total']:.6f} {bill['currency']}   ·   "
+                f"all-time: {usage['requests']:,} requests, "
+                f"{usage['rows_read']:,} rows read, {usage['rows_written']:,} rows written"
+            )
+        )
+        for table_id, rows, label in (
+            ("#bill-apps", bill["apps"], lambda r: plain(r["app"])),
+            ("#bill-facets", bill["facets"], lambda r: plain(f"{r['app']}/{r['facet']}")),
+        ):
             table = self.query_one(table_id, DataTable)
             table.clear()
             for row in sorted(rows, key=lambda r: -r["cost"]["total"]):
                 u = row["units"]
-                table.add_row(label(row), f"{u['requests']:.0f}", f"{u['rows_read']:.0f}",
-                              f"{u['rows_written']:.0f}", f"{u['cpu_units']:.3f}", f"{u['storage_gb_months']:.6f}",
-                              f"{row['cost']['total']:.6f}")
+                table.add_row(
+                    label(row),
+                    f"{u['requests']:.0f}",
+                    f"{u['rows_read']:.0f}",
+                    f"{u['rows_written']:.0f}",
+                    f"{u['cpu_units']:.3f}",
+                    f"{u['storage_gb_months']:.6f}",
+                    f"{row['cost']['total']:.6f}",
+                )

@@ -93,11 +93,11 @@ class FacetDetailScreen(ConsoleScreen):
 
     def _close_reader(self) -> None:
         if self._reader is not None:
-            self._reader.close()   # interrupts a count still running in the worker
+            self._reader.close()  # interrupts a count still running in the worker
             self._reader = None
 
     def _refresh_tables(self) -> None:
-        if not self._tables_busy:   # a count over a big table may outlast one tick
+        if not self._tables_busy:  # a count over a big table may outlast one tick
             self._tables_busy = True
             self._load_tables()
 
@@ -109,7 +109,7 @@ class FacetDetailScreen(ConsoleScreen):
                 self._reader = self.sup.reader(self.target)
             version = self._reader.data_version()
             found = self._reader.tables() if version != self._tables_version else None
-        except FacetsError as exc:   # no database yet, or the view closed meanwhile
+        except FacetsError as exc:  # no database yet, or the view closed meanwhile
             self.app.call_from_thread(self._tables_failed, exc.message)
             return
         self.app.call_from_thread(self._show_tables, version, found)
@@ -120,20 +120,19 @@ class FacetDetailScreen(ConsoleScreen):
             self._hint(plain(message))
 
     def _hint(self, text: Text) -> None:
-        for hint in self.query("#browser-hint").results(Static):   # gone once a table is open
+        for hint in self.query("#browser-hint").results(Static):  # gone once a table is open
             hint.update(text)
 
     def _show_tables(self, version: int, found: list[dict[str, Any]] | None) -> None:
         self._tables_busy = False
         if not self.is_attached:
-            self._close_reader()   # opened by a worker that outlived the view
+            self._close_reader()  # opened by a worker that outlived the view
             return
         if found is None:
             return
         self._tables_version = version
         tables = self.query_one("#tables-list", DataTable)
-        selected = tables.coordinate_to_cell_key(tables.cursor_coordinate).row_key.value \
-            if tables.row_count else None
+        selected = tables.coordinate_to_cell_key(tables.cursor_coordinate).row_key.value if tables.row_count else None
         tables.clear()
         for t in found:
             tables.add_row(plain(t["name"]), t["count"], key=t["name"])
@@ -149,7 +148,7 @@ class FacetDetailScreen(ConsoleScreen):
         slot = self.query_one("#browser-slot", Vertical)
         slot.remove_children()
         browser = TableBrowser(self.sup, self.target, name, id="table-browser")
-        slot.mount(browser)   # the browser focuses its grid once mounted
+        slot.mount(browser)  # the browser focuses its grid once mounted
 
     # -- SQL box ----------------------------------------------------------------------
     def action_sql(self) -> None:
@@ -191,8 +190,13 @@ class FacetDetailScreen(ConsoleScreen):
 
     # -- navigation -------------------------------------------------------------------
     #: What gets the focus when a tab opens, so its keys work at once.
-    FOCUS_ON_TAB: ClassVar[dict[str, str | None]] = {"data": "#tables-list", "logs": "LogView RichLog", "usage": None,
-                    "quotas": "#quota-fuel", "call": "#call-body"}
+    FOCUS_ON_TAB: ClassVar[dict[str, str | None]] = {
+        "data": "#tables-list",
+        "logs": "LogView RichLog",
+        "usage": None,
+        "quotas": "#quota-fuel",
+        "call": "#call-body",
+    }
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

@@ -30,9 +30,17 @@ from .confirm import ConfirmScreen
 
 #: (column key, title, value from a FacetInfo row dict)
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("facet", "facet"), ("state", "state"), ("version", "ver"), ("requests", "requests"),
-    ("errors", "errors"), ("rps", "req/s"), ("p50", "p50 ms"), ("p99", "p99 ms"), ("fuel", "fuel"),
-    ("storage", "storage / quota"), ("last_error", "last error"),
+    ("facet", "facet"),
+    ("state", "state"),
+    ("version", "ver"),
+    ("requests", "requests"),
+    ("errors", "errors"),
+    ("rps", "req/s"),
+    ("p50", "p50 ms"),
+    ("p99", "p99 ms"),
+    ("fuel", "fuel"),
+    ("storage", "storage / quota"),
+    ("last_error", "last error"),
 )
 SORTABLE = tuple(key for key, _ in COLUMNS)
 
@@ -65,8 +73,7 @@ class FacetRow:
             "p50": f"{self.p50:.2f}",
             "p99": f"{self.p99:.2f}",
             "fuel": human_count(self.fuel),
-            "storage": Text.assemble(bar(self.storage, self.storage_quota, width=8), " ",
-                                     human_bytes(self.storage)),
+            "storage": Text.assemble(bar(self.storage, self.storage_quota, width=8), " ", human_bytes(self.storage)),
             "last_error": plain(self.last_error, style="red"),
         }
 
@@ -98,7 +105,7 @@ class FacetsScreen(ConsoleScreen):
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[str, FacetRow] = {}
-        self._cursor: float | None = None   # from the last facet_changes applied
+        self._cursor: float | None = None  # from the last facet_changes applied
         self._refreshing = False
         self.filter_text = ""
         self.sort_column = "facet"
@@ -120,7 +127,7 @@ class FacetsScreen(ConsoleScreen):
 
     # -- refresh ---------------------------------------------------------------------
     def refresh_fleet(self) -> None:
-        if self._refreshing:   # the previous refresh is still running: skip this tick
+        if self._refreshing:  # the previous refresh is still running: skip this tick
             return
         self._refreshing = True
         self._collect()
@@ -133,17 +140,28 @@ class FacetsScreen(ConsoleScreen):
             for info in changes.facets:
                 u = info.usage
                 rows[info.target] = FacetRow(
-                    facet=info.target, state=info.state, version=info.version, requests=u["requests"],
-                    errors=u["error_count"], rps=u["rps"], p50=u["p50_ms"], p99=u["p99_ms"], fuel=u["fuel"],
-                    storage=u["storage"], storage_quota=self.sup.quotas(info.target).storage,
-                    last_error=u["last_error"])
+                    facet=info.target,
+                    state=info.state,
+                    version=info.version,
+                    requests=u["requests"],
+                    errors=u["error_count"],
+                    rps=u["rps"],
+                    p50=u["p50_ms"],
+                    p99=u["p99_ms"],
+                    fuel=u["fuel"],
+                    storage=u["storage"],
+                    storage_quota=self.sup.quotas(info.target).storage,
+                    last_error=u["last_error"],
+                )
             apps = self.sup.app_list()
             fleet = self.sup.usage()
             rps_series = self.sup.series(None, "requests", points=60)
-            totals = (f"{len(apps)} apps · {sum(a.facets for a in apps)} facets · "
-                      f"{self.sup.warm_count} warm · "
-                      f"{fleet['requests']:,} requests · {fleet['error_count']:,} errors · "
-                      f"{human_bytes(fleet['storage'])} stored · {rps_series[-2]:.0f} req/s")
+            totals = (
+                f"{len(apps)} apps · {sum(a.facets for a in apps)} facets · "
+                f"{self.sup.warm_count} warm · "
+                f"{fleet['requests']:,} requests · {fleet['error_count']:,} errors · "
+                f"{human_bytes(fleet['storage'])} stored · {rps_series[-2]:.0f} req/s"
+            )
             traffic = self.console.traffic_status()
             # Compare here, in the worker: the UI thread then touches only what changed,
             # which keeps keys answered quickly with thousands of facets.
@@ -156,14 +174,21 @@ class FacetsScreen(ConsoleScreen):
         except Exception as exc:  # the supervisor is shutting down
             self.app.call_from_thread(self._refresh_failed, exc)
             return
-        self.app.call_from_thread(self._apply, changes.cursor, rows, changed, removed, totals,
-                                  rps_series[:-1], traffic)
+        self.app.call_from_thread(self._apply, changes.cursor, rows, changed, removed, totals, rps_series[:-1], traffic)
 
     def _refresh_failed(self, exc: Exception) -> None:
         self._refreshing = False
 
-    def _apply(self, cursor: float, rows: dict[str, FacetRow], changed: list[str], removed: list[str],
-               totals: str, rps_series: list[float], traffic: str) -> None:
+    def _apply(
+        self,
+        cursor: float,
+        rows: dict[str, FacetRow],
+        changed: list[str],
+        removed: list[str],
+        totals: str,
+        rps_series: list[float],
+        traffic: str,
+    ) -> None:
         """Merge a refresh: ``rows`` holds the facets that may have changed, ``changed``
         those that did, ``removed`` the deleted ones."""
         self._refreshing = False
@@ -214,7 +239,7 @@ class FacetsScreen(ConsoleScreen):
         column = self.sort_column
 
         def order(cell: Text) -> tuple[Any, str]:
-            facet = cell.plain   # the facet cell is plain Text; its text is the row's target
+            facet = cell.plain  # the facet cell is plain Text; its text is the row's target
             row = self._rows.get(facet)
             return (row.sort_value(column), facet) if row is not None else (0, facet)
 
@@ -305,8 +330,9 @@ class FacetsScreen(ConsoleScreen):
             if yes:
                 self._delete(key)
 
-        self.app.push_screen(ConfirmScreen(f"Delete {neutralize(key)} and all its data? This cannot be undone."),
-                             answered)
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {neutralize(key)} and all its data? This cannot be undone."), answered
+        )
 
     @work(thread=True, group="facets-action")
     def _delete(self, target: str) -> None:

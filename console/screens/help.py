@@ -17,8 +17,9 @@ from ..commands import SPECS
 
 
 def _keys(binding: Binding) -> str:
-    return ", ".join(k.replace("slash", "/").replace("question_mark", "?").replace("colon", ":")
-                     for k in binding.key.split(","))
+    return ", ".join(
+        k.replace("slash", "/").replace("question_mark", "?").replace("colon", ":") for k in binding.key.split(",")
+    )
 
 
 def bindings_table(title: str, bindings: Sequence[BindingType]) -> Table:
@@ -49,8 +50,14 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
 
     def compose(self) -> ComposeResult:
-        commands = Table(title="Command bar (:), the palette (ctrl+p) and scripts", title_justify="left",
-                         show_header=False, box=None, padding=(0, 2), min_width=72)
+        commands = Table(
+            title="Command bar (:), the palette (ctrl+p) and scripts",
+            title_justify="left",
+            show_header=False,
+            box=None,
+            padding=(0, 2),
+            min_width=72,
+        )
         commands.add_column("usage", style="bold cyan", no_wrap=True)
         commands.add_column("what")
         for spec in SPECS.values():

@@ -16,8 +16,10 @@ from ..format import dumps, parse_response
 def describe(result: CallResult) -> Text:
     """The response (pretty JSON when it is JSON) and its usage, as plain text."""
     u = result.usage
-    usage = (f"fuel {u.fuel:,} · {u.wall_ms:.2f} ms · rows read {u.rows_read} · rows written {u.rows_written}"
-             f" · {'cold start' if u.cold_start else 'warm'}")
+    usage = (
+        f"fuel {u.fuel:,} · {u.wall_ms:.2f} ms · rows read {u.rows_read} · rows written {u.rows_written}"
+        f" · {'cold start' if u.cold_start else 'warm'}"
+    )
     if not result.ok:
         return Text.assemble((f"{result.error}: ", "bold red"), neutralize(result.message), "\n\n", (usage, "dim"))
     text = result.response.decode("utf-8", errors="replace")
@@ -47,12 +49,12 @@ class CallPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="call-row"):
-            yield Input(placeholder='request body, e.g. {"op": "list", "list": "home"}', id="call-body",
-                        disabled=self.readonly)
+            yield Input(
+                placeholder='request body, e.g. {"op": "list", "list": "home"}', id="call-body", disabled=self.readonly
+            )
             yield Button("Send", id="call-send", variant="primary", disabled=self.readonly)
         with VerticalScroll(id="call-output"):
-            yield Static("read-only console: requests are disabled" if self.readonly else "",
-                         id="call-response")
+            yield Static("read-only console: requests are disabled" if self.readonly else "", id="call-response")
 
     @on(Input.Submitted, "#call-body")
     @on(Button.Pressed, "#call-send")
@@ -68,5 +70,5 @@ class CallPanel(Vertical):
         self.app.call_from_thread(self._show, describe(result))
 
     def _show(self, text: Text) -> None:
-        if self.is_attached:   # the view may have closed while the request ran
+        if self.is_attached:  # the view may have closed while the request ran
             self.query_one("#call-response", Static).update(text)

@@ -29,8 +29,9 @@ class CommandBar(Input):
         """``history``: the lines entered so far, shared with whoever passes the same list
         (the console passes one list per app, so every view's bar walks the same history);
         a bar of its own starts empty."""
-        super().__init__(placeholder=":command   e.g. call todo/alice {\"op\":\"lists\"}   (help lists commands)",
-                         id="command-bar")
+        super().__init__(
+            placeholder=':command   e.g. call todo/alice {"op":"lists"}   (help lists commands)', id="command-bar"
+        )
         self.history: list[str] = [] if history is None else history
         self._cursor = 0
 

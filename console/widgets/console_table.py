@@ -28,5 +28,5 @@ class ConsoleTable(DataTable[object]):
         widths = tuple(column.get_render_width(self) for column in self.ordered_columns)
         if widths != self._measured_widths:
             self._measured_widths = widths
-            self._clear_caches()   # the cells drawn at the old widths
+            self._clear_caches()  # the cells drawn at the old widths
             self.refresh()

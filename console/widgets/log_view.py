@@ -66,8 +66,9 @@ class LogView(Vertical):
     search: reactive[str] = reactive("")
     """Only lines containing this text are shown."""
 
-    def __init__(self, sup: Supervisor, *, app_name: str | None = None, facet: str | None = None,
-                 id: str | None = None) -> None:
+    def __init__(
+        self, sup: Supervisor, *, app_name: str | None = None, facet: str | None = None, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.app_name = app_name
@@ -154,8 +155,9 @@ class LogView(Vertical):
             self.post_message(LogsArrived(mine))
 
     def _in_scope(self, record: LogRecord) -> bool:
-        return (self.app_name is None or record.app == self.app_name) and \
-            (self.facet is None or record.facet == self.facet)
+        return (self.app_name is None or record.app == self.app_name) and (
+            self.facet is None or record.facet == self.facet
+        )
 
     @on(LogsArrived)
     def _arrived(self, event: LogsArrived) -> None:
@@ -180,9 +182,12 @@ class LogView(Vertical):
     def line(record: LogRecord) -> Text:
         where = f"{record.app}/{record.facet}" if record.facet else (record.app or "supervisor")
         return Text.assemble(
-            (clock(record.time), "dim"), " ",
-            (f"{record.level:<5}", LEVEL_STYLES.get(record.level, "")), " ",
-            (f"{neutralize(where):<24}", "bold" if record.source == "guest" else "italic"), " ",
+            (clock(record.time), "dim"),
+            " ",
+            (f"{record.level:<5}", LEVEL_STYLES.get(record.level, "")),
+            " ",
+            (f"{neutralize(where):<24}", "bold" if record.source == "guest" else "italic"),
+            " ",
             neutralize(record.message),
         )
 

@@ -89,8 +89,11 @@ class QuotaForm(Vertical):
             note.update(self._origin[key])
 
     def changes(self) -> dict[str, str]:
-        return {key: self.query_one(f"#quota-{key}", Input).value.strip() for key in self.keys
-                if self.query_one(f"#quota-{key}", Input).value.strip() != self._loaded.get(key)}
+        return {
+            key: self.query_one(f"#quota-{key}", Input).value.strip()
+            for key in self.keys
+            if self.query_one(f"#quota-{key}", Input).value.strip() != self._loaded.get(key)
+        }
 
     @on(Input.Changed)
     def _validate(self, event: Input.Changed) -> None:
@@ -151,5 +154,6 @@ class QuotaForm(Vertical):
             return
         described = ", ".join(f"{k}={v}" for k, v in changes.items())
         self.query_one("#quota-result", Static).update(
-            plain(f"applied to {self.target}: {described} (takes effect at the next request)", style="green"))
+            plain(f"applied to {self.target}: {described} (takes effect at the next request)", style="green")
+        )
         self.load()

@@ -81,8 +81,8 @@ class TableBrowser(Vertical):
         yield ConsoleTable(zebra_stripes=True, cursor_type="row", id="browser-grid")
 
     def watch_status(self, status: str) -> None:
-        for label in self.query("#browser-status").results(Static):   # none once unmounted
-            label.update(Text(status))   # plain: the name is the guest's, never markup
+        for label in self.query("#browser-status").results(Static):  # none once unmounted
+            label.update(Text(status))  # plain: the name is the guest's, never markup
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
@@ -103,7 +103,8 @@ class TableBrowser(Vertical):
             info = reader.query("SELECT * FROM pragma_table_info(?)", [self.table])
             self._columns = [row[1] for row in info["rows"]]
             without_rowid = reader.query(
-                "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE name = ?", [self.table])["rows"]
+                "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE name = ?", [self.table]
+            )["rows"]
             self._keyset = not (without_rowid and without_rowid[0][0])
             self._reader = reader
             self._version = reader.data_version()
@@ -135,19 +136,28 @@ class TableBrowser(Vertical):
         elif direction == "last":
             sql, params, flip = f"SELECT rowid, * FROM {name} ORDER BY rowid DESC LIMIT ?", [n], True
         elif direction == "next" and self._last_rowid is not None:
-            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT ?", \
-                [self._last_rowid, n], False
+            sql, params, flip = (
+                f"SELECT rowid, * FROM {name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                [self._last_rowid, n],
+                False,
+            )
         elif direction == "prev" and self._first_rowid is not None:
-            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid < ? ORDER BY rowid DESC LIMIT ?", \
-                [self._first_rowid, n], True
+            sql, params, flip = (
+                f"SELECT rowid, * FROM {name} WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
+                [self._first_rowid, n],
+                True,
+            )
         else:  # reload the current page from its first row
-            start = self._first_rowid if self._first_rowid is not None else -2**63
-            sql, params, flip = f"SELECT rowid, * FROM {name} WHERE rowid >= ? ORDER BY rowid LIMIT ?", \
-                [start, n], False
+            start = self._first_rowid if self._first_rowid is not None else -(2**63)
+            sql, params, flip = (
+                f"SELECT rowid, * FROM {name} WHERE rowid >= ? ORDER BY rowid LIMIT ?",
+                [start, n],
+                False,
+            )
         result = reader.query(sql, params)
         rows = result["rows"][::-1] if flip else result["rows"]
         if not rows and direction in ("next", "prev"):
-            return self._fetch("reload")          # ran off an end: stay where we are
+            return self._fetch("reload")  # ran off an end: stay where we are
         if rows:
             self._first_rowid, self._last_rowid = rows[0][0], rows[-1][0]
         else:
@@ -174,7 +184,7 @@ class TableBrowser(Vertical):
         self.app.call_from_thread(self._show_status, len(rows))
 
     def _show(self, columns: list[str], rows: list[list[Any]]) -> None:
-        if not self.is_attached:   # closed while the page was loading
+        if not self.is_attached:  # closed while the page was loading
             return
         grid = self.query_one(DataTable)
         cursor = grid.cursor_row

@@ -72,7 +72,7 @@ class UsagePanel(Vertical):
         self.set_interval(1.0, self.refresh_usage)
 
     def refresh_usage(self) -> None:
-        if not self._busy:   # never overlap refreshes
+        if not self._busy:  # never overlap refreshes
             self._busy = True
             self._collect()
 
@@ -104,26 +104,45 @@ class UsagePanel(Vertical):
             widget = self.query_one(f"#{id_}", MeterBar)
             widget.used, widget.limit, widget.text = used, limit, text
 
-        meter("meter-storage", usage["storage"], quotas["storage"],
-              f"{human_bytes(usage['storage'])} / {human_bytes(quotas['storage'])}")
-        meter("meter-memory", usage["memory"], quotas["memory"],
-              f"{human_bytes(usage['memory'])} / {human_bytes(quotas['memory'])}")
+        meter(
+            "meter-storage",
+            usage["storage"],
+            quotas["storage"],
+            f"{human_bytes(usage['storage'])} / {human_bytes(quotas['storage'])}",
+        )
+        meter(
+            "meter-memory",
+            usage["memory"],
+            quotas["memory"],
+            f"{human_bytes(usage['memory'])} / {human_bytes(quotas['memory'])}",
+        )
         avg_fuel = usage["fuel"] / requests if requests else 0
         meter("meter-fuel", avg_fuel, quotas["fuel"], f"{human_count(avg_fuel)} avg / {human_count(quotas['fuel'])}")
-        meter("meter-latency", usage["p99_ms"], quotas["timeout_ms"],
-              f"{usage['p99_ms']:.2f} ms / {quotas['timeout_ms']} ms")
-        meter("meter-rate", usage["rps"], quotas["rate"], f"{usage['rps']:.0f} / {quotas['rate']:g} req/s"
-              if quotas["rate"] else f"{usage['rps']:.0f} req/s")
+        meter(
+            "meter-latency",
+            usage["p99_ms"],
+            quotas["timeout_ms"],
+            f"{usage['p99_ms']:.2f} ms / {quotas['timeout_ms']} ms",
+        )
+        meter(
+            "meter-rate",
+            usage["rps"],
+            quotas["rate"],
+            f"{usage['rps']:.0f} / {quotas['rate']:g} req/s" if quotas["rate"] else f"{usage['rps']:.0f} req/s",
+        )
         errors = ", ".join(f"{code} {n}" for code, n in sorted(usage["errors"].items())) or "none"
-        self.query_one("#usage-counters", Static).update(plain(
-            f"requests {requests:,}   errors: {errors}   p50 {usage['p50_ms']:.2f} ms   "
-            f"rows read {usage['rows_read']:,}   rows written {usage['rows_written']:,}   "
-            f"cold starts {usage['cold_starts']:,}   log bytes {usage['log_bytes']:,}"
-            f" (truncated {usage['logs_truncated']})"))
+        self.query_one("#usage-counters", Static).update(
+            plain(
+                f"requests {requests:,}   errors: {errors}   p50 {usage['p50_ms']:.2f} ms   "
+                f"rows read {usage['rows_read']:,}   rows written {usage['rows_written']:,}   "
+                f"cold starts {usage['cold_starts']:,}   log bytes {usage['log_bytes']:,}"
+                f" (truncated {usage['logs_truncated']})"
+            )
+        )
         requests_series = series["requests"]
         for field, _, fmt in SPARKLINES:
             values = series[field]
-            if field == "wall_ms":   # per-second latency = wall time / requests in that second
+            if field == "wall_ms":  # per-second latency = wall time / requests in that second
                 values = [w / r if r else 0.0 for w, r in zip(values, requests_series, strict=True)]
             elif field == "storage":  # a gauge, recorded only when requests come: carry it over
                 values = carry_forward(values, usage["storage"])

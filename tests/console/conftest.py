@@ -47,8 +47,9 @@ def frozen(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(time, "time", lambda: FIXED_TIME)
     ticks = iter(range(10**9))
-    fake_clock = types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.0005,
-                                       monotonic=time.monotonic, time=lambda: FIXED_TIME)
+    fake_clock = types.SimpleNamespace(
+        perf_counter=lambda: next(ticks) * 0.0005, monotonic=time.monotonic, time=lambda: FIXED_TIME
+    )
     monkeypatch.setattr(runtime.facet, "time", fake_clock)
     # the shortener draws its ids from `random`: make the bytes (and so the fuel) repeatable
     monkeypatch.setattr(runtime.hostcalls, "os", types.SimpleNamespace(urandom=random.Random(7).randbytes))

@@ -33,16 +33,28 @@ def fails(sup, line, code, **kw):
 
 
 def test_parse_quoting_comments_and_options():
-    cmd = parse("rows todo/a items limit=5 where=\"done = 0\"  # first page")
+    cmd = parse('rows todo/a items limit=5 where="done = 0"  # first page')
     assert (cmd.name, cmd.args, cmd.options) == ("rows", ["todo/a", "items"], {"limit": "5", "where": "done = 0"})
     assert parse("   ") is None and parse("# only a comment") is None
-    assert parse("call a/b x=1").args == ["a/b", "x=1"]      # a body, not an option
+    assert parse("call a/b x=1").args == ["a/b", "x=1"]  # a body, not an option
     assert parse("quota * fuel=1M").options == {"fuel": "1M"}
 
 
-@pytest.mark.parametrize("line", ["call 'unclosed", "frobnicate x", "load", "load a b",
-                                  "load a as", "import x to a/b", "tables", "rows a/b",
-                                  "delete a/b --force", "apps extra"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "call 'unclosed",
+        "frobnicate x",
+        "load",
+        "load a b",
+        "load a as",
+        "import x to a/b",
+        "tables",
+        "rows a/b",
+        "delete a/b --force",
+        "apps extra",
+    ],
+)
 def test_parse_errors(line):
     with pytest.raises(UsageError):
         parse(line)
@@ -73,7 +85,7 @@ def test_quota_command(loaded):
     assert ok(loaded, "quota * rate=off")["quotas"]["rate"] == 0
     fails(loaded, "quota counter/a fuel=lots", "bad_quota")
     fails(loaded, "quota counter/a storage=1XB memory=2MiB", "bad_quota")
-    assert ok(loaded, "quota counter/a")["quotas"]["memory"] == 1048576    # nothing changed
+    assert ok(loaded, "quota counter/a")["quotas"]["memory"] == 1048576  # nothing changed
     fails(loaded, "quota Bad/x fuel=1", "bad_quota")
 
 
@@ -134,10 +146,10 @@ def test_export_import_round_trip(loaded, tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT n FROM counter").fetchall() == [(3,)]
     conn.close()
-    fails(loaded, f"export counter/a {path}", "bad_request")            # never overwrites
+    fails(loaded, f"export counter/a {path}", "bad_request")  # never overwrites
     assert ok(loaded, f"import {path} as counter/copy")["tables"] == ["counter"]
     assert ok(loaded, "call counter/copy")["response"] == {"count": 4}
-    fails(loaded, f"import {path} as counter/copy", "bad_request")       # exists
+    fails(loaded, f"import {path} as counter/copy", "bad_request")  # exists
     fails(loaded, f"import {tmp_path / 'none'} as counter/x", "not_found")
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"not a database at all" * 100)
@@ -152,8 +164,14 @@ def test_export_import_round_trip(loaded, tmp_path):
 
 
 def test_readonly_refuses_writes(loaded):
-    for line in ("call counter/a", f"load {COUNTER_WAT}", "quota counter/a fuel=1M",
-                 "evict counter/a", "delete counter/a --yes", "import x as counter/b"):
+    for line in (
+        "call counter/a",
+        f"load {COUNTER_WAT}",
+        "quota counter/a fuel=1M",
+        "evict counter/a",
+        "delete counter/a --yes",
+        "import x as counter/b",
+    ):
         fails(loaded, line, "refused", readonly=True)
     ok(loaded, "quota counter/a", readonly=True)
     ok(loaded, "apps", readonly=True)
@@ -173,27 +191,37 @@ def test_every_code_the_command_language_emits_is_an_error_code(loaded, tmp_path
     assert isinstance(UsageError("x").code, ErrorCode) and isinstance(RefusedError("x").code, ErrorCode)
     assert CommandError("x", "timeout").code is ErrorCode.TIMEOUT
     ok(loaded, "call counter/a")
-    too_long = tmp_path / ("n" * 300)             # ENAMETOOLONG: an OSError, not a runtime error
-    results = [fails(loaded, "frobnicate", "usage"), fails(loaded, "delete counter/a", "refused"),
-               fails(loaded, f"export counter/a {too_long}", "io_error"),
-               fails(loaded, "call nothing/a", "not_found")]
+    too_long = tmp_path / ("n" * 300)  # ENAMETOOLONG: an OSError, not a runtime error
+    results = [
+        fails(loaded, "frobnicate", "usage"),
+        fails(loaded, "delete counter/a", "refused"),
+        fails(loaded, f"export counter/a {too_long}", "io_error"),
+        fails(loaded, "call nothing/a", "not_found"),
+    ]
     assert all(r["error"]["code"] in set(ErrorCode) for r in results)
 
 
-@pytest.mark.parametrize("exc, code", [
-    (OSError("no such table: full"), "io_error"),
-    (sqlite3.OperationalError("database or disk is full"), "io_error"),   # by type, not by "full"
-    (PermissionError("not found"), "io_error"),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (OSError("no such table: full"), "io_error"),
+        (sqlite3.OperationalError("database or disk is full"), "io_error"),  # by type, not by "full"
+        (PermissionError("not found"), "io_error"),
+    ],
+)
 def test_exceptions_map_to_codes_by_type_not_message(loaded, monkeypatch, exc, code):
     from runtime import ErrorCode, FacetsError
 
     def boom(*args, **kwargs):
         raise exc
+
     monkeypatch.setattr(loaded, "tables", boom)
     assert fails(loaded, "tables counter/a", code)["error"]["code"] == code
-    monkeypatch.setattr(loaded, "tables", lambda *a: (_ for _ in ()).throw(
-        FacetsError("disk is full (not storage_full)", ErrorCode.NOT_FOUND)))
+    monkeypatch.setattr(
+        loaded,
+        "tables",
+        lambda *a: (_ for _ in ()).throw(FacetsError("disk is full (not storage_full)", ErrorCode.NOT_FOUND)),
+    )
     fails(loaded, "tables counter/a", "not_found")
 
 
@@ -204,8 +232,8 @@ def test_readonly_refuses_every_command_that_writes_anything_files_included(load
     path = tmp_path / "copy.sqlite3"
     for line in (f"export counter/a {path}", "evict counter/a"):
         fails(loaded, line, "refused", readonly=True)
-    assert not path.exists()                           # export wrote nothing
-    assert loaded.warm_count == 1                      # evict dropped nothing
+    assert not path.exists()  # export wrote nothing
+    assert loaded.warm_count == 1  # evict dropped nothing
     readers = {"quota", "apps", "facets", "tables", "rows", "sql", "logs", "usage", "bill", "metrics", "help"}
     assert {name for name, spec in SPECS.items() if spec.writes} == set(SPECS) - readers
     assert not is_write(parse("quota counter/a")) and is_write(parse("quota counter/a fuel=1M"))
@@ -218,8 +246,9 @@ def test_cli_readonly_export_writes_no_file(tmp_path):
     cli("load", str(COUNTER_WAT), data=data, check_status=0)
     cli("call", "counter/a", data=data, check_status=0)
     path = tmp_path / "copy.sqlite3"
-    out = cli("run", "--readonly", "-", data=data, stdin=f"export counter/a {path}\ncall counter/a\n",
-              check_status=1).stdout
+    out = cli(
+        "run", "--readonly", "-", data=data, stdin=f"export counter/a {path}\ncall counter/a\n", check_status=1
+    ).stdout
     assert [json.loads(x)["error"]["code"] for x in out.splitlines()] == ["refused", "refused"]
     refused = cli("export", "counter/a", str(path), "--readonly", "--json", data=data, check_status=1).stdout
     assert json.loads(refused)["error"]["code"] == "refused"
@@ -237,9 +266,11 @@ def test_cli_readonly_opens_the_data_directory_without_writing(tmp_path):
     orphan.parent.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(orphan).close()
 
-    def files() -> dict:   # -wal/-shm: SQLite may need them even to read a WAL database
-        return {p: p.read_bytes() if p.is_file() else None for p in data.rglob("*")
-                if not p.name.endswith(("-wal", "-shm"))}
+    def files() -> dict:  # -wal/-shm: SQLite may need them even to read a WAL database
+        return {
+            p: p.read_bytes() if p.is_file() else None for p in data.rglob("*") if not p.name.endswith(("-wal", "-shm"))
+        }
+
     before = files()
     cli("run", "--readonly", "-", data=data, stdin="facets\napps\nusage\n", check_status=0)
     cli("facets", "--readonly", data=data, check_status=0)
@@ -257,12 +288,16 @@ def test_an_operator_query_has_a_deadline(loaded, monkeypatch):
 
     ok(loaded, "call counter/a")
     fails(loaded, f"sql counter/a {RUNAWAY} timeout=100ms", "timeout")
-    monkeypatch.setattr(console.commands, "SQL_TIMEOUT_MS", 100)      # the default deadline
+    monkeypatch.setattr(console.commands, "SQL_TIMEOUT_MS", 100)  # the default deadline
     fails(loaded, f"sql counter/a {RUNAWAY}", "timeout")
-    fails(loaded, "rows counter/a counter where='(SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
-                  "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)) > 0'", "timeout")
+    fails(
+        loaded,
+        "rows counter/a counter where='(SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)) > 0'",
+        "timeout",
+    )
     assert ok(loaded, "sql counter/a 'SELECT n FROM counter' timeout=5s")["rows"] == [[1]]
-    assert ok(loaded, "call counter/a")["response"] == {"count": 2}          # the facet still serves
+    assert ok(loaded, "call counter/a")["response"] == {"count": 2}  # the facet still serves
     for bad in ("inf", "nan", "0", "1e400", "forever"):
         fails(loaded, f"sql counter/a 'SELECT 1' timeout={bad}", "bad_request")
 
@@ -292,8 +327,8 @@ def test_a_command_is_declared_once_with_its_spec_executor_and_typed_result(sup,
 
     reply = run_line(sup, "echo hi times=2")
     assert reply == {"cmd": "echo hi times=2", "ok": True, "said": "hi", "times": 2}
-    assert str(render(reply)) == "echo hi x2"                              # rendered by its type
-    assert str(render(json.loads(json.dumps(reply)))) == "echo hi x2"       # also after a JSON trip
+    assert str(render(reply)) == "echo hi x2"  # rendered by its type
+    assert str(render(json.loads(json.dumps(reply)))) == "echo hi x2"  # also after a JSON trip
     assert {"usage": "echo TEXT [times=N]", "summary": "say it"} in ok(sup, "help")["commands"]
     assert not commands.is_write(parse("echo hi"))
     with pytest.raises(ValueError, match="twice"):

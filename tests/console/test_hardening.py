@@ -48,13 +48,13 @@ async def test_a_late_log_load_does_not_overwrite_a_new_scope(seeded):
     real_logs = seeded.logs
 
     def logs(target=None, **kwargs):
-        if target == "todo/alice":           # the first scope's load: slow
+        if target == "todo/alice":  # the first scope's load: slow
             started.set()
             assert released.wait(10)
         return real_logs(target, **kwargs)
 
     seeded.logs = logs
-    seeded.call("todo/alice", "{bad json")    # an error log line in each scope
+    seeded.call("todo/alice", "{bad json")  # an error log line in each scope
     seeded.call("counter/alice", "{bad json")
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
@@ -63,9 +63,9 @@ async def test_a_late_log_load_does_not_overwrite_a_new_scope(seeded):
         log = view.query_one(RichLog)
         text = lambda: "\n".join(line.text for line in log.lines)  # noqa: E731
         await until(pilot, lambda: "todo/alice" in text() or "counter/alice" in text())
-        view.set_scope("todo", "alice")       # this load blocks in the worker...
+        view.set_scope("todo", "alice")  # this load blocks in the worker...
         await until(pilot, started.is_set)
-        view.set_scope("counter", "alice")    # ...while the next scope's load completes
+        view.set_scope("counter", "alice")  # ...while the next scope's load completes
         await until(pilot, lambda: "counter/alice" in text())
         released.set()
         await until(pilot, lambda: "todo/alice" in text() or getattr(view, "stale_dropped", 0) == 1)
@@ -90,7 +90,7 @@ async def test_a_table_drawn_before_it_idles_shows_whole_cells(seeded, monkeypat
 
         def add_rows_then_draw(self, rows):
             keys = add_rows(self, rows)
-            for y in range(self.size.height):   # the frame traffic would draw right now
+            for y in range(self.size.height):  # the frame traffic would draw right now
                 self.render_line(y)
             return keys
 
@@ -115,7 +115,7 @@ async def test_the_table_list_follows_commits(seeded):
         assert tables.get_cell("items", "count") == 4
         seeded.call("todo/alice", '{"op": "add", "list": "groceries", "title": "tea"}')
         await until(pilot, lambda: tables.get_cell("items", "count") == 5)
-        row = tables.get_row_index("items") + 1            # the header is line 0
+        row = tables.get_row_index("items") + 1  # the header is line 0
         await until(pilot, lambda: " 5 " in tables.render_line(row).text)
 
 
@@ -137,8 +137,10 @@ def assert_plain(text: str) -> None:
 @run_async
 async def test_guest_names_are_shown_as_plain_escaped_text(seeded):
     seeded.load_app(fixture("probe.wat"))
-    for sql, params in ((f"CREATE TABLE {quoted(HOSTILE_TABLE)}({quoted(HOSTILE_COLUMN)} TEXT)", ()),
-                        (f"INSERT INTO {quoted(HOSTILE_TABLE)} VALUES (?)", (HOSTILE_VALUE,))):
+    for sql, params in (
+        (f"CREATE TABLE {quoted(HOSTILE_TABLE)}({quoted(HOSTILE_COLUMN)} TEXT)", ()),
+        (f"INSERT INTO {quoted(HOSTILE_TABLE)} VALUES (?)", (HOSTILE_VALUE,)),
+    ):
         assert seeded.call("probe/x", sql_body(sql, *params)).ok
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
@@ -148,8 +150,8 @@ async def test_guest_names_are_shown_as_plain_escaped_text(seeded):
         await pilot.pause()
         shown = screen_text(app)
         assert_plain(shown)
-        assert neutralize(HOSTILE_TABLE) in shown            # [/]x\x1b]52;c;aGk=\x07, as text
-        await pilot.press("enter")                          # the table browser
+        assert neutralize(HOSTILE_TABLE) in shown  # [/]x\x1b]52;c;aGk=\x07, as text
+        await pilot.press("enter")  # the table browser
         browser = app.screen.query_one(TableBrowser)
         await until(pilot, lambda: "1 rows" in browser.status)
         grid = browser.query_one(DataTable)
@@ -175,8 +177,12 @@ async def test_table_names_cannot_inject_sql_into_the_browser(seeded):
     """Brackets cannot quote a name holding ``]`` (SQLite has no escape inside them)."""
     seeded.load_app(fixture("probe.wat"))
     name = 'a] UNION SELECT 1, "x" --'
-    for sql in (f"CREATE TABLE {quoted(name)}(v TEXT)", f"INSERT INTO {quoted(name)} VALUES ('only row')",
-                'CREATE TABLE "a"(v TEXT)', "INSERT INTO a VALUES ('other table')"):
+    for sql in (
+        f"CREATE TABLE {quoted(name)}(v TEXT)",
+        f"INSERT INTO {quoted(name)} VALUES ('only row')",
+        'CREATE TABLE "a"(v TEXT)',
+        "INSERT INTO a VALUES ('other table')",
+    ):
         assert seeded.call("probe/x", sql_body(sql)).ok
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
@@ -193,12 +199,12 @@ async def test_table_names_cannot_inject_sql_into_the_browser(seeded):
 @run_async
 async def test_guest_export_names_are_plain_in_the_apps_view(seeded, tmp_path):
     source = fixture("probe.wat").read_text()
-    hostile_export = "facet_[/]x\\1b]52;c;aGk=\\07"            # WAT escapes: ESC and BEL
+    hostile_export = "facet_[/]x\\1b]52;c;aGk=\\07"  # WAT escapes: ESC and BEL
     module = tmp_path / "hostile.wat"
     module.write_text(source.replace('(export "facet_alloc")', f'(export "facet_alloc") (export "{hostile_export}")'))
     try:
         seeded.load_app(module, "hostile")
-    except FacetsError as exc:   # a runtime that refuses such names is safe by construction
+    except FacetsError as exc:  # a runtime that refuses such names is safe by construction
         pytest.skip(f"the runtime refuses the export name: {exc.code}")
     app = FacetsConsole(seeded)
     async with app.run_test(size=(200, 40)) as pilot:
@@ -262,7 +268,7 @@ async def test_records_streamed_during_a_log_load_stay_shown(seeded):
 
     def logs(target=None, **kwargs):
         records = real_logs(target, **kwargs)
-        if target == "probe/l":               # read, then slow to hand the result back
+        if target == "probe/l":  # read, then slow to hand the result back
             read.set()
             assert released.wait(10)
         return records
@@ -277,7 +283,7 @@ async def test_records_streamed_during_a_log_load_stay_shown(seeded):
         await until(pilot, lambda: "first line" in text())
         view.set_scope("probe", "l")
         await until(pilot, read.is_set)
-        seeded.call("probe/l", b"L1streamed line")           # stored after the load read
+        seeded.call("probe/l", b"L1streamed line")  # stored after the load read
         await until(pilot, lambda: "streamed line" in text())
         released.set()
         await app.workers.wait_for_complete()
@@ -286,11 +292,15 @@ async def test_records_streamed_during_a_log_load_stay_shown(seeded):
         assert "streamed line" in text()
 
 
-@pytest.mark.parametrize("answer, shown, absent", [
-    (b"[" * 100_000 + b"]" * 100_000, "[[[[", "RecursionError"),     # shown as text, no crash
-    (b"[1e999, NaN]", "[1e999, NaN]", "Infinity"),                  # not JSON: shown as it came
-    (b'{"big": 1e999}', '"big": null', "Infinity"),                 # strict JSON out
-], ids=["100000-deep", "nan-tokens", "overflowing-float"])
+@pytest.mark.parametrize(
+    "answer, shown, absent",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "[[[[", "RecursionError"),  # shown as text, no crash
+        (b"[1e999, NaN]", "[1e999, NaN]", "Infinity"),  # not JSON: shown as it came
+        (b'{"big": 1e999}', '"big": null', "Infinity"),  # strict JSON out
+    ],
+    ids=["100000-deep", "nan-tokens", "overflowing-float"],
+)
 @run_async
 async def test_the_call_tab_survives_hostile_json(seeded, answer, shown, absent):
     seeded.load_app(fixture("probe.wat"))
@@ -298,7 +308,7 @@ async def test_the_call_tab_survives_hostile_json(seeded, answer, shown, absent)
     async with app.run_test(size=SIZE) as pilot:
         await open_detail(pilot, app, "probe/x")
         await pilot.press("c")
-        app.screen.query_one("#call-body", Input).value = "E" + answer.decode()   # the probe echoes it
+        app.screen.query_one("#call-body", Input).value = "E" + answer.decode()  # the probe echoes it
         await pilot.press("enter")
         response = app.screen.query_one("#call-response", Static)
         await until(pilot, lambda: "fuel" in str(response.render()))

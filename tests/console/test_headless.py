@@ -21,7 +21,9 @@ def run(sup, script: str, **kw):
 
 
 def test_script_results_and_exit_status(sup):
-    status, results = run(sup, f"""
+    status, results = run(
+        sup,
+        f"""
         # provision
         load {COUNTER_WAT}
 
@@ -29,7 +31,8 @@ def test_script_results_and_exit_status(sup):
         call counter/a
         quota counter/a fuel=lots
         usage counter/a
-    """)
+    """,
+    )
     assert status == EXIT_FAILED
     assert [r["ok"] for r in results] == [True, True, True, False, True]
     assert results[2]["response"] == {"count": 2}
@@ -47,12 +50,13 @@ def test_unparsable_line_runs_nothing(sup):
     status, results = run(sup, f"load {COUNTER_WAT}\ncall counter/a 'unclosed\ncall counter/a")
     assert status == EXIT_USAGE
     assert len(results) == 1 and results[0]["error"]["code"] == "usage" and "line 2" in results[0]["error"]["message"]
-    assert sup.app_list() == []          # nothing half-done
+    assert sup.app_list() == []  # nothing half-done
 
 
 def test_hundred_facets_and_idempotent_rerun(sup):
-    script = "\n".join([f"load {COUNTER_WAT}"] + [f"call counter/f{i:03d}" for i in range(100)]
-                       + ["usage counter", "facets counter"])
+    script = "\n".join(
+        [f"load {COUNTER_WAT}"] + [f"call counter/f{i:03d}" for i in range(100)] + ["usage counter", "facets counter"]
+    )
     status, results = run(sup, script)
     assert status == EXIT_OK
     assert results[0]["version"] == 1
@@ -61,15 +65,14 @@ def test_hundred_facets_and_idempotent_rerun(sup):
     assert all(f["usage"]["requests"] == 1 for f in results[-1]["facets"])
     status, again = run(sup, script)
     assert status == EXIT_OK
-    assert again[0]["version"] == 1                      # same bytes: same version
+    assert again[0]["version"] == 1  # same bytes: same version
     assert again[1]["response"] == {"count": 2}
     assert again[-2]["usage"]["requests"] == 200
 
 
 def cli(*args, data, stdin=None, check_status=None):
     env = {**os.environ, "FACETS_DATA": str(data)}
-    proc = subprocess.run([*FACETS, *args], input=stdin, capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=120)
+    proc = subprocess.run([*FACETS, *args], input=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     if check_status is not None:
         assert proc.returncode == check_status, (proc.stdout, proc.stderr)
     return proc
@@ -82,7 +85,7 @@ def test_cli_single_commands(tmp_path):
     out = cli("call", "counter/a", "--json", data=data, check_status=0).stdout
     assert json.loads(out)["response"] == {"count": 1}
     table = cli("facets", data=data, check_status=0).stdout
-    assert "counter/a" in table and "warm" not in table      # a fresh process: cold
+    assert "counter/a" in table and "warm" not in table  # a fresh process: cold
     failed = cli("call", "nope/a", "--json", data=data, check_status=1).stdout
     assert json.loads(failed)["error"]["code"] == "not_found"
     cli("delete", "counter/a", data=data, check_status=1)
@@ -116,10 +119,10 @@ def test_cli_output_never_carries_guest_escapes(tmp_path):
 def test_json_lines_are_flushed_as_each_command_finishes(tmp_path):
     """The first results can be read while a later (slow) command is still running."""
     env = {**os.environ, "FACETS_DATA": str(tmp_path / "d")}
-    proc = subprocess.Popen([*FACETS, "run", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)
-    proc.stdin.write(f"load {fixture('probe.wat')}\nquota probe/spin fuel=1000G timeout_ms=3s\n"
-                     "call probe/spin I\n")
+    proc = subprocess.Popen(
+        [*FACETS, "run", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    proc.stdin.write(f"load {fixture('probe.wat')}\nquota probe/spin fuel=1000G timeout_ms=3s\ncall probe/spin I\n")
     proc.stdin.close()
     first = json.loads(proc.stdout.readline())
     second = json.loads(proc.stdout.readline())

@@ -29,7 +29,7 @@ def facets(data, *args: str | bytes, stdin: bytes | None = None) -> subprocess.C
 def one_failure(proc: subprocess.CompletedProcess, status: int, code: str) -> dict:
     assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     assert proc.returncode == status, (proc.stdout, proc.stderr)
-    lines = proc.stdout.decode("ascii").splitlines()      # ensure_ascii: strict, printable JSON
+    lines = proc.stdout.decode("ascii").splitlines()  # ensure_ascii: strict, printable JSON
     result = json.loads(lines[-1])
     assert result["ok"] is False and result["error"]["code"] == code, result
     assert result["error"]["message"]
@@ -43,16 +43,19 @@ def data(tmp_path_factory):
     return data
 
 
-@pytest.mark.parametrize("args", [
-    [b"call", b"counter/a", b"\xff\xfe"],                 # the body
-    [b"call", b"counter/\xff"],                           # the target
-    [b"quota", b"*", b"fuel=\xff"],
-    [b"sql", b"counter/a", b"SELECT '\xff'"],
-    [b"export", b"counter/a", b"/tmp/\xff.sqlite3"],
-    [b"load", b"/tmp/\xc3(.wat"],
-    [b"rows", b"counter/a", b"counter", b"where=\xe2\x82"],
-    [b"logs", b"search=\xff"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"call", b"counter/a", b"\xff\xfe"],  # the body
+        [b"call", b"counter/\xff"],  # the target
+        [b"quota", b"*", b"fuel=\xff"],
+        [b"sql", b"counter/a", b"SELECT '\xff'"],
+        [b"export", b"counter/a", b"/tmp/\xff.sqlite3"],
+        [b"load", b"/tmp/\xc3(.wat"],
+        [b"rows", b"counter/a", b"counter", b"where=\xe2\x82"],
+        [b"logs", b"search=\xff"],
+    ],
+)
 @pytest.mark.parametrize("as_json", [True, False])
 def test_non_utf8_arguments_are_a_usage_error(data, args, as_json):
     proc = facets(data, *args, *([b"--json"] if as_json else []))
@@ -65,14 +68,17 @@ def test_non_utf8_arguments_are_a_usage_error(data, args, as_json):
         assert b"[usage]" in proc.stdout and b"UTF-8" in proc.stdout
 
 
-@pytest.mark.parametrize("script", [
-    b"call counter/a\x00/b\n",
-    b"call counter/a '\x00'\n",
-    b"export counter/a /tmp/x\x00y\n",
-    b"load /tmp/x\x00y\n",
-    b"call counter/a\ncall counter/a '\xff'\n",            # not UTF-8 (line 2)
-    b"# \xc3\x28 a comment is still bytes that are not UTF-8\n",
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        b"call counter/a\x00/b\n",
+        b"call counter/a '\x00'\n",
+        b"export counter/a /tmp/x\x00y\n",
+        b"load /tmp/x\x00y\n",
+        b"call counter/a\ncall counter/a '\xff'\n",  # not UTF-8 (line 2)
+        b"# \xc3\x28 a comment is still bytes that are not UTF-8\n",
+    ],
+)
 @pytest.mark.parametrize("source", ["stdin", "file"])
 def test_scripts_with_nul_or_non_utf8_bytes_run_nothing(data, tmp_path, script, source):
     before = json.loads(facets(data, "usage", "counter", "--json").stdout)["usage"]["requests"]
@@ -86,7 +92,7 @@ def test_scripts_with_nul_or_non_utf8_bytes_run_nothing(data, tmp_path, script, 
     assert "NUL" in result["error"]["message"] or "UTF-8" in result["error"]["message"]
     assert "line" in result["error"]["message"]
     after = json.loads(facets(data, "usage", "counter", "--json").stdout)["usage"]["requests"]
-    assert after == before                                # the whole script was refused
+    assert after == before  # the whole script was refused
 
 
 def test_a_script_path_that_is_not_utf8_is_read_as_bytes(data, tmp_path):
@@ -97,13 +103,14 @@ def test_a_script_path_that_is_not_utf8_is_read_as_bytes(data, tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], proc.stderr
 
 
-@pytest.mark.parametrize("line", ["call counter/a\x00", "export counter/a /tmp/x\x00y",
-                                  "call counter/a \udcff", "quota * fuel=\ud800"])
+@pytest.mark.parametrize(
+    "line", ["call counter/a\x00", "export counter/a /tmp/x\x00y", "call counter/a \udcff", "quota * fuel=\ud800"]
+)
 def test_run_line_and_scripts_refuse_nul_and_surrogates(sup, line):
     sup.load_app(COUNTER_WAT)
     result = run_line(sup, line)
     assert result["error"]["code"] == "usage"
-    json.dumps(result, ensure_ascii=False).encode("utf-8")     # printable as strict UTF-8
+    json.dumps(result, ensure_ascii=False).encode("utf-8")  # printable as strict UTF-8
     status, results = run(sup, f"apps\n{line}\n")
     assert status == EXIT_USAGE and len(results) == 1 and "line 2" in results[0]["error"]["message"]
 
@@ -129,7 +136,7 @@ def test_a_one_megabyte_line_parses_and_a_longer_one_is_a_usage_error():
 def test_a_long_script_line_is_refused_with_usage(sup):
     status, results = run(sup, "apps\ncall counter/a " + "y" * (MAX_LINE_CHARS + 1))
     assert status == EXIT_USAGE and results[0]["error"]["code"] == "usage"
-    assert len(json.dumps(results[0])) < 1000           # the refusal does not echo the megabyte
+    assert len(json.dumps(results[0])) < 1000  # the refusal does not echo the megabyte
 
 
 ALPHABET = ["a", "b", " ", "\t", "'", '"', "\\", "#", "=", "\n", "é", "$", "`"]

@@ -41,19 +41,30 @@ def shown(app, selector: str) -> str:
 async def open_detail(pilot, app, target, tab=None, focus=None):
     await settle(pilot, lambda: home_loaded(app))
     app.open_facet(target)
-    await settle(pilot, lambda: isinstance(app.screen, FacetDetailScreen)
-                 and app.screen.query_one("#tables-list", DataTable).row_count > 0
-                 and app.focused is app.screen.query_one("#tables-list"))
+    await settle(
+        pilot,
+        lambda: (
+            isinstance(app.screen, FacetDetailScreen)
+            and app.screen.query_one("#tables-list", DataTable).row_count > 0
+            and app.focused is app.screen.query_one("#tables-list")
+        ),
+    )
     if tab:
         await pilot.press(tab)
-        await settle(pilot, lambda: app.screen.query_one("TabbedContent").active == focus[0]
-                     and (focus[1] is None or app.focused is app.screen.query_one(focus[1])))
-        await pilot.wait_for_scheduled_animations()   # the tab underline slides
+        await settle(
+            pilot,
+            lambda: (
+                app.screen.query_one("TabbedContent").active == focus[0]
+                and (focus[1] is None or app.focused is app.screen.query_one(focus[1]))
+            ),
+        )
+        await pilot.wait_for_scheduled_animations()  # the tab underline slides
 
 
 def test_facets_home(frozen, snap_compare):
     async def run_before(pilot):
         await settle(pilot, lambda: home_loaded(pilot.app))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -64,9 +75,16 @@ def test_facets_filtered_and_sorted(frozen, snap_compare):
         await pilot.press("s", "s", "s", "r", "slash", "o")
         screen = app.screen
         expected = sum(1 for row in screen._rows.values() if "o" in row.facet or "o" in row.state)
-        await settle(pilot, lambda: screen.sort_column == "requests" and screen.sort_reverse
-                     and screen.filter_text == "o"
-                     and screen.query_one("#facets-table", DataTable).row_count == expected)
+        await settle(
+            pilot,
+            lambda: (
+                screen.sort_column == "requests"
+                and screen.sort_reverse
+                and screen.filter_text == "o"
+                and screen.query_one("#facets-table", DataTable).row_count == expected
+            ),
+        )
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -76,8 +94,14 @@ def test_detail_data_tab_with_table_open(frozen, snap_compare):
         table = pilot.app.screen.query_one("#tables-list", DataTable)
         table.move_cursor(row=table.get_row_index("items"))
         await pilot.press("enter")
-        await settle(pilot, lambda: "4 rows" in str(pilot.app.screen.query_one(TableBrowser).status)
-                     and pilot.app.screen.query_one("#browser-grid", DataTable).row_count == 4)
+        await settle(
+            pilot,
+            lambda: (
+                "4 rows" in str(pilot.app.screen.query_one(TableBrowser).status)
+                and pilot.app.screen.query_one("#browser-grid", DataTable).row_count == 4
+            ),
+        )
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -96,6 +120,7 @@ def test_detail_tabs(frozen, snap_compare, tab):
     async def run_before(pilot):
         await open_detail(pilot, pilot.app, "todo/alice", tab, (pane, focus))
         await settle(pilot, lambda: loaded(pilot.app))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -106,21 +131,25 @@ def test_detail_call_tab(frozen, snap_compare):
         app.screen.query_one("#call-body", Input).value = '{"op": "lists"}'
         await pilot.press("enter")
         await settle(pilot, lambda: "lists" in shown(app, "#call-response"))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
 #: key -> what the view shows once loaded
 VIEWS = {
-    "2": lambda app: app.current_mode == "apps"
-    and app.screen.query_one("#apps-table", DataTable).row_count == 7
-    and app.screen.query_one("#versions-table", DataTable).row_count > 0
-    and app.screen.query_one("#app-facets-table", DataTable).row_count > 0,
-    "3": lambda app: app.current_mode == "logs"
-    and len(app.screen.query_one("LogView RichLog", RichLog).lines) > 0,
-    "4": lambda app: app.current_mode == "billing"
-    and app.screen.query_one("#bill-apps", DataTable).row_count > 0
-    and app.screen.query_one("#bill-facets", DataTable).row_count > 0
-    and "total" in shown(app, "#bill-summary"),
+    "2": lambda app: (
+        app.current_mode == "apps"
+        and app.screen.query_one("#apps-table", DataTable).row_count == 7
+        and app.screen.query_one("#versions-table", DataTable).row_count > 0
+        and app.screen.query_one("#app-facets-table", DataTable).row_count > 0
+    ),
+    "3": lambda app: app.current_mode == "logs" and len(app.screen.query_one("LogView RichLog", RichLog).lines) > 0,
+    "4": lambda app: (
+        app.current_mode == "billing"
+        and app.screen.query_one("#bill-apps", DataTable).row_count > 0
+        and app.screen.query_one("#bill-facets", DataTable).row_count > 0
+        and "total" in shown(app, "#bill-summary")
+    ),
 }
 
 
@@ -130,6 +159,7 @@ def test_other_views(frozen, snap_compare, key):
         await settle(pilot, lambda: home_loaded(pilot.app))
         await pilot.press(key)
         await settle(pilot, lambda: VIEWS[key](pilot.app))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -138,6 +168,7 @@ def test_help(frozen, snap_compare):
         await settle(pilot, lambda: home_loaded(pilot.app))
         await pilot.press("question_mark")
         await settle(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
@@ -148,10 +179,12 @@ def test_command_bar_result(frozen, snap_compare):
         pilot.app.screen.query_one("#command-bar", Input).value = "tables todo/alice"
         await pilot.press("enter")
         await settle(pilot, lambda: isinstance(pilot.app.screen, CommandResultScreen))
+
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
 
 
 def test_readonly_home(frozen, snap_compare):
     async def run_before(pilot):
         await settle(pilot, lambda: home_loaded(pilot.app))
+
     assert snap_compare(FacetsConsole(frozen, readonly=True), terminal_size=SIZE, run_before=run_before)

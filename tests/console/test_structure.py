@@ -14,20 +14,28 @@ CONSOLE = Path(console.messages.__file__).resolve().parent
 
 
 def test_every_app_message_is_posted_and_handled_somewhere():
-    messages = [name for name, obj in vars(console.messages).items()
-                if inspect.isclass(obj) and issubclass(obj, Message) and obj.__module__ == console.messages.__name__]
+    messages = [
+        name
+        for name, obj in vars(console.messages).items()
+        if inspect.isclass(obj) and issubclass(obj, Message) and obj.__module__ == console.messages.__name__
+    ]
     assert messages
     sources = {path: path.read_text() for path in CONSOLE.rglob("*.py") if path.name != "messages.py"}
     for name in messages:
         users = [path.name for path, text in sources.items() if f"{name}(" in text]
-        handlers = [path.name for path, text in sources.items() if f"@on({name}" in text or
-                    f"on_{''.join('_' + c.lower() if c.isupper() else c for c in name).lstrip('_')}" in text]
+        handlers = [
+            path.name
+            for path, text in sources.items()
+            if f"@on({name}" in text
+            or f"on_{''.join('_' + c.lower() if c.isupper() else c for c in name).lstrip('_')}" in text
+        ]
         assert users and handlers, f"{name}: posted in {users}, handled in {handlers}"
 
 
 def console_imports() -> dict[str, set[str]]:
     """console module -> the console modules it imports, counting every import statement
     (module level, inside functions and under TYPE_CHECKING: each is a dependency)."""
+
     def name(path: Path) -> str:
         parts = ["console", *path.relative_to(CONSOLE).with_suffix("").parts]
         return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -88,7 +96,7 @@ COMMAND_LANGUAGE = {"console.commands", "console.render"}
 
 def test_the_app_screens_palette_and_widgets_have_no_import_cycle():
     graph = console_imports()
-    assert "console.screens.facets" in graph["console.app"]      # the walk sees imports at all
+    assert "console.screens.facets" in graph["console.app"]  # the walk sees imports at all
     assert [c for c in cycles(graph) if c - COMMAND_LANGUAGE] == []
 
 

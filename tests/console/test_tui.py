@@ -26,9 +26,11 @@ SIZE = (140, 40)
 
 def run_async(test):
     """Run an async Pilot test with asyncio.run (no async pytest plugin needed)."""
+
     @functools.wraps(test)
     def wrapper(*args, **kwargs):
         return asyncio.run(test(*args, **kwargs))
+
     return wrapper
 
 
@@ -39,8 +41,9 @@ def table_keys(table: DataTable) -> list[str]:
 async def open_detail(pilot, app, target: str) -> None:
     """Open a facet's detail view and wait until it is composed and focused."""
     app.open_facet(target)
-    await until(pilot, lambda: isinstance(app.screen, FacetDetailScreen)
-                and app.focused is app.screen.query_one("#tables-list"))
+    await until(
+        pilot, lambda: isinstance(app.screen, FacetDetailScreen) and app.focused is app.screen.query_one("#tables-list")
+    )
 
 
 def facets_table(app) -> DataTable:
@@ -70,7 +73,7 @@ async def test_filter_and_sort(seeded):
         assert table_keys(facets_table(app)) == ["todo/alice", "todo/bob"]
         await pilot.press("enter", "escape")
         assert facets_table(app).row_count == 8
-        await pilot.press("s", "s", "s")                # facet -> state -> version -> requests
+        await pilot.press("s", "s", "s")  # facet -> state -> version -> requests
         assert app.screen.sort_column == "requests"
         requests = [app.screen._rows[k].requests for k in table_keys(facets_table(app))]
         assert requests == sorted(requests)
@@ -87,9 +90,14 @@ async def test_live_refresh_updates_changed_cells(seeded):
         before = app.screen._rows["counter/alice"].requests
         seeded.call("counter/alice", "")
         seeded.call("counter/newcomer", "")
-        await until(pilot, lambda: app.screen._rows.get("counter/alice") is not None
-                    and app.screen._rows["counter/alice"].requests == before + 1
-                    and facets_table(app).row_count == 9)
+        await until(
+            pilot,
+            lambda: (
+                app.screen._rows.get("counter/alice") is not None
+                and app.screen._rows["counter/alice"].requests == before + 1
+                and facets_table(app).row_count == 9
+            ),
+        )
         assert facets_table(app).get_cell("counter/alice", "requests") == before + 1
         # a change outside any request (eviction) reaches the table too
         assert app.screen._rows["counter/alice"].state == "warm"
@@ -103,20 +111,29 @@ async def test_paging_a_large_table_and_live_refresh(seeded):
     seeded.load_app(fixture("probe.wat"))
     seeded.set_quotas("probe/big", timeout_ms="10s")
     seeded.call("probe/big", sql_body("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
-    seeded.call("probe/big", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 250000) "
-        "INSERT INTO t(v) SELECT 'row ' || n FROM r"))
+    seeded.call(
+        "probe/big",
+        sql_body(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 250000) "
+            "INSERT INTO t(v) SELECT 'row ' || n FROM r"
+        ),
+    )
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
         app.open_facet("probe/big")
-        await until(pilot, lambda: isinstance(app.screen, FacetDetailScreen)
-                    and app.screen.query_one("#tables-list", DataTable).row_count == 1)
+        await until(
+            pilot,
+            lambda: (
+                isinstance(app.screen, FacetDetailScreen)
+                and app.screen.query_one("#tables-list", DataTable).row_count == 1
+            ),
+        )
         await pilot.press("enter")
         status = lambda: str(app.screen.query_one(TableBrowser).status)  # noqa: E731
         await until(pilot, lambda: "250,000 rows" in status())
         assert "rowid 1–100" in status()
         grid = app.screen.query_one("#browser-grid", DataTable)
-        assert grid.row_count == 100                      # one page, never the whole table
+        assert grid.row_count == 100  # one page, never the whole table
         await pilot.press("pagedown")
         await until(pilot, lambda: "rowid 101–200" in status())
         await pilot.press("G")
@@ -127,7 +144,7 @@ async def test_paging_a_large_table_and_live_refresh(seeded):
         await until(pilot, lambda: "rowid 1–100" in status())
         # the facet commits: the open page refreshes by itself
         seeded.call("probe/big", sql_body("UPDATE t SET v = 'changed' WHERE id = 1"))
-        await until(pilot, lambda: str(grid.get_cell_at((0, 2))) == "changed")   # rowid, id, v
+        await until(pilot, lambda: str(grid.get_cell_at((0, 2))) == "changed")  # rowid, id, v
 
 
 @run_async
@@ -200,14 +217,14 @@ async def test_logs_tail_level_pause(seeded):
         await until(pilot, lambda: "hello" in text())
         assert "\x1b" not in text() and "hello \\x1b[31mred" in text()
         view = app.screen.query_one("LogView")
-        await pilot.press("space")                        # pause
+        await pilot.press("space")  # pause
         assert view.paused
         seeded.call("probe/l", b"L3while paused")
         await until(pilot, lambda: view.pending >= 1)
         assert "while paused" not in text()
         await pilot.press("space")
         await until(pilot, lambda: "while paused" in text())
-        await pilot.press("v", "v", "v")                  # level >= error
+        await pilot.press("v", "v", "v")  # level >= error
         assert view.level == "error"
         assert "hello" not in text() and "while paused" in text()
 
@@ -232,9 +249,9 @@ async def test_readonly_hides_and_refuses_writes(seeded):
         await until(pilot, lambda: facets_table(app).row_count == 8)
         assert seeded.warm_count > 0
         warm = seeded.warm_count
-        await pilot.press("e")                            # evict: refused
-        await pilot.press("t")                            # traffic: refused
-        await app.workers.wait_for_complete()             # an evict that ran would be done now
+        await pilot.press("e")  # evict: refused
+        await pilot.press("t")  # traffic: refused
+        await app.workers.wait_for_complete()  # an evict that ran would be done now
         assert seeded.warm_count == warm and not app.traffic.running
         await pilot.press("colon", *"call counter/alice", "enter")
         await until(pilot, lambda: isinstance(app.screen, CommandResultScreen))
@@ -306,10 +323,11 @@ async def test_traffic_moves_the_meters(seeded):
         assert not app.traffic.running
 
 
-@pytest.mark.parametrize("line", ["call todo/alice '{\"op\": \"lists\"}'", "tables todo/alice", "apps"])
+@pytest.mark.parametrize("line", ['call todo/alice \'{"op": "lists"}\'', "tables todo/alice", "apps"])
 @run_async
 async def test_command_bar_shows_same_results_as_scripts(seeded, line):
     from console.commands import run_line
+
     app = FacetsConsole(seeded)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("colon")

@@ -21,5 +21,5 @@ async def until(pilot, condition, timeout=30.0):
 def _holds(condition) -> bool:
     try:
         return bool(condition())
-    except NoMatches:      # the view is still being composed
+    except NoMatches:  # the view is still being composed
         return False

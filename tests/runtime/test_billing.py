@@ -19,9 +19,9 @@ def bucket(**values):
 def test_units_hand_computed():
     # Hours 10..13 of the epoch; the period is [10h, 14h).
     hourly = [
-        (9, bucket(requests=100, storage=1e9)),            # before the period: only its size counts
+        (9, bucket(requests=100, storage=1e9)),  # before the period: only its size counts
         (11, bucket(requests=2_000_000, fuel=3e6, rows_read=5e6, rows_written=1e6, storage=3e9)),
-        (15, bucket(requests=7)),                          # after the period
+        (15, bucket(requests=7)),  # after the period
     ]
     units = facet_units(hourly, since=10 * 3600, until=14 * 3600)
     assert units["requests"] == 2_000_000
@@ -32,17 +32,21 @@ def test_units_hand_computed():
 
 
 def test_bill_hand_computed():
-    sheet = PriceSheet(requests_per_million=0.15, rows_read_per_million=0.001,
-                       rows_written_per_million=1.0, storage_per_gb_month=0.2,
-                       cpu_units_per_million=0.02)
+    sheet = PriceSheet(
+        requests_per_million=0.15,
+        rows_read_per_million=0.001,
+        rows_written_per_million=1.0,
+        storage_per_gb_month=0.2,
+        cpu_units_per_million=0.02,
+    )
     hourly = [(0, bucket(requests=4e6, rows_read=2e9, rows_written=3e6, fuel=5e12, storage=73e9))]
     bill = compute_bill([("todo", "a", hourly), ("todo", "b", [])], sheet, since=0, until=10 * 3600)
     cost = bill["facets"][0]["cost"]
-    assert cost["requests"] == pytest.approx(0.60)        # 4M x 0.15/M
-    assert cost["rows_read"] == pytest.approx(2.00)       # 2000M x 0.001/M
-    assert cost["rows_written"] == pytest.approx(3.00)    # 3M x 1/M
-    assert cost["cpu"] == pytest.approx(0.10)             # 5M units x 0.02/M
-    assert cost["storage"] == pytest.approx(0.20)         # 73 GB x 10 h = 1 GB-month x 0.2
+    assert cost["requests"] == pytest.approx(0.60)  # 4M x 0.15/M
+    assert cost["rows_read"] == pytest.approx(2.00)  # 2000M x 0.001/M
+    assert cost["rows_written"] == pytest.approx(3.00)  # 3M x 1/M
+    assert cost["cpu"] == pytest.approx(0.10)  # 5M units x 0.02/M
+    assert cost["storage"] == pytest.approx(0.20)  # 73 GB x 10 h = 1 GB-month x 0.2
     assert cost["total"] == pytest.approx(5.90)
     (app,) = bill["apps"]
     assert app["facets"] == 2 and app["cost"]["total"] == pytest.approx(5.90)
@@ -58,10 +62,10 @@ def test_bill_from_real_requests(sup):
     bill = sup.bill()
     (row,) = bill["facets"]
     assert row["units"]["requests"] == 10
-    assert row["units"]["rows_written"] == 11          # the init's INSERT plus ten UPDATEs
+    assert row["units"]["rows_written"] == 11  # the init's INSERT plus ten UPDATEs
     assert row["cost"]["requests"] == pytest.approx(10 / 1e6 * 0.15)
     assert row["units"]["storage_gb_months"] > 0
-    json.dumps(bill)                                    # the JSON report
+    json.dumps(bill)  # the JSON report
     assert sup.bill("counter")["total"] == pytest.approx(bill["total"])
 
 
@@ -85,10 +89,12 @@ def test_prometheus_text(sup):
     sup.call("counter/a")
     sup.call("counter/b", 42)
     text = sup.prometheus()
-    assert '# TYPE facets_requests_total counter' in text
+    assert "# TYPE facets_requests_total counter" in text
     assert 'facets_requests_total{app="counter",facet="a"} 2' in text
-    assert 'facets_errors_total{app="counter",facet="b",code="bad_request"} 1' in text \
+    assert (
+        'facets_errors_total{app="counter",facet="b",code="bad_request"} 1' in text
         or 'facets_requests_total{app="counter",facet="b"}' not in text
+    )
     assert text.endswith("# EOF\n")
 
 

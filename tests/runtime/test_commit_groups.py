@@ -10,8 +10,9 @@ import pytest
 from runtime import Supervisor
 from tests.conftest import fixture, sql_body, sql_reply
 
-SLOW = sql_body("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2000000) "
-                "SELECT count(*) FROM r")
+SLOW = sql_body(
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2000000) SELECT count(*) FROM r"
+)
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def queued_behind_slow_request(sup, target: str, bodies: list[bytes]):
     slow = sup.submit(target, SLOW)
     until(lambda: slot.busy)
     futures = []
-    for body in bodies:   # one at a time: pool threads would otherwise queue in any order
+    for body in bodies:  # one at a time: pool threads would otherwise queue in any order
         futures.append(sup.submit(target, body))
         until(lambda: slot.waiting == len(futures))
     assert not slow.done(), "the slow request ended before the others were queued"
@@ -47,8 +48,7 @@ def queued_behind_slow_request(sup, target: str, bodies: list[bytes]):
 
 def test_queued_requests_share_one_commit(full):
     full.call("probe/g", sql_body("CREATE TABLE t(x)"))
-    results = queued_behind_slow_request(full, "probe/g",
-                                         [sql_body("INSERT INTO t VALUES (?)", i) for i in range(20)])
+    results = queued_behind_slow_request(full, "probe/g", [sql_body("INSERT INTO t VALUES (?)", i) for i in range(20)])
     assert all(r.ok for r in results)
     assert [r.usage.commit_group for r in results] == [20] * 20
     assert [sql_reply(r)["last_insert_rowid"] for r in results] == list(range(1, 21))  # queue order
@@ -59,7 +59,7 @@ def test_queued_requests_share_one_commit(full):
 def test_a_failed_request_rolls_back_only_its_own_writes(full):
     full.call("probe/g", sql_body("CREATE TABLE t(x)"))
     bodies = [sql_body("INSERT INTO t VALUES (?)", i) for i in range(10)]
-    bodies[4] = sql_body("INSERT INTO t VALUES (?)", 4, op="W")    # writes, then traps
+    bodies[4] = sql_body("INSERT INTO t VALUES (?)", 4, op="W")  # writes, then traps
     results = queued_behind_slow_request(full, "probe/g", bodies)
     assert [r.error for r in results] == [None] * 4 + ["trap"] + [None] * 5
     assert [r.usage.commit_group for r in results if r.ok] == [9] * 9
@@ -107,8 +107,9 @@ def test_process_durability_runs_each_request_alone(tmp_path):
         sup.load_app(fixture("probe.wat"))
         sup.set_quotas("probe", timeout_ms="60s", fuel="1000G", queue="off")
         sup.call("probe/g", sql_body("CREATE TABLE t(x)"))
-        results = queued_behind_slow_request(sup, "probe/g",
-                                             [sql_body("INSERT INTO t VALUES (?)", i) for i in range(5)])
+        results = queued_behind_slow_request(
+            sup, "probe/g", [sql_body("INSERT INTO t VALUES (?)", i) for i in range(5)]
+        )
         assert [(r.ok, r.usage.commit_group) for r in results] == [(True, 1)] * 5
 
 
@@ -118,7 +119,7 @@ def test_a_request_that_gives_up_waiting_is_withdrawn(either):
     full.set_quotas("probe/g", timeout_ms="100ms")
     full.call("probe/g", sql_body("CREATE TABLE t(x)"))
     slot = full._slot("probe", "g")
-    with slot.lock:   # the gate stays busy for longer than the request may wait
+    with slot.lock:  # the gate stays busy for longer than the request may wait
         late = full.submit("probe/g", sql_body("INSERT INTO t VALUES (1)"))
         assert late.result(timeout=10).error == "overloaded"
         assert slot.waiting == 0

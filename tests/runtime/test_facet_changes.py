@@ -23,7 +23,7 @@ def test_first_look_is_complete_then_only_what_changed(sup):
     make(sup, "a", "b", "c")
     first = sup.facet_changes()
     assert first.complete and targets(first) == {"counter/a", "counter/b", "counter/c"}
-    time.sleep(RATE_WINDOW + 0.1)   # until a, b and c show their final requests per second
+    time.sleep(RATE_WINDOW + 0.1)  # until a, b and c show their final requests per second
     settled = sup.facet_changes(first.cursor)
     assert not settled.complete and targets(settled) == {"counter/a", "counter/b", "counter/c"}
     assert all(info.usage["rps"] == 0 for info in settled.facets)
@@ -31,13 +31,13 @@ def test_first_look_is_complete_then_only_what_changed(sup):
     second = sup.facet_changes(settled.cursor)
     assert not second.complete and targets(second) == {"counter/b"}
     assert second.facets[0].usage["requests"] == 2 and second.facets[0].state == "warm"
-    assert sup.facet_changes(second.cursor).facets[0].target == "counter/b"   # its rate still moves
+    assert sup.facet_changes(second.cursor).facets[0].target == "counter/b"  # its rate still moves
 
 
 def test_a_facet_created_evicted_or_refused_since_is_listed(sup):
     make(sup, "a", "b", "idle")
     sup.set_quotas("counter/b", {"rate": "1"})
-    time.sleep(RATE_WINDOW + 0.1)   # a and b settled: listed again only if something happens
+    time.sleep(RATE_WINDOW + 0.1)  # a and b settled: listed again only if something happens
     cursor = sup.facet_changes(sup.facet_changes().cursor).cursor
     assert sup.call("counter/new").ok
     sup.evict("counter/a")
@@ -56,11 +56,11 @@ def test_deleted_facets_are_reported_removed_and_recreated_ones_listed(sup):
     cursor = sup.facet_changes().cursor
     sup.delete("counter/a")
     sup.delete("counter/b")
-    assert sup.call("counter/b").ok   # created again
+    assert sup.call("counter/b").ok  # created again
     changes = sup.facet_changes(cursor)
     assert sorted(changes.removed) == ["counter/a", "counter/b"]
     assert "counter/b" in targets(changes) and "counter/a" not in targets(changes)
-    assert sup.facet_changes(changes.cursor).removed == []   # reported once
+    assert sup.facet_changes(changes.cursor).removed == []  # reported once
 
 
 def test_a_quota_change_makes_the_next_look_complete(sup):
@@ -75,7 +75,7 @@ def test_tracker_keeps_a_facet_listed_while_its_rate_can_still_change():
     tracker = ChangeTracker(horizon=60.0)
     tracker.touch(("app", "recent"), 100.0)
     tracker.touch(("app", "old"), 101.0)
-    tracker.touch(("app", "recent"), 109.5)   # touched again: moves, is not listed twice
+    tracker.touch(("app", "recent"), 109.5)  # touched again: moves, is not listed twice
     # looking at 110.5 after a look at 110: "recent" had a request 0.5 s before it, so
     # its requests-per-second figure still moves; "old" is settled
     assert tracker.since(110.0, 110.5) == (False, [("app", "recent")], [])
@@ -87,7 +87,7 @@ def test_tracker_asks_for_everything_after_its_horizon_or_a_global_change():
     tracker.remove(("app", "gone"), 10.0)
     assert tracker.since(5.0, 20.0) == (False, [], [("app", "gone")])
     assert tracker.since(None, 20.0)[0] is True
-    assert tracker.since(5.0, 70.0)[0] is True        # older than the horizon: removals forgotten
+    assert tracker.since(5.0, 70.0)[0] is True  # older than the horizon: removals forgotten
     tracker.touch_everything(80.0)
     assert tracker.since(79.0, 81.0)[0] is True
     assert tracker.since(80.5, 81.0) == (False, [], [])

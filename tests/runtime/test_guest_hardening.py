@@ -43,8 +43,9 @@ def name(text: str) -> bytes:
     return leb(len(text)) + text.encode()
 
 
-def facet_module(*, extra_functions: int = 0, extra_exports: int = 0, memories: int = 1,
-                 tables: int = 0, body_padding: int = 0) -> bytes:
+def facet_module(
+    *, extra_functions: int = 0, extra_exports: int = 0, memories: int = 1, tables: int = 0, body_padding: int = 0
+) -> bytes:
     """A valid facet module answering "ok", grown in one dimension.
 
     Types: 0 () -> (), 1 (i32) -> i32, 2 (i32, i32) -> i64. Functions: 0 facet_alloc,
@@ -55,17 +56,25 @@ def facet_module(*, extra_functions: int = 0, extra_exports: int = 0, memories: 
     functions = section(3, leb(2 + extra_functions) + b"\x01\x02" + b"\x00" * extra_functions)
     table_section = section(4, vector([b"\x70\x00\x01"] * tables)) if tables else b""
     memory = section(5, vector([b"\x00\x01"] * memories))
-    exports = [name("memory") + b"\x02\x00", name("facet_alloc") + b"\x00\x00",
-               name("facet_handle") + b"\x00\x01"]
+    exports = [name("memory") + b"\x02\x00", name("facet_alloc") + b"\x00\x00", name("facet_handle") + b"\x00\x01"]
     exports += [name(f"x{i}") + b"\x00\x01" for i in range(extra_exports)]
-    alloc = b"\x00" + b"\x41" + leb(1024) + b"\x0b"                      # i32.const 1024
-    handle = b"\x00" + b"\x01" * body_padding + b"\x42\x02\x0b"          # i64.const 2: "ok" at 0
+    alloc = b"\x00" + b"\x41" + leb(1024) + b"\x0b"  # i32.const 1024
+    handle = b"\x00" + b"\x01" * body_padding + b"\x42\x02\x0b"  # i64.const 2: "ok" at 0
     empty = b"\x02\x00\x0b"
-    code = section(10, leb(2 + extra_functions) + leb(len(alloc)) + alloc + leb(len(handle)) + handle
-                   + empty * extra_functions)
+    code = section(
+        10, leb(2 + extra_functions) + leb(len(alloc)) + alloc + leb(len(handle)) + handle + empty * extra_functions
+    )
     data = section(11, vector([b"\x00\x41\x00\x0b" + name("ok")]))
-    return (b"\x00asm\x01\x00\x00\x00" + types + functions + table_section + memory
-            + section(7, vector(exports)) + code + data)
+    return (
+        b"\x00asm\x01\x00\x00\x00"
+        + types
+        + functions
+        + table_section
+        + memory
+        + section(7, vector(exports))
+        + code
+        + data
+    )
 
 
 @pytest.fixture
@@ -83,8 +92,10 @@ def assert_others_fine(sup: Supervisor, expected_count: int) -> None:
 @pytest.fixture
 def no_compiling(monkeypatch):
     """Fail the test if anything reaches wasmtime's compiler."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the module reached the compiler")
+
     monkeypatch.setattr(wasmtime, "Module", refuse)
 
 
@@ -98,17 +109,21 @@ def test_untyped_errors_are_not_classified_by_their_text(tmp_path):
         text = "memory minimum size of 100 pages exceeds memory limits"
         assert guest._fault(wasmtime.WasmtimeError(text), during="call").code == ErrorCode.TRAP
         # ...and instantiation's store-limit refusals are memory limits whatever they say.
-        assert guest._fault(wasmtime.WasmtimeError("something new"),
-                            during="instantiation").code == ErrorCode.MEMORY_LIMIT
+        assert (
+            guest._fault(wasmtime.WasmtimeError("something new"), during="instantiation").code == ErrorCode.MEMORY_LIMIT
+        )
     finally:
         runtime.close()
 
 
 def test_initial_memory_is_checked_against_the_quota_before_instantiating(fleet):
-    fleet.load_app_bytes("""(module (memory (export "memory") 256)
+    fleet.load_app_bytes(
+        """(module (memory (export "memory") 256)
       (func (export "facet_alloc") (param i32) (result i32) (i32.const 8))
-      (func (export "facet_handle") (param i32 i32) (result i64) (i64.const 0)))""", "sixteen")
-    fleet.set_quotas("sixteen/x", memory="16MiB")       # exactly the declared 256 pages
+      (func (export "facet_handle") (param i32 i32) (result i64) (i64.const 0)))""",
+        "sixteen",
+    )
+    fleet.set_quotas("sixteen/x", memory="16MiB")  # exactly the declared 256 pages
     assert fleet.call("sixteen/x").ok
     fleet.set_quotas("sixteen/y", memory=str((16 << 20) - 1))
     result = fleet.call("sixteen/y")
@@ -130,10 +145,10 @@ def test_store_limits_on_counts_are_refused_at_load(fleet, no_compiling):
 # -- 2. a memory quota change keeps every other store limit -------------------------------
 def test_table_limit_survives_a_memory_quota_change(fleet):
     fleet.load_app(fixture("table_grow.wat"))
-    grow = lambda n: fleet.call("table_grow/t", struct.pack("<I", n))   # noqa: E731
-    assert grow(abi.MAX_TABLE_ELEMENTS - 1).response == b"grown"        # 1 + 99,999: at the limit
-    assert not grow(abi.MAX_TABLE_ELEMENTS).ok                           # one over: refused
-    assert grow(0).ok                                                    # a warm instance again
+    grow = lambda n: fleet.call("table_grow/t", struct.pack("<I", n))  # noqa: E731
+    assert grow(abi.MAX_TABLE_ELEMENTS - 1).response == b"grown"  # 1 + 99,999: at the limit
+    assert not grow(abi.MAX_TABLE_ELEMENTS).ok  # one over: refused
+    assert grow(0).ok  # a warm instance again
     fleet.set_quotas("table_grow/t", memory="16MiB")
     result = grow(2 * abi.MAX_TABLE_ELEMENTS)
     assert not result.usage.cold_start, "the quota change must reach the warm instance"
@@ -157,15 +172,19 @@ def test_export_bomb_is_refused_before_compiling(sup, no_compiling):
         sup.load_app_bytes(facet_module(extra_exports=100_000), "exports")
 
 
-@pytest.mark.parametrize("module, words", [
-    (facet_module(body_padding=abi.MAX_FUNCTION_BYTES), "function body"),
-    (facet_module(body_padding=abi.MAX_CODE_BYTES), "bytes of code"),
-    (b"\x00asm\x0d\x00\x01\x00", "component, not a core module"),
-    (b"\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff\x0f", "runs past the end"),
-    (b"\x00asm\x01\x00\x00\x00\x01\x06\xff\xff\xff\xff\xff\x01", "integer longer than 32 bits"),
-    # one memory, flags 0x08 (custom page size), minimum 1, page size 2**4294967295
-    (b"\x00asm\x01\x00\x00\x00\x05\x08\x01\x08\x01\xff\xff\xff\xff\x0f", "page size"),
-], ids=["function-body", "code-size", "component", "section-past-end", "long-leb", "page-size"])
+@pytest.mark.parametrize(
+    "module, words",
+    [
+        (facet_module(body_padding=abi.MAX_FUNCTION_BYTES), "function body"),
+        (facet_module(body_padding=abi.MAX_CODE_BYTES), "bytes of code"),
+        (b"\x00asm\x0d\x00\x01\x00", "component, not a core module"),
+        (b"\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff\x0f", "runs past the end"),
+        (b"\x00asm\x01\x00\x00\x00\x01\x06\xff\xff\xff\xff\xff\x01", "integer longer than 32 bits"),
+        # one memory, flags 0x08 (custom page size), minimum 1, page size 2**4294967295
+        (b"\x00asm\x01\x00\x00\x00\x05\x08\x01\x08\x01\xff\xff\xff\xff\x0f", "page size"),
+    ],
+    ids=["function-body", "code-size", "component", "section-past-end", "long-leb", "page-size"],
+)
 def test_other_load_limits_and_malformed_headers(sup, no_compiling, module, words):
     with pytest.raises(BadModule, match=words):
         sup.load_app_bytes(module, "refused")
@@ -175,8 +194,10 @@ def test_table_limits_are_read_in_both_table_encodings():
     plain = WasmRuntime.wat_to_wasm(f"(module (table {abi.MAX_TABLE_ELEMENTS} funcref))")
     initialized = WasmRuntime.wat_to_wasm(f"(module (table {abi.MAX_TABLE_ELEMENTS} funcref (ref.null func)))")
     assert scan_module(plain).table_min == scan_module(initialized).table_min == abi.MAX_TABLE_ELEMENTS
-    for text in (f"(table {abi.MAX_TABLE_ELEMENTS + 1} funcref)",
-                 f"(table 1 funcref (ref.null func)) (table {abi.MAX_TABLE_ELEMENTS + 1} funcref (ref.null func))"):
+    for text in (
+        f"(table {abi.MAX_TABLE_ELEMENTS + 1} funcref)",
+        f"(table 1 funcref (ref.null func)) (table {abi.MAX_TABLE_ELEMENTS + 1} funcref (ref.null func))",
+    ):
         with pytest.raises(BadModule, match="initial elements"):
             scan_module(WasmRuntime.wat_to_wasm(f"(module {text})"))
 
@@ -186,7 +207,7 @@ def test_damaged_binaries_are_refused_with_bad_module_only():
     original = (COUNTER_WAT.parent.parent / "todo" / "todo.wasm").read_bytes()
     rng = random.Random(12)
     for attempt in range(2000):
-        damaged = bytearray(original[:rng.randrange(9, len(original))] if attempt % 2 else original)
+        damaged = bytearray(original[: rng.randrange(9, len(original))] if attempt % 2 else original)
         for _ in range(rng.randrange(1, 6)):
             damaged[rng.randrange(8, len(damaged))] = rng.randrange(256)
         try:
@@ -200,10 +221,12 @@ def test_a_module_at_the_export_limit_loads_and_cold_starts(sup, monkeypatch):
     assert scan_module(module).exports == abi.MAX_EXPORTS
     version = sup.load_app_bytes(module, "many")
     assert len(version.exports) == abi.MAX_EXPORTS
+
     # A cold start looks up the ABI's exports by name; wrapping every export is what
     # made cold starts of a 100,000-export module take minutes.
     def every_export(self, store):
         raise AssertionError("a cold start wrapped every export")
+
     monkeypatch.setattr(wasmtime.Instance, "exports", every_export)
     result = sup.call("many/x", b"hi")
     assert (result.ok, result.response, result.usage.cold_start) == (True, b"ok", True)
@@ -222,6 +245,7 @@ def test_sample_apps_are_well_inside_the_load_limits():
 
 def test_oversized_module_bytes_are_refused(sup, no_compiling):
     from runtime.apps import MAX_MODULE_BYTES
+
     with pytest.raises(BadModule, match="limited to"):
         sup.load_app_bytes(b"\x00asm\x01\x00\x00\x00" + b"\x00\x00" * (MAX_MODULE_BYTES // 2), "huge")
 
@@ -229,10 +253,15 @@ def test_oversized_module_bytes_are_refused(sup, no_compiling):
 def test_abi_page_states_the_load_limits():
     page = (COUNTER_WAT.parent.parent / "ABI.md").read_text()
     from runtime.apps import MAX_MODULE_BYTES
-    for row, value in [("module size", MAX_MODULE_BYTES // 2**20), ("functions (defined)", abi.MAX_FUNCTIONS),
-                       ("exports", abi.MAX_EXPORTS), ("imports", abi.MAX_IMPORTS),
-                       ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
-                       ("all function bodies", abi.MAX_CODE_BYTES // 2**20)]:
+
+    for row, value in [
+        ("module size", MAX_MODULE_BYTES // 2**20),
+        ("functions (defined)", abi.MAX_FUNCTIONS),
+        ("exports", abi.MAX_EXPORTS),
+        ("imports", abi.MAX_IMPORTS),
+        ("one function body", abi.MAX_FUNCTION_BYTES // 2**20),
+        ("all function bodies", abi.MAX_CODE_BYTES // 2**20),
+    ]:
         assert f"| {row} | {value:,}" in page, row
     assert f"{abi.MAX_TABLE_ELEMENTS:,} initial elements" in page
 
@@ -272,7 +301,7 @@ def test_a_damaged_module_file_gives_a_coded_failure(tmp_path):
         probe = sup.load_app(fixture("probe.wat"))
     for path in (data / "modules").glob(f"{probe.sha256}.*"):
         if path.suffix == ".wasm":
-            path.write_bytes(b"\x00asm\x01\x00\x00\x00")   # valid wasm, other bytes
+            path.write_bytes(b"\x00asm\x01\x00\x00\x00")  # valid wasm, other bytes
         else:
             path.unlink()
     with Supervisor(data, idle_timeout=3600) as sup:
@@ -305,7 +334,7 @@ def test_sql_from_inside_facet_alloc_is_refused(fleet):
     assert_others_fine(fleet, 2)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the lost trap, on purpose
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost trap, on purpose
 def test_a_lost_host_trap_still_fails_the_request(probe, monkeypatch):
     # If making the trap fails (the stack ran out there once), the ctypes callback
     # returns no trap and the guest runs on: the decision recorded before still holds.
@@ -313,9 +342,10 @@ def test_a_lost_host_trap_still_fails_the_request(probe, monkeypatch):
 
     def broken(message: str) -> int:
         raise RecursionError("maximum recursion depth exceeded")
+
     monkeypatch.setattr(runtime.wasm, "_trap_address", broken)
     second = sql_body("SELECT 2")[1:]
-    result = probe.call("probe/lost", b"D\x04nope" + second)    # a bad sql call, then a good one
+    result = probe.call("probe/lost", b"D\x04nope" + second)  # a bad sql call, then a good one
     assert (result.ok, result.error) == (False, "bad_request")
     monkeypatch.undo()
     assert sql_reply(probe.call("probe/lost", sql_body("SELECT 3")))["rows"] == [[3]]

@@ -93,8 +93,10 @@ def test_browse_tables_and_rows_while_serving(probe):
 def big_database(path, rows: int = 20_000) -> str:
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-    conn.execute(f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {rows}) "
-                 "INSERT INTO t(v) SELECT 'row ' || n FROM r")
+    conn.execute(
+        f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {rows}) "
+        "INSERT INTO t(v) SELECT 'row ' || n FROM r"
+    )
     conn.commit()
     conn.close()
     return str(path)
@@ -109,10 +111,11 @@ def test_closing_a_reader_stops_its_running_query_instead_of_crashing(tmp_path):
 
     def slow_count() -> None:
         started.set()
-        try:   # 400 million row pairs: minutes, unless interrupted
+        try:  # 400 million row pairs: minutes, unless interrupted
             outcome.append(reader.query("SELECT count(*) FROM t AS a, t AS b"))
         except BaseException as exc:
             outcome.append(exc)
+
     worker = threading.Thread(target=slow_count)
     worker.start()
     started.wait()
@@ -123,7 +126,7 @@ def test_closing_a_reader_stops_its_running_query_instead_of_crashing(tmp_path):
     assert isinstance(outcome[0], BadRequest) and "interrupted" in outcome[0].message
     with pytest.raises(FacetsError, match="closed"):
         reader.query("SELECT 1")
-    reader.close()   # twice is fine
+    reader.close()  # twice is fine
 
 
 def test_one_reader_serves_several_threads_at_once(tmp_path):
@@ -138,6 +141,7 @@ def test_one_reader_serves_several_threads_at_once(tmp_path):
                 assert reader.data_version() >= 0
         except BaseException as exc:
             errors.append(exc)
+
     threads = [threading.Thread(target=browse, args=(k * 300,)) for k in range(4)]
     for thread in threads:
         thread.start()
@@ -165,6 +169,7 @@ def test_process_durability_and_bad_durability(tmp_path):
         sup.load_app(COUNTER_WAT)
         assert sup.call("counter/a").ok
         import sqlite3
+
         conn = sqlite3.connect(sup.db_path("counter/a"))
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()

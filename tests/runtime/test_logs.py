@@ -11,15 +11,18 @@ from runtime import BadRequest, Supervisor, neutralize
 from tests.conftest import COUNTER_WAT, fixture
 
 
-@pytest.mark.parametrize("raw, shown", [
-    ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
-    ("line1\nfake: line2", "line1\\nfake: line2"),
-    ("bell\x07 del\x7f c1\x9b", "bell\\x07 del\\x7f c1\\x9b"),
-    ("rtl \u202eevil", "rtl \\u202eevil"),
-    ("[bold]markup[/bold] stays text", "[bold]markup[/bold] stays text"),
-    ("tab\there", "tab\\there"),
-    ("héllo ✓", "héllo ✓"),
-])
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
+        ("line1\nfake: line2", "line1\\nfake: line2"),
+        ("bell\x07 del\x7f c1\x9b", "bell\\x07 del\\x7f c1\\x9b"),
+        ("rtl \u202eevil", "rtl \\u202eevil"),
+        ("[bold]markup[/bold] stays text", "[bold]markup[/bold] stays text"),
+        ("tab\there", "tab\\there"),
+        ("héllo ✓", "héllo ✓"),
+    ],
+)
 def test_neutralize(raw, shown):
     assert neutralize(raw) == shown
 
@@ -65,10 +68,16 @@ def test_supervisor_events(sup):
     sup.call("counter/a", b"E")
     sup.call("counter/a", b"E")
     text = "\n".join(r.message for r in sup.logs(limit=1000))
-    for expected in ("app counter loaded", "facet counter/a created", "instantiated version 1",
-                     "quota changed at counter/a: fuel=5000000", "evicted by operator",
-                     "app counter upgraded to version 2", "request failed (trap)",
-                     "quota breached (rate_limited)"):
+    for expected in (
+        "app counter loaded",
+        "facet counter/a created",
+        "instantiated version 1",
+        "quota changed at counter/a: fuel=5000000",
+        "evicted by operator",
+        "app counter upgraded to version 2",
+        "request failed (trap)",
+        "quota breached (rate_limited)",
+    ):
         assert expected in text, expected
 
 

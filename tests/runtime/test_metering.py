@@ -20,14 +20,14 @@ def test_counters_match_known_work(probe):
     probe.call("probe/w", b"X")
     probe.call("probe/w", b"P")
     for _ in range(4):
-        probe.call("probe/w", b"K\x03")          # 3 logs of 4 bytes each
+        probe.call("probe/w", b"K\x03")  # 3 logs of 4 bytes each
     u = probe.usage("probe/w")
     assert u["requests"] == 1 + 10 + 4 + 3
     assert u["rows_written"] == 30
     assert u["log_bytes"] == 4 * 3 * 4
     assert u["errors"] == {"trap": 2, "bad_response": 1}
     assert u["error_count"] == 3
-    assert u["cold_starts"] == 1 + 3          # the first call, then after each failure
+    assert u["cold_starts"] == 1 + 3  # the first call, then after each failure
     assert u["sql_calls"] == 11
     assert u["fuel"] > 0 and u["p50_ms"] > 0 and u["p99_ms"] >= u["p50_ms"]
     assert u["storage"] > 0 and u["memory"] > 0
@@ -48,13 +48,17 @@ def test_app_and_fleet_aggregate_facets(probe):
 
 def test_full_table_scan_shows_in_rows_read(probe):
     probe.call("probe/scan", sql_body("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)"))
-    probe.call("probe/scan", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10000) "
-        "INSERT INTO t(v) SELECT n FROM r"))
+    probe.call(
+        "probe/scan",
+        sql_body(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10000) "
+            "INSERT INTO t(v) SELECT n FROM r"
+        ),
+    )
     by_key = probe.call("probe/scan", sql_body("SELECT v FROM t WHERE id = 5000"))
     scan = probe.call("probe/scan", sql_body("SELECT id FROM t WHERE v = 5000"))
     assert by_key.usage.rows_read < 5
-    assert scan.usage.rows_read >= 100, scan.usage     # 10,000 rows visited, one returned
+    assert scan.usage.rows_read >= 100, scan.usage  # 10,000 rows visited, one returned
 
 
 def test_series_counts_requests(probe):
@@ -91,14 +95,15 @@ def test_flusher_gets_the_current_seconds_requests_in_minute_and_hour_buckets(mo
         meters.record("a", "f", Usage(fuel=5), None)
     rows, series = meters.collect_dirty()
     assert [r[:2] for r in rows] == [("a", "f")]
-    assert sorted((res, bucket, values[0]) for _, _, res, bucket, values in series) == \
-        [(60, 120, 3.0), (3600, 2, 3.0)]
-    clock[0] = 7200.6   # the same second: the flusher sends the buckets again, with all four
+    assert sorted((res, bucket, values[0]) for _, _, res, bucket, values in series) == [(60, 120, 3.0), (3600, 2, 3.0)]
+    clock[0] = 7200.6  # the same second: the flusher sends the buckets again, with all four
     meters.record("a", "f", Usage(fuel=5), None)
     _, series = meters.collect_dirty()
-    assert sorted((res, values[0], values[2]) for _, _, res, _, values in series) == \
-        [(60, 4.0, 20.0), (3600, 4.0, 20.0)]
-    assert meters.collect_dirty() == ([], [])   # nothing new: nothing to write
+    assert sorted((res, values[0], values[2]) for _, _, res, _, values in series) == [
+        (60, 4.0, 20.0),
+        (3600, 4.0, 20.0),
+    ]
+    assert meters.collect_dirty() == ([], [])  # nothing new: nothing to write
 
 
 def test_snapshot_follows_requests_and_the_clock_and_is_a_copy(monkeypatch):
@@ -106,7 +111,7 @@ def test_snapshot_follows_requests_and_the_clock_and_is_a_copy(monkeypatch):
     monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
     meter = Meter()
     meter.record(Usage(fuel=7), None, clock[0])
-    assert meter.snapshot()["rps"] == 0   # second 100 is not complete yet
+    assert meter.snapshot()["rps"] == 0  # second 100 is not complete yet
     clock[0] = 101.5
     first = meter.snapshot()
     assert (first["rps"], first["requests"], first["fuel"]) == (1, 1, 7)
@@ -115,7 +120,7 @@ def test_snapshot_follows_requests_and_the_clock_and_is_a_copy(monkeypatch):
     meter.record(Usage(fuel=3), "trap", clock[0])
     again = meter.snapshot()
     assert (again["requests"], again["fuel"], again["errors"]) == (2, 10, {"trap": 1})
-    clock[0] = 103.5   # no requests in second 102: the rate falls to 0
+    clock[0] = 103.5  # no requests in second 102: the rate falls to 0
     assert meter.snapshot()["rps"] == 0
 
 
@@ -124,11 +129,11 @@ def test_a_busy_facets_meter_stays_small_however_long_it_runs(monkeypatch):
     monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
     meters = Meters()
     stored: dict[tuple[int, int], list[float]] = {}
-    for second in range(3 * 3600):   # three hours, a request a second, a flush a second
+    for second in range(3 * 3600):  # three hours, a request a second, a flush a second
         clock[0] = 1_000_000 + second + 0.5
         meters.record("a", "f", Usage(fuel=2), None)
         for _, _, res, bucket, values in meters.collect_dirty()[1]:
-            stored[(res, bucket)] = values   # what the control database keeps
+            stored[(res, bucket)] = values  # what the control database keeps
     meter = meters.facet("a", "f")
     assert len(meter.series[1]) <= 121
     assert len(meter.series[60]) == 1 and len(meter.series[3600]) == 1
@@ -141,16 +146,16 @@ def test_a_clock_going_back_never_overwrites_a_stored_bucket(monkeypatch):
     clock = [130.0]
     monkeypatch.setattr("runtime.metering.time.time", lambda: clock[0])
     meters = Meters()
-    meters.record("a", "f", Usage(), None)         # minute 2
+    meters.record("a", "f", Usage(), None)  # minute 2
     clock[0] = 190.0
-    meters.record("a", "f", Usage(), None)         # minute 3
+    meters.record("a", "f", Usage(), None)  # minute 3
     sent = {(res, bucket): values[0] for _, _, res, bucket, values in meters.collect_dirty()[1]}
     assert sent[(60, 2)] == 1 and sent[(60, 3)] == 1
-    clock[0] = 135.0                                 # back into minute 2, already stored
+    clock[0] = 135.0  # back into minute 2, already stored
     meters.record("a", "f", Usage(), None)
     clock[0] = 136.0
     sent = {(res, bucket): values[0] for _, _, res, bucket, values in meters.collect_dirty()[1]}
-    assert (60, 2) not in sent and sent[(60, 3)] == 2   # counted in the newest bucket
+    assert (60, 2) not in sent and sent[(60, 3)] == 2  # counted in the newest bucket
 
 
 def test_minute_and_hour_series_come_from_the_control_database(tmp_path):
@@ -161,7 +166,7 @@ def test_minute_and_hour_series_come_from_the_control_database(tmp_path):
         sup.call("counter/b")
         assert sum(sup.series("counter/a", "requests", resolution=60, points=3)) == 4
         assert sum(sup.series("counter", "requests", resolution=3600, points=2)) == 5
-    with Supervisor(tmp_path / "d") as sup:   # a restart keeps them (the live ones are gone)
+    with Supervisor(tmp_path / "d") as sup:  # a restart keeps them (the live ones are gone)
         assert sum(sup.series(None, "requests", resolution=60, points=3)) == 5
         assert sum(sup.series("counter/b", "fuel", resolution=3600, points=2)) > 0
 
@@ -169,10 +174,15 @@ def test_minute_and_hour_series_come_from_the_control_database(tmp_path):
 def test_stored_series_are_pruned_to_their_retention(tmp_path):
     with Supervisor(tmp_path / "d") as sup:
         now_minute, now_hour = int(time.time()) // 60, int(time.time()) // 3600
-        sup.control.save_usage([], [("x", "y", 60, now_minute - 2000, [1.0] * 8),
-                                    ("x", "y", 60, now_minute - 10, [1.0] * 8),
-                                    ("x", "y", 3600, now_hour - 10_000, [1.0] * 8),
-                                    ("x", "y", 3600, now_hour - 5, [1.0] * 8)])
+        sup.control.save_usage(
+            [],
+            [
+                ("x", "y", 60, now_minute - 2000, [1.0] * 8),
+                ("x", "y", 60, now_minute - 10, [1.0] * 8),
+                ("x", "y", 3600, now_hour - 10_000, [1.0] * 8),
+                ("x", "y", 3600, now_hour - 5, [1.0] * 8),
+            ],
+        )
         assert sup.control.prune_series({60: 1440, 3600: 24 * 400}) == 2
         assert sorted(sup.control.series_totals("x", "y", 60, 0)) == [now_minute - 10]
         assert sorted(sup.control.series_totals("x", None, 3600, 0)) == [now_hour - 5]
@@ -211,5 +221,5 @@ def test_crash_loses_at_most_one_second_of_counters(tmp_path):
     with Supervisor(data) as sup:
         requests = sup.usage("counter/a")["requests"]
         committed = int(sup.call("counter/a").response.decode().split(":")[1].rstrip("}")) - 1
-    assert committed == 25                  # every committed request's data is there
-    assert 20 <= requests <= 25             # counters: at most the last second lost
+    assert committed == 25  # every committed request's data is there
+    assert 20 <= requests <= 25  # counters: at most the last second lost

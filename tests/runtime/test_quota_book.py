@@ -30,7 +30,7 @@ def test_a_change_during_a_lookup_is_not_hidden_by_a_stale_cache_entry(monkeypat
     monkeypatch.setattr(runtime.quotas, "replace", replace_then_change)
     racing = book.effective("counter", "a")
     assert interleaved.is_set()
-    assert racing.fuel == 5_000_000                 # computed before the change: the old value
+    assert racing.fuel == 5_000_000  # computed before the change: the old value
     assert book.effective("counter", "a").fuel == 7_000_000
     assert book.effective("counter", "b").fuel == 7_000_000
 
@@ -91,9 +91,15 @@ def test_stored_values_out_of_range_are_ignored_and_reported(tmp_path):
         sup.load_app(COUNTER_WAT)
         sup.set_quotas("counter", fuel="5M")
     with sqlite3.connect(data / "control.sqlite3") as conn:
-        conn.executemany("INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)",
-                         [("*", "rate", float("inf")), ("counter", "bogus", 1),
-                          ("counter/alice", "timeout_ms", 10**12), ("counter/alice", "memory", float("inf"))])
+        conn.executemany(
+            "INSERT OR REPLACE INTO quotas(scope, key, value) VALUES (?, ?, ?)",
+            [
+                ("*", "rate", float("inf")),
+                ("counter", "bogus", 1),
+                ("counter/alice", "timeout_ms", 10**12),
+                ("counter/alice", "memory", float("inf")),
+            ],
+        )
     conn.close()
     with Supervisor(data) as sup:
         result = sup.call("counter/alice")

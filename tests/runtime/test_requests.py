@@ -11,9 +11,23 @@ from runtime import Supervisor
 from tests.conftest import COUNTER_WAT, fixture, sql_body, sql_reply
 
 
-@pytest.mark.parametrize("target", ["", "counter", "counter/", "/a", "counter/../x", "counter/A",
-                                    "Counter/a", "counter/a/b", "counter/-a", "counter/" + "a" * 64,
-                                    "counter/a b", "counter/é"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "",
+        "counter",
+        "counter/",
+        "/a",
+        "counter/../x",
+        "counter/A",
+        "Counter/a",
+        "counter/a/b",
+        "counter/-a",
+        "counter/" + "a" * 64,
+        "counter/a b",
+        "counter/é",
+    ],
+)
 def test_bad_names_are_refused_before_touching_disk(sup, target):
     sup.load_app(COUNTER_WAT)
     before = sorted(p.relative_to(sup.data_dir) for p in sup.data_dir.rglob("*") if "facets" in p.parts)
@@ -72,6 +86,7 @@ def test_trap_discards_the_instance(sup):
 def test_response_is_returned_only_after_commit(probe, tmp_path):
     """Once call() returns, another connection sees the write (it was committed)."""
     import sqlite3
+
     probe.call("probe/c", sql_body("CREATE TABLE t(x)"))
     probe.call("probe/c", sql_body("INSERT INTO t VALUES (42)"))
     conn = sqlite3.connect(probe.db_path("probe/c"))
@@ -134,6 +149,7 @@ def test_body_accepts_str_and_rejects_other_types(probe):
 
 def test_host_functions_random_and_now(probe):
     import time
+
     a = probe.call("probe/h", b"R").response
     b = probe.call("probe/h", b"R").response
     assert len(a) == 16 and a != b
@@ -151,21 +167,23 @@ def test_sql_blobs_round_trip(probe):
 def test_sql_reply_shape(probe):
     probe.call("probe/r", sql_body("CREATE TABLE t(a, b)"))
     reply = sql_reply(probe.call("probe/r", sql_body("INSERT INTO t VALUES (?, ?)", 1, "x")))
-    assert reply == {"ok": True, "columns": [], "rows": [], "rows_read": 0, "rows_written": 1,
-                     "last_insert_rowid": 1}
+    assert reply == {"ok": True, "columns": [], "rows": [], "rows_read": 0, "rows_written": 1, "last_insert_rowid": 1}
     reply = sql_reply(probe.call("probe/r", sql_body("SELECT a, b FROM t")))
     assert reply["columns"] == ["a", "b"] and reply["rows"] == [[1, "x"]]
 
 
-@pytest.mark.parametrize("request_json, code", [
-    ({"query": "SELECT 1"}, "bad_request"),
-    ({"sql": "SELECT ?", "params": [[1, 2]]}, "bad_request"),
-    ({"sql": "SELECT ?", "params": "x"}, "bad_request"),
-    ({"sql": "SELECT ?", "params": [{"$blob": "!!"}]}, "bad_request"),
-    ({"sql": "SELECT ?", "params": [2 ** 70]}, "bad_request"),
-    ({"sql": "SELEKT 1"}, "sql_error"),
-    ({"sql": "SELECT 1; SELECT 2"}, "sql_error"),
-])
+@pytest.mark.parametrize(
+    "request_json, code",
+    [
+        ({"query": "SELECT 1"}, "bad_request"),
+        ({"sql": "SELECT ?", "params": [[1, 2]]}, "bad_request"),
+        ({"sql": "SELECT ?", "params": "x"}, "bad_request"),
+        ({"sql": "SELECT ?", "params": [{"$blob": "!!"}]}, "bad_request"),
+        ({"sql": "SELECT ?", "params": [2**70]}, "bad_request"),
+        ({"sql": "SELEKT 1"}, "sql_error"),
+        ({"sql": "SELECT 1; SELECT 2"}, "sql_error"),
+    ],
+)
 def test_wrong_sql_requests_are_answered_in_json(probe, request_json, code):
     result = probe.call("probe/q", b"S" + json.dumps(request_json).encode())
     reply = sql_reply(result)

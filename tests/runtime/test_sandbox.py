@@ -20,16 +20,19 @@ def assert_others_fine(sup, expected_count):
     assert sup.call("counter/bystander").response == f'{{"count":{expected_count}}}'.encode()
 
 
-@pytest.mark.parametrize("body, quotas, code", [
-    (b"I", {"fuel": "1000G", "timeout_ms": "200ms"}, "timeout"),
-    (b"I", {"fuel": "1M"}, "fuel_exhausted"),
-    (b"C", {}, "stack_overflow"),
-    (b"M", {"memory": "4MiB"}, "memory_limit"),
-    (b"X", {}, "trap"),
-    (b"O", {}, "bad_request"),
-    (b"U", {}, "bad_request"),
-    (b"P", {}, "bad_response"),
-])
+@pytest.mark.parametrize(
+    "body, quotas, code",
+    [
+        (b"I", {"fuel": "1000G", "timeout_ms": "200ms"}, "timeout"),
+        (b"I", {"fuel": "1M"}, "fuel_exhausted"),
+        (b"C", {}, "stack_overflow"),
+        (b"M", {"memory": "4MiB"}, "memory_limit"),
+        (b"X", {}, "trap"),
+        (b"O", {}, "bad_request"),
+        (b"U", {}, "bad_request"),
+        (b"P", {}, "bad_response"),
+    ],
+)
 def test_hostile_request(fleet, body, quotas, code):
     if quotas:
         fleet.set_quotas("probe/h", **quotas)

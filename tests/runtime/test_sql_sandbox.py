@@ -37,6 +37,7 @@ def test_guest_sql_never_runs_outside_the_platform_transaction(tmp_path):
     # VACUUM INTO can only run outside a transaction, where guest SQL is refused outright.
     db = FacetDB(str(tmp_path / "f.sqlite3"))
     from runtime.storage import SqlFailure
+
     with pytest.raises(SqlFailure) as info:
         db.execute_guest(f"VACUUM INTO '{tmp_path / 'copy.sqlite3'}'", [], max_result_bytes=10_000)
     assert info.value.fatal and "no transaction" in info.value.message
@@ -44,24 +45,32 @@ def test_guest_sql_never_runs_outside_the_platform_transaction(tmp_path):
     db.close()
 
 
-@pytest.mark.parametrize("sql", [
-    "PRAGMA writable_schema=ON", "PRAGMA journal_mode=DELETE", "PRAGMA synchronous=OFF",
-    "PRAGMA max_page_count=100000000", "PRAGMA user_version=7", "PRAGMA trusted_schema=ON",
-    "PRAGMA temp_store_directory='/tmp'", "PRAGMA foreign_keys=OFF",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA writable_schema=ON",
+        "PRAGMA journal_mode=DELETE",
+        "PRAGMA synchronous=OFF",
+        "PRAGMA max_page_count=100000000",
+        "PRAGMA user_version=7",
+        "PRAGMA trusted_schema=ON",
+        "PRAGMA temp_store_directory='/tmp'",
+        "PRAGMA foreign_keys=OFF",
+    ],
+)
 def test_pragma_writes_are_refused(probe, sql):
     refused(probe, "probe/p", sql)
 
 
-@pytest.mark.parametrize("sql", ["PRAGMA user_version", "PRAGMA page_count", "PRAGMA table_info(t)",
-                                 "SELECT * FROM pragma_table_info('t')"])
+@pytest.mark.parametrize(
+    "sql", ["PRAGMA user_version", "PRAGMA page_count", "PRAGMA table_info(t)", "SELECT * FROM pragma_table_info('t')"]
+)
 def test_read_only_pragmas_are_allowed(probe, sql):
     probe.call("probe/p", sql_body("CREATE TABLE t(x)"))
     assert sql_reply(probe.call("probe/p", sql_body(sql)))["ok"] is True
 
 
-@pytest.mark.parametrize("sql", ["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s",
-                                 "BEGIN IMMEDIATE", "END"])
+@pytest.mark.parametrize("sql", ["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s", "BEGIN IMMEDIATE", "END"])
 def test_transaction_control_is_refused(probe, sql):
     refused(probe, "probe/t", sql)
 
@@ -79,13 +88,20 @@ def two_statements(first: str, second: str) -> bytes:
     return b"D" + bytes([len(a)]) + a + json.dumps({"sql": second}).encode()
 
 
-@pytest.mark.parametrize("rollback", [
-    "INSERT OR ROLLBACK INTO t VALUES (1)",
-    "INSERT INTO guarded VALUES (1)",          # a trigger that runs RAISE(ROLLBACK)
-])
+@pytest.mark.parametrize(
+    "rollback",
+    [
+        "INSERT OR ROLLBACK INTO t VALUES (1)",
+        "INSERT INTO guarded VALUES (1)",  # a trigger that runs RAISE(ROLLBACK)
+    ],
+)
 def test_statement_that_rolls_back_cannot_let_later_writes_escape(probe, rollback):
-    setup = ["CREATE TABLE t(x UNIQUE)", "INSERT INTO t VALUES (1)", "CREATE TABLE guarded(x)",
-             "CREATE TRIGGER no BEFORE INSERT ON guarded BEGIN SELECT RAISE(ROLLBACK, 'no'); END"]
+    setup = [
+        "CREATE TABLE t(x UNIQUE)",
+        "INSERT INTO t VALUES (1)",
+        "CREATE TABLE guarded(x)",
+        "CREATE TRIGGER no BEFORE INSERT ON guarded BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+    ]
     for statement in setup:
         sql_reply(probe.call("probe/r", sql_body(statement)))
     # The first statement ends the platform's transaction; the second would then be
@@ -117,8 +133,9 @@ def test_unbounded_recursive_cte_times_out(probe):
     probe.set_quotas("probe/cte", timeout_ms="300ms")
     probe.call("probe/cte", sql_body("CREATE TABLE t(x)"))
     probe.call("probe/cte", sql_body("INSERT INTO t VALUES (1)"))
-    result = probe.call("probe/cte", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"))
+    result = probe.call(
+        "probe/cte", sql_body("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r")
+    )
     assert result.error == "timeout"
     assert sql_reply(probe.call("probe/cte", sql_body("SELECT count(*) FROM t")))["rows"] == [[1]]
 
@@ -148,9 +165,13 @@ def test_storage_quota_stops_growth_and_rolls_back(probe):
 def test_result_size_is_bounded(probe):
     probe.set_quotas("probe/big", memory="1MiB")
     probe.call("probe/big", sql_body("CREATE TABLE t(x)"))
-    probe.call("probe/big", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5000) "
-        "INSERT INTO t SELECT printf('%.100c', 'x') FROM r"))
+    probe.call(
+        "probe/big",
+        sql_body(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5000) "
+            "INSERT INTO t SELECT printf('%.100c', 'x') FROM r"
+        ),
+    )
     reply = sql_reply(probe.call("probe/big", sql_body("SELECT x FROM t")))
     assert reply["error"]["code"] == "too_big"
 
@@ -158,8 +179,11 @@ def test_result_size_is_bounded(probe):
 def test_deadline_is_not_armed_outside_requests(tmp_path):
     db = FacetDB(str(tmp_path / "f.sqlite3"))
     db.begin(deadline=math.inf)
-    result = db.execute_guest("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r "
-                              "WHERE n < 100000) SELECT count(*) FROM r", [], max_result_bytes=1000)
+    result = db.execute_guest(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 100000) SELECT count(*) FROM r",
+        [],
+        max_result_bytes=1000,
+    )
     db.commit()
     assert result.rows == [[100000]]
     db.close()

@@ -95,35 +95,42 @@ def failure(db: FacetDB, sql: str, *params, limit: int = 10_000_000) -> SqlFailu
 
 # -- 1. errors are classified by SQLite's result code, never by message text --------------
 
+
 def test_missing_table_named_like_full_is_sql_error_not_storage_full(probe):
     reply = sql_reply(probe.call("probe/names", sql_body("SELECT * FROM fullnames")))
     assert reply["ok"] is False and reply["error"]["code"] == "sql_error", reply
     # not fatal: the request (and a write before it) goes through
     probe.call("probe/names", sql_body("CREATE TABLE t(x)"))
-    body = b"D" + bytes([len(json.dumps({"sql": "INSERT INTO t VALUES (1)"}))]) + \
-        json.dumps({"sql": "INSERT INTO t VALUES (1)"}).encode() + \
-        json.dumps({"sql": "SELECT * FROM toofull"}).encode()
+    body = (
+        b"D"
+        + bytes([len(json.dumps({"sql": "INSERT INTO t VALUES (1)"}))])
+        + json.dumps({"sql": "INSERT INTO t VALUES (1)"}).encode()
+        + json.dumps({"sql": "SELECT * FROM toofull"}).encode()
+    )
     assert probe.call("probe/names", body).ok
     assert sql_reply(probe.call("probe/names", sql_body("SELECT count(*) FROM t")))["rows"] == [[1]]
 
 
-@pytest.mark.parametrize("sql, code", [
-    ("SELECT * FROM fullnames", "sql_error"),
-    ("SELECT 'interrupted' FROM nowhere", "sql_error"),
-    ("SELECT x FROM toobig", "sql_error"),
-    ("SELECT load_extension('x')", "not_authorized"),
-    ("PRAGMA journal_mode=DELETE", "not_authorized"),
-    ("SELECT zeroblob(100000000)", "too_big"),
-])
+@pytest.mark.parametrize(
+    "sql, code",
+    [
+        ("SELECT * FROM fullnames", "sql_error"),
+        ("SELECT 'interrupted' FROM nowhere", "sql_error"),
+        ("SELECT x FROM toobig", "sql_error"),
+        ("SELECT load_extension('x')", "not_authorized"),
+        ("PRAGMA journal_mode=DELETE", "not_authorized"),
+        ("SELECT zeroblob(100000000)", "too_big"),
+    ],
+)
 def test_guest_failures_by_code(db, sql, code):
     assert failure(db, sql).code == code
 
 
 def test_failure_code_reads_sqlite_result_codes():
     full = sqlite3.OperationalError("whatever the text")
-    full.sqlite_errorcode = 13 | (1 << 8)   # an extended code of SQLITE_FULL
+    full.sqlite_errorcode = 13 | (1 << 8)  # an extended code of SQLITE_FULL
     assert faults.failure_code(full) == ErrorCode.STORAGE_FULL
-    fake = sqlite3.OperationalError("database or disk is full")   # the text alone means nothing
+    fake = sqlite3.OperationalError("database or disk is full")  # the text alone means nothing
     assert faults.failure_code(fake) == ErrorCode.INTERNAL
     assert faults.failure_code(RuntimeError("disk full")) == ErrorCode.INTERNAL
     assert faults.failure_code(OSError(errno.ENOSPC, "no space")) == ErrorCode.STORAGE_FULL
@@ -141,35 +148,48 @@ def test_reader_readonly_detection_is_by_code(tmp_path, db):
 
 # -- 3. no guest may end the platform's transaction, nor read its statements ---------------
 
+
 @pytest.mark.parametrize("table", ["sqlite_stmt", "SQLITE_STMT", "main.sqlite_stmt", "dbstat"])
 def test_statement_and_page_introspection_is_refused(db, table):
     run(db, "CREATE TABLE t(x)")
     assert failure(db, f"SELECT * FROM {table}").code == "not_authorized"
 
 
-@pytest.mark.parametrize("sql", ["SELECT * FROM pragma_database_list",   # the file's path
-                                 "SELECT * FROM pragma_function_list"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM pragma_database_list",  # the file's path
+        "SELECT * FROM pragma_function_list",
+    ],
+)
 def test_pragma_functions_that_leak_are_refused(db, sql):
     assert failure(db, sql).code == "not_authorized"
 
 
-@pytest.mark.parametrize("sql", ["SELECT * FROM pragma_journal_mode('delete')",
-                                 "SELECT * FROM pragma_max_page_count(100000000)"])
+@pytest.mark.parametrize(
+    "sql", ["SELECT * FROM pragma_journal_mode('delete')", "SELECT * FROM pragma_max_page_count(100000000)"]
+)
 def test_pragma_functions_cannot_write(db, sql):
-    before = (db._cursor.execute("PRAGMA journal_mode").fetchone(),
-              db._cursor.execute("PRAGMA max_page_count").fetchone())
+    before = (
+        db._cursor.execute("PRAGMA journal_mode").fetchone(),
+        db._cursor.execute("PRAGMA max_page_count").fetchone(),
+    )
     assert failure(db, sql).code in ("not_authorized", "sql_error")
-    assert (db._cursor.execute("PRAGMA journal_mode").fetchone(),
-            db._cursor.execute("PRAGMA max_page_count").fetchone()) == before
+    assert (
+        db._cursor.execute("PRAGMA journal_mode").fetchone(),
+        db._cursor.execute("PRAGMA max_page_count").fetchone(),
+    ) == before
 
 
 def helpers() -> int:
     import gc
+
     return sum(isinstance(o, storage._Helper) for o in gc.get_objects())
 
 
 def test_a_thread_closes_its_function_helper_when_it_ends(db):
     import threading
+
     seen = []
     before = helpers()
     for _ in range(5):
@@ -180,9 +200,18 @@ def test_a_thread_closes_its_function_helper_when_it_ends(db):
     assert helpers() == before
 
 
-@pytest.mark.parametrize("statement", [storage._COMMIT, storage._ROLLBACK, storage._RELEASE,
-                                       storage._BEGIN, storage._SAVEPOINT, storage._ROLLBACK_TO,
-                                       f"PRAGMA page_count {storage._NONCE}"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        storage._COMMIT,
+        storage._ROLLBACK,
+        storage._RELEASE,
+        storage._BEGIN,
+        storage._SAVEPOINT,
+        storage._ROLLBACK_TO,
+        f"PRAGMA page_count {storage._NONCE}",
+    ],
+)
 def test_platform_statements_cannot_be_replayed_even_knowing_the_marker(db, statement):
     run(db, "CREATE TABLE t(x)")
     db.begin()
@@ -202,8 +231,7 @@ def test_guest_reading_sqlite_stmt_then_replaying_commit_keeps_no_writes(sup):
     assert seen["ok"] is False and seen["error"]["code"] == "not_authorized", seen
     # Even a guest that knew every platform statement gets nothing from replaying them.
     replays = [storage._COMMIT, storage._BEGIN, storage._RELEASE, "COMMIT", "END"]
-    result = sup.call("multi/m", multi("INSERT INTO t VALUES (1)", *replays,
-                                       "INSERT INTO t VALUES (2)", trap=True))
+    result = sup.call("multi/m", multi("INSERT INTO t VALUES (1)", *replays, "INSERT INTO t VALUES (2)", trap=True))
     assert result.error == "trap"
     count = json.loads(sup.call("multi/m", multi("SELECT count(*) FROM t")).response)
     assert count["rows"] == [[0]]
@@ -211,9 +239,10 @@ def test_guest_reading_sqlite_stmt_then_replaying_commit_keeps_no_writes(sup):
 
 # -- 4. a failed BEGIN or SAVEPOINT leaves no transaction open --------------------------------
 
+
 def test_begin_with_a_passed_deadline_never_leaves_a_transaction_open(db):
     run(db, "CREATE TABLE t(x)")
-    for _ in range(300):   # the progress handler fires inside BEGIN every ~20 runs of it
+    for _ in range(300):  # the progress handler fires inside BEGIN every ~20 runs of it
         db.begin(deadline=time.monotonic() - 1)
         assert db.in_transaction
         db.rollback()
@@ -237,7 +266,7 @@ def test_savepoint_with_a_passed_deadline_keeps_the_transaction_sound(db):
 def test_a_deadline_passed_before_begin_fails_only_that_request(probe):
     probe.call("probe/late", sql_body("CREATE TABLE t(x)"))
     probe.set_quotas("probe/late", timeout_ms=1)
-    for _ in range(60):   # every BEGIN runs with its deadline nearly due
+    for _ in range(60):  # every BEGIN runs with its deadline nearly due
         probe.call("probe/late", sql_body("INSERT INTO t SELECT 1"))
     probe.set_quotas("probe/late", timeout_ms="2s")
     after = probe.call("probe/late", sql_body("INSERT INTO t VALUES (1)"))
@@ -246,6 +275,7 @@ def test_a_deadline_passed_before_begin_fails_only_that_request(probe):
 
 # -- 8. the operator's reader: identifiers quoted, queries bounded ---------------------------
 
+
 def test_quote_identifier():
     assert storage.quote_identifier('a"b') == '"a""b"'
     assert storage.quote_identifier("x] ; DROP TABLE t; --") == '"x] ; DROP TABLE t; --"'
@@ -253,8 +283,7 @@ def test_quote_identifier():
         storage.quote_identifier("a\x00b")
 
 
-@pytest.mark.parametrize("name", ["x] UNION SELECT sql, 1 FROM sqlite_master --",
-                                  'we"ird', "sp ace", "[br]ackets"])
+@pytest.mark.parametrize("name", ["x] UNION SELECT sql, 1 FROM sqlite_master --", 'we"ird', "sp ace", "[br]ackets"])
 def test_reader_rows_of_a_hostile_table_name(db, name):
     quoted = '"' + name.replace('"', '""') + '"'
     run(db, f"CREATE TABLE {quoted}(a, b)")
@@ -268,10 +297,11 @@ def test_reader_rows_of_a_hostile_table_name(db, name):
 def test_reader_query_has_a_deadline(db):
     with FacetReader(db.path) as reader:
         with pytest.raises(BadRequest) as info:
-            reader.query("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
-                         "SELECT count(*) FROM r", timeout=0.2)
+            reader.query(
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", timeout=0.2
+            )
         assert info.value.code == ErrorCode.TIMEOUT
-        assert reader.query("SELECT 1")["rows"] == [[1]]   # usable afterwards
+        assert reader.query("SELECT 1")["rows"] == [[1]]  # usable afterwards
 
 
 def test_supervisor_query_still_answers(probe):
@@ -281,26 +311,34 @@ def test_supervisor_query_still_answers(probe):
 
 # -- 2. rows_read counts the rows a statement visits ------------------------------------------
 
+
 def fill(db: FacetDB, n: int) -> None:
     run(db, "CREATE TABLE s(id INTEGER PRIMARY KEY, x INTEGER, k INTEGER, pad TEXT)")
     run(db, "CREATE INDEX s_k ON s(k)")
-    run(db, "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
-            "INSERT INTO s(id, x, k, pad) SELECT n, n, n, 'row' FROM r", n - 1)
+    run(
+        db,
+        "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
+        "INSERT INTO s(id, x, k, pad) SELECT n, n, n, 'row' FROM r",
+        n - 1,
+    )
 
 
-@pytest.mark.parametrize("sql, params, expected", [
-    ("SELECT x FROM s WHERE x = 4999", [], 5000),                  # full scan, one row out
-    ("SELECT x FROM s WHERE id = 4999", [], 1),                    # primary-key lookup
-    ("SELECT x FROM s WHERE k = 17", [], 1),                       # index point lookup
-    ("SELECT x FROM s WHERE k BETWEEN 100 AND 199", [], 100),      # index range of 100 rows
-    ("SELECT sum(x) FROM s WHERE k BETWEEN 100 AND 199", [], 100),  # aggregate over that range
-    ("SELECT count(*) FROM s", [], 5000),                          # counted without a step
-    ("SELECT max(x), min(x) FROM s", [], 5000),                    # aggregate over a full scan
-    ("SELECT * FROM s", [], 5000),                                 # every row, returned
-    ("UPDATE s SET pad = 'x' WHERE x < 10", [], 5000),             # a write's scan is a read too
-    ("INSERT INTO s(x, k, pad) VALUES (1, 1, 'a')", [], 0),        # reads nothing
-    ("SELECT 1", [], 1),
-])
+@pytest.mark.parametrize(
+    "sql, params, expected",
+    [
+        ("SELECT x FROM s WHERE x = 4999", [], 5000),  # full scan, one row out
+        ("SELECT x FROM s WHERE id = 4999", [], 1),  # primary-key lookup
+        ("SELECT x FROM s WHERE k = 17", [], 1),  # index point lookup
+        ("SELECT x FROM s WHERE k BETWEEN 100 AND 199", [], 100),  # index range of 100 rows
+        ("SELECT sum(x) FROM s WHERE k BETWEEN 100 AND 199", [], 100),  # aggregate over that range
+        ("SELECT count(*) FROM s", [], 5000),  # counted without a step
+        ("SELECT max(x), min(x) FROM s", [], 5000),  # aggregate over a full scan
+        ("SELECT * FROM s", [], 5000),  # every row, returned
+        ("UPDATE s SET pad = 'x' WHERE x < 10", [], 5000),  # a write's scan is a read too
+        ("INSERT INTO s(x, k, pad) VALUES (1, 1, 'a')", [], 0),  # reads nothing
+        ("SELECT 1", [], 1),
+    ],
+)
 def test_rows_read_counts_rows_visited(db, sql, params, expected):
     fill(db, 5000)
     result = run(db, sql, *params)
@@ -316,24 +354,32 @@ def test_rows_read_of_a_repeated_statement_is_per_run(db):
 def test_rows_read_is_not_inflated_by_an_abandoned_statement(db):
     fill(db, 5000)
     with pytest.raises(SqlFailure):
-        run(db, "SELECT pad FROM s", limit=2000)   # too big after some rows: left unfinished
+        run(db, "SELECT pad FROM s", limit=2000)  # too big after some rows: left unfinished
     assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1
 
 
 def test_full_scan_rows_read_through_the_host_call(probe):
     probe.call("probe/scan", sql_body("CREATE TABLE s(x)"))
-    probe.call("probe/scan", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
-        "INSERT INTO s SELECT n FROM r"))
+    probe.call(
+        "probe/scan",
+        sql_body(
+            "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
+            "INSERT INTO s SELECT n FROM r"
+        ),
+    )
     reply = sql_reply(probe.call("probe/scan", sql_body("SELECT x FROM s WHERE x = 4999")))
     assert reply["rows"] == [[4999]] and 4900 <= reply["rows_read"] <= 5100, reply
 
 
 def test_a_failed_scan_is_billed_through_the_host_call(probe):
     probe.call("probe/scan", sql_body("CREATE TABLE s(x UNIQUE)"))
-    probe.call("probe/scan", sql_body(
-        "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
-        "INSERT INTO s SELECT n FROM r"))
+    probe.call(
+        "probe/scan",
+        sql_body(
+            "WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < 4999) "
+            "INSERT INTO s SELECT n FROM r"
+        ),
+    )
     # a full scan that collides at the very end: the guest gets sql_error, the rows are read
     result = probe.call("probe/scan", sql_body("UPDATE s SET x = CASE WHEN x = 4990 THEN 4999 ELSE x END"))
     reply = json.loads(result.response)
@@ -342,6 +388,7 @@ def test_a_failed_scan_is_billed_through_the_host_call(probe):
 
 
 # -- 6. the result-size limit counts what the answer will take ---------------------------------
+
 
 def test_result_size_counts_blobs_as_their_base64(db):
     run(db, "CREATE TABLE b(data BLOB)")
@@ -353,15 +400,19 @@ def test_result_size_counts_blobs_as_their_base64(db):
 
 def test_result_size_counts_numbers_and_non_ascii_text(db):
     run(db, "CREATE TABLE n(v)")
-    run(db, "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
-            "INSERT INTO n SELECT -9223372036854775807 + i FROM r")
-    assert failure(db, "SELECT v FROM n", limit=15_000).code == "too_big"   # ~22 bytes each
+    run(
+        db,
+        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
+        "INSERT INTO n SELECT -9223372036854775807 + i FROM r",
+    )
+    assert failure(db, "SELECT v FROM n", limit=15_000).code == "too_big"  # ~22 bytes each
     run(db, "CREATE TABLE u(t)")
-    run(db, "INSERT INTO u VALUES (?)", "\u20ac" * 3000)   # 3,000 characters, 9,000 bytes
+    run(db, "INSERT INTO u VALUES (?)", "\u20ac" * 3000)  # 3,000 characters, 9,000 bytes
     assert failure(db, "SELECT t FROM u", limit=6_000).code == "too_big"
 
 
 # -- 7. temporary data (sorts, GROUP BY, DISTINCT) neither spills to disk nor grows unbounded ----
+
 
 def temp_file_bytes() -> int:
     """Bytes in this process's open, deleted files: SQLite's temp files are unlinked at open."""
@@ -384,12 +435,15 @@ def watch_temp_files(db: FacetDB) -> list[int]:
         if db._vm_calls % 50 == 0:
             peak[0] = max(peak[0], temp_file_bytes())
         return db._progress()
+
     db._conn.set_progress_handler(progress, storage.VM_STEP)
-    return [base, peak]   # type: ignore[list-item]
+    return [base, peak]  # type: ignore[list-item]
 
 
-SORT = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
-        "SELECT n FROM r ORDER BY randomblob(1000) LIMIT 1 OFFSET ?")
+SORT = (
+    "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
+    "SELECT n FROM r ORDER BY randomblob(1000) LIMIT 1 OFFSET ?"
+)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -407,10 +461,10 @@ def test_a_sort_needing_unbounded_temp_memory_fails_too_big(tmp_path):
     if storage._mallinfo2() is None:
         pytest.skip("no glibc mallinfo2: temp memory is bounded by the deadline only")
     started = time.monotonic()
-    fail = failure(db, SORT, 200_000, 199_999)   # ~200 MB of rows to sort
+    fail = failure(db, SORT, 200_000, 199_999)  # ~200 MB of rows to sort
     assert fail.code == "too_big" and "temporary memory" in fail.message
     assert not db.in_transaction
-    assert run(db, "SELECT 1").rows == [[1]]      # the connection goes on
+    assert run(db, "SELECT 1").rows == [[1]]  # the connection goes on
     assert time.monotonic() - started < 60
     db.close()
 
@@ -440,11 +494,9 @@ def test_guarded_functions_answer_like_the_builtins(db, sql):
 
 def test_guarded_functions_work_in_views_and_triggers(db):
     run(db, "CREATE TABLE t(a)")
-    run(db, "CREATE VIEW v AS SELECT printf('<%s>', trim(replace(a, 'x', 'y'), ' ')) AS p, "
-            "instr(a, 'b') AS i FROM t")
+    run(db, "CREATE VIEW v AS SELECT printf('<%s>', trim(replace(a, 'x', 'y'), ' ')) AS p, instr(a, 'b') AS i FROM t")
     run(db, "CREATE TABLE log(m)")
-    run(db, "CREATE TRIGGER tr AFTER INSERT ON t "
-            "BEGIN INSERT INTO log VALUES (printf('%s!', new.a)); END")
+    run(db, "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (printf('%s!', new.a)); END")
     run(db, "INSERT INTO t VALUES (' xab ')")
     assert run(db, "SELECT p, i FROM v").rows == [["<yab>", 4]]
     assert run(db, "SELECT m FROM log").rows == [[" xab !"]]
@@ -466,28 +518,33 @@ def test_one_call_cannot_outlast_a_200ms_deadline(probe, sql, code):
     started = time.monotonic()
     result = probe.call("probe/slow", sql_body(sql))
     elapsed = time.monotonic() - started
-    if code is None:   # answered (the statement itself is cheap now) or stopped at the deadline
+    if code is None:  # answered (the statement itself is cheap now) or stopped at the deadline
         assert result.ok or result.error == "timeout", (result.error, result.message)
     else:
         assert sql_reply(result)["error"]["code"] == code
-    assert elapsed < 2, elapsed   # was 4-300 s; the bound is 10x the 200 ms quota
-    assert probe.call("probe/other", b"Ehi").response == b"hi"   # everyone else is served
+    assert elapsed < 2, elapsed  # was 4-300 s; the bound is 10x the 200 ms quota
+    assert probe.call("probe/other", b"Ehi").response == b"hi"  # everyone else is served
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_closing_or_dropping_a_database_releases_its_files(tmp_path):
     def open_files() -> int:
-        return sum(str(tmp_path) in os.readlink(f"/proc/self/fd/{fd}")
-                   for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
+        return sum(
+            str(tmp_path) in os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        )
+
     for drop in (False, True):
         db = FacetDB(str(tmp_path / f"f{drop}.sqlite3"))
         run(db, "CREATE TABLE t(x)")
         db.savepoint()
         db.rollback_to()
         assert open_files() > 0
-        if drop:   # the connection's callbacks point back at it: the collector frees it
+        if drop:  # the connection's callbacks point back at it: the collector frees it
             del db
             import gc
+
             gc.collect()
         else:
             db.close()
@@ -500,4 +557,4 @@ def test_a_failed_statement_reports_the_rows_it_visited(db):
     # a full scan that fails at row 4,990 (x would collide with row 4,999's)
     fail = failure(db, "UPDATE s SET x = CASE WHEN id = 4990 THEN 4999 ELSE x END")
     assert fail.code == "sql_error" and 4000 <= fail.rows_read <= 5100, fail.rows_read
-    assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1   # nothing carried over
+    assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1  # nothing carried over

@@ -57,8 +57,9 @@ def test_log_sink_keeps_no_records_once_written():
     written: list[LogRecord] = []
     sink = LogSink(written.extend)
     try:
-        sink.add(LogRecord(time=0.0, app="a", facet=f"f{i}", request_id="", level="info", message="m")
-                 for i in range(50))
+        sink.add(
+            LogRecord(time=0.0, app="a", facet=f"f{i}", request_id="", level="info", message="m") for i in range(50)
+        )
         sink.flush()
         assert len(written) == 50
         assert _records_held(sink) == 0
@@ -67,8 +68,11 @@ def test_log_sink_keeps_no_records_once_written():
         sink.close()
 
 
-@pytest.mark.parametrize("garbage", [b"this is not a database at all" * 100,
-                                     b"SQLite format 3\x00" + b"\xff" * 4000], ids=["not-sqlite", "bad-header"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["not-sqlite", "bad-header"],
+)
 def test_a_damaged_control_database_is_a_clear_error(tmp_path, garbage):
     data = tmp_path / "data"
     data.mkdir()
@@ -77,10 +81,11 @@ def test_a_damaged_control_database_is_a_clear_error(tmp_path, garbage):
         Supervisor(data)
     message = caught.value.message
     assert str(data / "control.sqlite3") in message and "move it aside" in message
-    assert (data / "control.sqlite3").read_bytes() == garbage   # nothing was overwritten
+    assert (data / "control.sqlite3").read_bytes() == garbage  # nothing was overwritten
 
 
 # -- facet creation: a slow policy, a full disk -------------------------------------------
+
 
 class _BlockingPolicy(QuotaPolicy):
     """Blocks ``admit_facet`` for app ``a`` (only its facet ``facet`` if given) until
@@ -108,6 +113,7 @@ def _in_thread(fn):
             out.append(fn())
         finally:
             done.set()
+
     threading.Thread(target=run, daemon=True).start()
     return done, out
 
@@ -121,7 +127,7 @@ def test_a_slow_admit_facet_does_not_stall_other_apps(tmp_path):
         assert policy.entered.wait(30)
         # While app a's policy call blocks: app b creates a facet, and listings answer.
         other_done, other = _in_thread(lambda: (sup.call("b/y"), sup.facet_list(), sup.app_list()))
-        stalled = not other_done.wait(30)   # a deadlock detector, not a timing assertion
+        stalled = not other_done.wait(30)  # a deadlock detector, not a timing assertion
         policy.release.set()
         assert not stalled, "b's creation waited for a's policy"
         result, listed, apps = other[0]
@@ -141,7 +147,7 @@ def test_racing_creations_never_exceed_max_facets(tmp_path):
         assert policy.entered.wait(30)
         # A second creation while the first is still being admitted counts it as existing.
         second_done, second = _in_thread(lambda: sup.call("a/y"))
-        stalled = not second_done.wait(30)   # a deadlock detector, not a timing assertion
+        stalled = not second_done.wait(30)  # a deadlock detector, not a timing assertion
         policy.release.set()
         assert not stalled
         assert first_done.wait(30) and first[0].ok
@@ -159,7 +165,7 @@ def test_racing_first_calls_to_one_facet_create_it_once(tmp_path):
         second_done, second = _in_thread(lambda: sup.call("a/x"))
         policy.release.set()
         assert first_done.wait(30) and second_done.wait(30)
-        assert first[0].ok and second[0].ok   # the second is not refused facet_limit
+        assert first[0].ok and second[0].ok  # the second is not refused facet_limit
         assert sorted([first[0].response, second[0].response]) == [b'{"count":1}', b'{"count":2}']
 
 
@@ -185,17 +191,17 @@ def test_a_full_control_database_refuses_the_creation_with_a_code(sup, monkeypat
 
     def add_facet(*args, **kwargs):
         raise full
+
     monkeypatch.setattr(sup.control, "add_facet", add_facet)
     result = sup.call("counter/new")
     assert not result.ok and result.error == ErrorCode.STORAGE_FULL
     assert not sup.facet_exists("counter/new")
-    assert sup.call("counter/old").response == b'{"count":2}'   # everyone else is served
+    assert sup.call("counter/old").response == b'{"count":2}'  # everyone else is served
     monkeypatch.undo()
-    assert sup.call("counter/new").response == b'{"count":1}'   # and it works once there is room
+    assert sup.call("counter/new").response == b'{"count":1}'  # and it works once there is room
 
 
-@pytest.mark.parametrize("number, code", [(errno.ENOSPC, ErrorCode.STORAGE_FULL),
-                                          (errno.EACCES, ErrorCode.INTERNAL)])
+@pytest.mark.parametrize("number, code", [(errno.ENOSPC, ErrorCode.STORAGE_FULL), (errno.EACCES, ErrorCode.INTERNAL)])
 def test_a_failing_mkdir_refuses_the_creation_with_a_code(sup, monkeypatch, number, code):
     sup.load_app(COUNTER_WAT)
     real_mkdir = Path.mkdir
@@ -204,6 +210,7 @@ def test_a_failing_mkdir_refuses_the_creation_with_a_code(sup, monkeypatch, numb
         if "facets" in self.parts:
             raise OSError(number, os.strerror(number), str(self))
         return real_mkdir(self, *args, **kwargs)
+
     monkeypatch.setattr(Path, "mkdir", mkdir)
     result = sup.call("counter/a")
     assert not result.ok and result.error == code
@@ -213,6 +220,7 @@ def test_a_failing_mkdir_refuses_the_creation_with_a_code(sup, monkeypatch, numb
 
 
 # -- gates and waits ----------------------------------------------------------------------
+
 
 class _GateHook:
     """Makes ``FacetSlot.<method>`` block, for the facet named ``facet``, once armed: the
@@ -235,32 +243,37 @@ class _GateHook:
         def sleep(slot, request, timeout):
             self.sleeping.set()
             return original_sleep(slot, request, timeout)
+
         monkeypatch.setattr(FacetSlot, method, hooked)
         monkeypatch.setattr(Gate, "sleep", sleep)
 
 
 @pytest.mark.parametrize("path", ["operator-evict", "idle", "lru-warm", "lru-db", "delete"])
 def test_a_request_queued_while_eviction_holds_the_gate_is_woken(tmp_path, monkeypatch, path):
-    settings = {"idle_timeout": 0.0 if path == "idle" else 3600.0,
-                "usage_flush_interval": 0.05 if path == "idle" else 3600.0,
-                "max_warm": 1 if path == "lru-warm" else 100,
-                "max_open_dbs": 1 if path == "lru-db" else 100}
+    settings = {
+        "idle_timeout": 0.0 if path == "idle" else 3600.0,
+        "usage_flush_interval": 0.05 if path == "idle" else 3600.0,
+        "max_warm": 1 if path == "lru-warm" else 100,
+        "max_open_dbs": 1 if path == "lru-db" else 100,
+    }
     hook = _GateHook(monkeypatch, "close_db" if path == "lru-db" else "close", "a")
-    with Supervisor(tmp_path / "d", **settings) as sup:   # full durability: commit groups on
+    with Supervisor(tmp_path / "d", **settings) as sup:  # full durability: commit groups on
         sup.load_app(COUNTER_WAT)
-        sup.set_quotas("counter", timeout_ms=500)   # the old code failed after 2 x 0.5 s
-        hook.armed = path == "idle"                 # the housekeeper evicts it after this call
+        sup.set_quotas("counter", timeout_ms=500)  # the old code failed after 2 x 0.5 s
+        hook.armed = path == "idle"  # the housekeeper evicts it after this call
         assert sup.call("counter/a").ok
         hook.armed = True
-        evictor = {"operator-evict": lambda: sup.evict("counter/a"),
-                   "idle": lambda: None,
-                   "lru-warm": lambda: sup.call("counter/b"),
-                   "lru-db": lambda: sup.call("counter/b"),
-                   "delete": lambda: sup.delete("counter/a")}[path]
+        evictor = {
+            "operator-evict": lambda: sup.evict("counter/a"),
+            "idle": lambda: None,
+            "lru-warm": lambda: sup.call("counter/b"),
+            "lru-db": lambda: sup.call("counter/b"),
+            "delete": lambda: sup.delete("counter/a"),
+        }[path]
         evicted, _ = _in_thread(evictor)
-        assert hook.held.wait(30)                   # eviction holds a's gate now
+        assert hook.held.wait(30)  # eviction holds a's gate now
         queued, results = _in_thread(lambda: sup.call("counter/a"))
-        assert hook.sleeping.wait(30)               # the request queued and went to sleep
+        assert hook.sleeping.wait(30)  # the request queued and went to sleep
         hook.release.set()
         assert queued.wait(30) and evicted.wait(30)
         result = results[0]
@@ -272,6 +285,7 @@ def test_a_request_queued_while_eviction_holds_the_gate_is_woken(tmp_path, monke
 
 
 # -- import and export ----------------------------------------------------------------------
+
 
 def _make_source(path: Path, rows: int = 2000) -> Path:
     conn = sqlite3.connect(path)
@@ -300,6 +314,7 @@ def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_pat
             assert written.ok
             assert probe.call("probe/x", sql_body("INSERT INTO written VALUES ('acknowledged')")).ok
         return effective(app, facet)
+
     monkeypatch.setattr(probe.quota_book, "effective", race)
     with pytest.raises(FacetsError) as caught:
         probe.import_facet(source, "probe/x")
@@ -309,7 +324,7 @@ def test_import_never_overwrites_a_facet_a_call_created_meanwhile(probe, tmp_pat
     rows = sql_reply(probe.call("probe/x", sql_body("SELECT v FROM written")))
     assert rows["rows"] == [["acknowledged"]]
     assert [t["name"] for t in probe.tables("probe/x")] == ["written"]
-    assert [p.name for p in facet_dir.iterdir() if p.name.startswith(".")] == []   # no temp left
+    assert [p.name for p in facet_dir.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
 def test_import_counts_the_source_wal_against_the_storage_quota(probe, tmp_path):
@@ -317,7 +332,7 @@ def test_import_counts_the_source_wal_against_the_storage_quota(probe, tmp_path)
     writer = sqlite3.connect(source)
     try:
         writer.execute("PRAGMA journal_mode=WAL")
-        writer.execute("PRAGMA wal_autocheckpoint=0")   # everything stays in the -wal
+        writer.execute("PRAGMA wal_autocheckpoint=0")  # everything stays in the -wal
         writer.execute("CREATE TABLE blobs(b)")
         writer.executemany("INSERT INTO blobs VALUES (randomblob(10000))", [()] * 200)
         writer.commit()
@@ -374,8 +389,10 @@ def _run_killed(tmp_path: Path, *args: str) -> None:
     import sys
 
     from tests.conftest import ROOT
-    proc = subprocess.run([sys.executable, "-c", _KILL_MID_COPY, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_MID_COPY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -387,7 +404,7 @@ def test_an_import_killed_mid_copy_registers_nothing_and_can_be_retried(tmp_path
     _run_killed(tmp_path, str(data), "import", str(source), "probe/x")
     with Supervisor(data) as sup:
         assert not sup.facet_exists("probe/x")
-        assert [p.name for p in (data / "facets").glob("*/*")] == []   # the temp copy is gone
+        assert [p.name for p in (data / "facets").glob("*/*")] == []  # the temp copy is gone
         assert sup.import_facet(source, "probe/x") == ["items"]
         assert sup.tables("probe/x") == [{"name": "items", "count": 2000, "columns": ["id", "name"]}]
 
@@ -448,8 +465,14 @@ def test_every_call_succeeds_under_ulimit_n_32(tmp_path, max_open_dbs):
     import sys
 
     from tests.conftest import ROOT
-    proc = subprocess.run([sys.executable, "-c", _UNDER_32_FDS, str(tmp_path / "d"), str(max_open_dbs)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNDER_32_FDS, str(tmp_path / "d"), str(max_open_dbs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
     assert report["failures"] == []
@@ -461,7 +484,7 @@ def test_warm_instances_are_evicted_beyond_the_memory_budget(tmp_path):
     budget = 3 * 2**20
     with Supervisor(tmp_path / "d", memory_budget=budget) as sup:
         sup.load_app(fixture("probe.wat"))
-        grow = b"E" + b"x" * 2**20   # the echo's buffer grows each instance past 1 MiB
+        grow = b"E" + b"x" * 2**20  # the echo's buffer grows each instance past 1 MiB
         for name in "abcd":
             result = sup.call(f"probe/{name}", grow)
             assert result.ok and result.usage.memory > 2**20
@@ -482,13 +505,14 @@ def test_a_busy_facet_is_never_evicted_for_memory(tmp_path):
         grow = b"E" + b"x" * 2**20
         assert sup.call("probe/a", grow).ok and sup.call("probe/b", grow).ok
         slot_a = sup._slot("probe", "a")
-        with slot_a.gate.held():   # a is busy (its gate is held) while c pushes over the budget
+        with slot_a.gate.held():  # a is busy (its gate is held) while c pushes over the budget
             assert sup.call("probe/c", grow).ok
         states = {f.name: f.state for f in sup.facet_list()}
         assert states == {"a": "warm", "b": "cold", "c": "warm"}
 
 
 # -- read-only ------------------------------------------------------------------------------
+
 
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -507,25 +531,29 @@ def test_a_readonly_supervisor_writes_nothing(tmp_path):
     refused_code = ErrorCode.REFUSED
     with Supervisor(data, readonly=True, usage_flush_interval=0.01) as sup:
         # Reads work...
-        assert [f.target for f in sup.facet_list()] == ["counter/a"]   # the stray is not adopted
+        assert [f.target for f in sup.facet_list()] == ["counter/a"]  # the stray is not adopted
         assert not sup.facet_exists("app/x")
         assert [a.name for a in sup.app_list()] == ["counter"]
         assert sup.usage("counter/a")["requests"] == 1
         assert sup.quotas("counter").fuel == 5_000_000
         assert any("created" in r.message for r in sup.logs("counter/a"))
-        assert len(sup.series("*", "requests", resolution=60, points=2)) == 2   # would flush usage
+        assert len(sup.series("*", "requests", resolution=60, points=2)) == 2  # would flush usage
         assert 'facet="a"' in sup.prometheus()
         # ...every write is refused with one stable code, and nothing is written.
         result = sup.call("counter/a")
         assert not result.ok and result.error == refused_code
-        for write in (lambda: sup.load_app(COUNTER_WAT), lambda: sup.set_quotas("counter", fuel="1M"),
-                      lambda: sup.delete("counter/a"), lambda: sup.evict("counter/a"),
-                      lambda: sup.export_facet("counter/a", tmp_path / "out.sqlite3"),
-                      lambda: sup.import_facet(stray, "counter/b")):
+        for write in (
+            lambda: sup.load_app(COUNTER_WAT),
+            lambda: sup.set_quotas("counter", fuel="1M"),
+            lambda: sup.delete("counter/a"),
+            lambda: sup.evict("counter/a"),
+            lambda: sup.export_facet("counter/a", tmp_path / "out.sqlite3"),
+            lambda: sup.import_facet(stray, "counter/b"),
+        ):
             with pytest.raises(FacetsError) as caught:
                 write()
             assert caught.value.code == refused_code
-    assert _tree(data) == before   # control.sqlite3 byte-identical, no file added or removed
+    assert _tree(data) == before  # control.sqlite3 byte-identical, no file added or removed
     assert not (tmp_path / "out.sqlite3").exists()
 
 
@@ -570,5 +598,5 @@ def test_an_import_the_policy_refuses_is_a_clear_error(probe, tmp_path):
         probe.import_facet(_make_source(tmp_path / "s.sqlite3", rows=3), "probe/second")
     assert caught.value.code == ErrorCode.FACET_LIMIT
     assert not probe.facet_exists("probe/second")
-    assert not list((probe.data_dir / "facets" / "probe").glob("*second*"))   # nothing left of it
+    assert not list((probe.data_dir / "facets" / "probe").glob("*second*"))  # nothing left of it
     assert not list((probe.data_dir / "facets" / "probe").glob(".*"))
