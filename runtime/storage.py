@@ -353,7 +353,7 @@ def _statement_cache(cursor: sqlite3.Cursor, handle: int, probe_sql: str) -> Any
     (``sqlite3_next_stmt``), with the probe's text, and run once by ``Cursor.execute``."""
     lib = _sqlite_library()
     status = _counter_reader()
-    if lib is None or status is None:
+    if lib is None or status is None or sqlite3.sqlite_version_info < (3, 20, 0):  # no RUN counter
         return None
     conn = cursor.connection
     try:
