@@ -558,3 +558,88 @@ def test_a_failed_statement_reports_the_rows_it_visited(db):
     fail = failure(db, "UPDATE s SET x = CASE WHEN id = 4990 THEN 4999 ELSE x END")
     assert fail.code == "sql_error" and 4000 <= fail.rows_read <= 5100, fail.rows_read
     assert run(db, "SELECT x FROM s WHERE id = 3").rows_read == 1  # nothing carried over
+
+
+# -- rows_read from the statement itself, and through the trace callback where it cannot ------
+
+
+@pytest.fixture(params=["statement", "trace"])
+def counting_db(request, tmp_path, monkeypatch):
+    """A database counting rows both ways: reading the counters of the statement execute runs
+    (CPython 3.11's layout, confirmed at open) and the trace-callback fallback used when that
+    layout cannot be confirmed."""
+    if request.param == "trace":
+        monkeypatch.setattr(storage, "_statement_cache", lambda *args: None)
+    database = FacetDB(str(tmp_path / "f.sqlite3"))
+    assert (database._cache is not None) == (request.param == "statement")
+    yield database
+    database.close()
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("SELECT x FROM s WHERE x = 4999", 5000),  # full scan
+        ("SELECT x FROM s WHERE id = 4999", 1),  # primary-key lookup
+        ("SELECT x FROM s WHERE k BETWEEN 100 AND 199", 100),  # index range
+        ("SELECT count(*) FROM s", 5000),  # OP_Count
+        ("UPDATE s SET pad = 'x' WHERE x < 10", 5000),
+        ("INSERT INTO s(x, k, pad) VALUES (1, 1, 'a')", 0),
+    ],
+)
+def test_rows_read_both_ways(counting_db, sql, expected):
+    fill(counting_db, 5000)
+    reads = [run(counting_db, sql).rows_read for _ in range(2)]  # per run: the second is not the sum
+    assert reads[0] == reads[1] and expected * 0.95 - 2 <= reads[0] <= expected * 1.05 + 2, reads
+
+
+def test_rows_put_into_an_automatic_index_are_read(counting_db):
+    # b.y has no index: SQLite builds an automatic one from all 3,000 rows of b (counted by
+    # SQLITE_STMTSTATUS_AUTOINDEX, not by the scan counters), then looks up each of a's 100 rows.
+    run(counting_db, "CREATE TABLE a(id INTEGER PRIMARY KEY, x INTEGER)")
+    run(counting_db, "CREATE TABLE b(id INTEGER PRIMARY KEY, y INTEGER)")
+    for table, column, n in (("a", "x", 100), ("b", "y", 3000)):
+        run(
+            counting_db,
+            f"WITH RECURSIVE r(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM r WHERE n < ?) "
+            f"INSERT INTO {table}({column}) SELECT n FROM r",
+            n - 1,
+        )
+    result = run(counting_db, "SELECT a.x, b.id FROM a JOIN b ON b.y = a.x")
+    assert len(result.rows) == 100 and 3100 <= result.rows_read <= 3300, result.rows_read
+
+
+def test_failed_and_abandoned_statements_both_ways(counting_db):
+    fill(counting_db, 5000)
+    run(counting_db, "CREATE UNIQUE INDEX s_x ON s(x)")
+    fail = failure(counting_db, "UPDATE s SET x = CASE WHEN id = 4990 THEN 4999 ELSE x END")
+    assert fail.code == "sql_error" and 4000 <= fail.rows_read <= 5100, fail.rows_read
+    assert failure(counting_db, "SELECT pad FROM s", limit=2000).code == "too_big"
+    assert failure(counting_db, "SELEC x FROM s").rows_read == 0  # never prepared
+    assert 4990 <= run(counting_db, "SELECT x FROM s WHERE pad = 'r'").rows_read <= 5010  # nothing carried over
+    assert 4990 <= run(counting_db, "SELECT pad FROM s").rows_read <= 5010  # the abandoned one, run again
+
+
+def test_rows_read_stays_exact_past_the_statement_cache(counting_db):
+    # 300 distinct statements: more than the connection caches (256), so the statements read
+    # first are finalized while later ones run; each run still counts its own rows only.
+    fill(counting_db, 500)
+    reads = {run(counting_db, f"SELECT x FROM s WHERE pad = 'r{i}'").rows_read for i in range(300)}
+    assert len(reads) == 1 and 490 <= min(reads) <= 510, reads
+    assert run(counting_db, "SELECT x FROM s WHERE pad = 'r0'").rows_read in reads  # prepared again
+
+
+def test_a_guest_statement_first_prepared_for_its_counters_is_authorized(counting_db):
+    # The statement is taken from the cache before execute (preparing it on a miss): that
+    # prepare must run under the guest authorizer, and a refused one must not stay cached.
+    for _ in range(2):
+        assert failure(counting_db, "PRAGMA journal_mode=DELETE").code == "not_authorized"
+        assert failure(counting_db, "SELECT * FROM sqlite_stmt").code == "not_authorized"
+    assert run(counting_db, "PRAGMA user_version").rows == [[0]]
+
+
+def test_platform_statements_run_without_a_trace_callback(db):
+    # With the counters read from the statement, nothing is called back into Python when a
+    # statement ends (~1.5 us each, BEGIN and COMMIT included); the trace is only the fallback.
+    assert db._cache is not None
+    assert db._handle not in storage._last_steps
