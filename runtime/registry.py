@@ -21,8 +21,12 @@ Thread-safety rules:
 * ``created`` and ``slots`` are read without the lock on every request (a dict
   lookup is atomic under the GIL): a request that misses a facet being created
   goes through ``create``, which looks again under the lock.
-* Runs on: request threads (``create`` on a first call), operator calls, and the
-  constructor's thread at startup (``load``, ``adopt_orphans``).
+* ``TargetCache`` takes no lock: each of its dict operations is atomic under the
+  GIL, and two threads missing one address at once both store the same key.
+* Runs on: request threads (``create`` on a first call, ``TargetCache``), operator
+  calls, the constructor's thread at startup (``load``, ``adopt_orphans``) and the
+  closing thread at shutdown (``close_all``, which waits for each gate with the lock
+  released).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 from . import transfer
 from .abi import is_valid_name
 from .control import ControlDB
-from .errors import BadRequest, ErrorCode
+from .errors import BadRequest, ErrorCode, NotFound
 from .facet import FacetSlot
 from .faults import failure_code
 from .policy import Policy
@@ -61,6 +65,22 @@ def parse_facet_target(target: str) -> tuple[str, str]:
         if not is_valid_name(part):
             raise BadRequest(f"bad {what} name {part!r}: names match [a-z0-9][a-z0-9_-]{{0,62}}")
     return app, facet
+
+
+class TargetCache(dict[str, Key]):
+    """``APP/FACET`` -> its parsed, checked key: each address is checked once
+    (``parse_facet_target`` raises ``BadRequest``, and nothing is cached). A hit is a
+    plain dict lookup, on every request; a miss calls ``__missing__``."""
+
+    #: Bound on the cached addresses, so a scan over many names cannot grow it forever.
+    LIMIT = 100_000
+
+    def __missing__(self, target: str) -> Key:
+        key = parse_facet_target(target)
+        if len(self) > self.LIMIT:
+            self.clear()
+        self[target] = key
+        return key
 
 
 class FacetRegistry:
@@ -87,6 +107,13 @@ class FacetRegistry:
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
 
+    def known(self, target: str) -> Key:
+        """``target`` parsed, if that facet exists; else ``NotFound``."""
+        key = parse_facet_target(target)
+        if key not in self.created:
+            raise NotFound(f"no facet {target}")
+        return key
+
     def listed(self, app: str | None = None) -> list[Key]:
         """The registered facets (of one app, or all), sorted."""
         with self.lock:
@@ -108,6 +135,14 @@ class FacetRegistry:
                         app, facet, self.db_path(app, facet), durability=self._durability
                     )
         return slot
+
+    def close_all(self) -> None:
+        """Close every slot, each under its gate (at shutdown, once requests are done)."""
+        with self.lock:
+            slots = list(self.slots.values())
+        for slot in slots:
+            with slot.gate.held():
+                slot.close()
 
     def _register(self, app: str, facet: str, created_at: float) -> None:
         if (app, facet) not in self.created:

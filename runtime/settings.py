@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .billing import PriceSheet
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -65,6 +65,16 @@ class SupervisorSettings:
     def validate(self) -> None:
         if self.durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {self.durability!r}")
+
+    def prepare_data_dir(self, data_dir: Path) -> None:
+        """Make ``data_dir`` and its ``facets/`` if missing; read-only, create nothing and
+        require its control database (``NotFound`` otherwise)."""
+        if self.readonly:
+            if not (data_dir / "control.sqlite3").is_file():
+                raise NotFound(f"no data directory at {data_dir} (no control.sqlite3) to open read-only")
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "facets").mkdir(exist_ok=True)
 
     def price_sheet(self, data_dir: Path) -> PriceSheet:
         """``prices``, or ``DATA/prices.json`` when it exists, or the built-in sheet."""
