@@ -14,11 +14,13 @@ the operator's thread (the console's workers, the CLI, a script).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .apps import AppStore, AppVersion
 from .errors import ErrorCode, FacetsError
 from .registry import parse_facet_target
+from .transfer import Transfer
 
 if TYPE_CHECKING:
     from .control import ControlDB
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from .quotas import QuotaBook
     from .registry import FacetRegistry
     from .residency import Residency
-    from .transfer import Transfer
+    from .storage import FacetReader
 
 
 class Admin:
@@ -39,7 +41,7 @@ class Admin:
         apps: AppStore,
         registry: FacetRegistry,
         residency: Residency,
-        transfer: Transfer,
+        reader: Callable[[str], FacetReader],
         meters: Meters,
         policy: Policy,
         quota_book: QuotaBook,
@@ -50,7 +52,7 @@ class Admin:
         self._apps = apps
         self._registry = registry
         self._residency = residency
-        self._transfer = transfer
+        self.transfer = Transfer(registry, apps, quota_book, reader, log)
         self._meters = meters
         self._policy = policy
         self._quota_book = quota_book
@@ -99,12 +101,12 @@ class Admin:
 
     def export_facet(self, target: str, path: str | os.PathLike[str]) -> int:
         self.refuse_if_readonly("export")
-        return self._transfer.export(target, path)
+        return self.transfer.export(target, path)
 
     def import_facet(self, path: str | os.PathLike[str], target: str) -> list[str]:
         self.refuse_if_readonly("import")
         app, facet = parse_facet_target(target)
-        tables = self._transfer.import_(path, app, facet)
+        tables = self.transfer.import_(path, app, facet)
         self._residency.touch((app, facet))
         return tables
 

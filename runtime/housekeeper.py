@@ -17,10 +17,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .control import ControlDB
-from .metering import RESOLUTIONS, Meters
-from .settings import SupervisorSettings
+from .metering import RESOLUTIONS
+
+if TYPE_CHECKING:
+    from .control import ControlDB
+    from .metering import Meters
+    from .registry import Log
+    from .settings import SupervisorSettings
 
 Job = Callable[[], None]
 
@@ -37,7 +42,7 @@ class Housekeeper:
         meters: Meters,
         control: ControlDB,
         evict_idle: Job,
-        report: Callable[[Exception], None],
+        log: Log,
     ) -> None:
         self._interval = settings.usage_flush_interval
         self._readonly = settings.readonly
@@ -45,7 +50,7 @@ class Housekeeper:
         self._meters = meters
         self._control = control
         self._evict_idle = evict_idle
-        self._report = report
+        self._log = log
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="facets-housekeeper", daemon=True)
@@ -83,4 +88,4 @@ class Housekeeper:
                     last_prune = time.monotonic()
                     self.prune()
             except Exception as exc:  # keep housekeeping alive; report through the logs
-                self._report(exc)
+                self._log("", "", "error", f"housekeeping failed: {exc!r}")

@@ -85,7 +85,7 @@ class TargetCache(dict[str, Key]):
 
 class FacetRegistry:
     def __init__(
-        self, data_dir: Path, control: ControlDB, *, durability: str, policy: Policy, quota_book: QuotaBook, log: Log
+        self, data_dir: Path, control: ControlDB, quota_book: QuotaBook, policy: Policy, log: Log, *, durability: str
     ) -> None:
         self.root = data_dir / "facets"
         self._control = control
@@ -178,9 +178,10 @@ class FacetRegistry:
                 self._control.add_facet(app, facet, created_at)
                 self._register(app, facet, created_at)
 
-    def create(self, app: str, facet: str, *, move_from: Path | None = None) -> CallResult | None:
-        """Create the facet on its first call; a ``CallResult`` when the policy refuses or
-        the disk does (never raises for a call: it reports a code and keeps serving).
+    def create(self, app: str, facet: str, *, move_from: Path | None = None, request_id: str = "") -> CallResult | None:
+        """Create the facet on its first call (``request_id``); a ``CallResult`` when the
+        policy refuses or the disk does, logged (never raises for a call: it reports a
+        code and keeps serving).
 
         ``move_from`` (an import): the complete database to install as the facet's; the
         facet must not exist or be being created, else ``BadRequest``.
@@ -203,17 +204,17 @@ class FacetRegistry:
             if move_from is not None:
                 raise BadRequest(f"facet {app}/{facet} is being created by a call; nothing was imported")
             pending.wait()  # the first creation decides; then look again
+        refused: CallResult | None
         try:
             try:
                 refusal = self._policy.admit_facet(app, facet, existing, self._quota_book.effective(app))
             except Exception as exc:  # a broken custom policy refuses, it does not crash the call
                 self._log(app, facet, "error", f"policy.admit_facet failed: {exc!r}")
-                return CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
-            if refusal is not None:
-                return CallResult.failure(refusal.code, refusal.message)
-            failed = self._install(app, facet, move_from)
-            if failed is not None:
-                return failed
+                refused = CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
+            else:
+                refused = CallResult.failure(refusal.code, refusal.message) if refusal is not None else None
+                if refused is None:
+                    refused = self._install(app, facet, move_from)
         finally:
             with self.lock:
                 del self._creating[key]
@@ -223,6 +224,11 @@ class FacetRegistry:
                 else:
                     del self._reserved[app]
             pending.set()
+        if refused is not None:
+            if move_from is None:  # an import reports its own failure
+                refused.request_id = request_id
+                self._log(app, facet, "warn", f"facet creation refused: {refused.message}")
+            return refused
         self._log(app, facet, "info", f"facet {app}/{facet} created")
         return None
 

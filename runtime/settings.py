@@ -98,6 +98,11 @@ class SupervisorSettings:
         return self.durability == "full" if self.commit_groups is None else self.commit_groups
 
 
+def default_data_dir() -> Path:
+    """``$FACETS_DATA`` or ``.facets-data`` in the current directory."""
+    return Path(os.environ.get("FACETS_DATA") or ".facets-data")
+
+
 #: File descriptors an open facet database holds: the file, its -wal and its -shm.
 FDS_PER_DB = 3
 

@@ -5,13 +5,7 @@ A request's path (see ``call``): name check -> app lookup -> facet creation
 queue quota) -> ``FacetSlot.run`` (instance, transaction, guest, COMMIT) ->
 residency, meters, logs, policy observation -> ``CallResult``.
 
-The parts: ``registry`` (which facets exist), ``gate`` (who runs on a facet),
-``serving`` (running a group of requests, refusing one), ``facet`` (a facet's
-instance, database and transaction), ``residency`` (which stay warm), ``admin``
-(what operators change: apps, evictions, deletions, ``transfer``, quotas; refused
-read-only), ``housekeeper`` (the background thread, usage flushes), ``reports``
-(listings, usage, series, bills, logs), ``browse`` (facet databases, read-only),
-``events`` (the supervisor's own log records), ``settings``.
+The parts it is a façade over are listed in the package's docstring (``runtime``).
 
 Thread-safety rules: the supervisor has no lock of its own. Lock order, outermost
 first: a facet's gate (``Gate.lock``) -> the registry's lock -> residency's lock ->
@@ -34,15 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import events
 from .admin import Admin
 from .apps import AppStore, AppVersion
 from .browse import Browser
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode
-from .events import SupervisorLog
+from .events import SupervisorLog, discard
 from .facet import FacetSlot
-from .gate import Request, pass_gate
+from .gate import Request, as_body, pass_gate
 from .housekeeper import Housekeeper
 from .logs import LogRecord, LogSink
 from .metering import Meters
@@ -54,7 +47,6 @@ from .residency import Residency
 from .serving import Serving
 from .settings import SupervisorSettings
 from .storage import FacetReader
-from .transfer import Transfer
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
 from .wasm import WasmRuntime
 
@@ -80,45 +72,29 @@ class Supervisor:
         settings.prepare_data_dir(self.data_dir)
         self.durability = settings.durability
         self.commit_groups = settings.groups_commits()
-        self.log_retention_count = settings.log_retention_count
-        self.log_retention_age = settings.log_retention_age
         self.policy = settings.policy or QuotaPolicy()
-        self.prices = settings.price_sheet(self.data_dir)
         self.control = ControlDB(str(self.data_dir / "control.sqlite3"), readonly=readonly)
         self.wasm = WasmRuntime(settings.engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm, readonly=readonly)
         self.quota_book = QuotaBook(self.control.quota_settings())
         self.meters = Meters(self.control.load_usage())
-        # Read-only, the supervisor's own events still reach subscribers, and are not stored.
-        self.log_sink = LogSink(events.discard if readonly else self.control.write_logs)
+        self.log_sink = LogSink(discard if readonly else self.control.write_logs)
         self._log = log = SupervisorLog(self.log_sink)
         for rejected in self.quota_book.rejected:
             log("", "", "warn", f"stored quota ignored: {rejected}")
         self.registry = registry = FacetRegistry(
-            self.data_dir,
-            self.control,
-            durability=self.durability,
-            policy=self.policy,
-            quota_book=self.quota_book,
-            log=log,
+            self.data_dir, self.control, self.quota_book, self.policy, log, durability=self.durability
         )
         if not readonly:
             registry.adopt_orphans()
-        self.residency = Residency(
-            max_warm=settings.max_warm,
-            idle_timeout=settings.idle_timeout,
-            max_open_dbs=settings.open_db_limit(),
-            memory_budget=settings.memory_limit(),
-            log=log,
-        )
+        self.residency = Residency(settings, log=log)
         self.browser = Browser(registry)
-        self.transfer = Transfer(registry, self.apps, self.quota_book, self.browser.reader, log)
         self.admin = Admin(
             readonly=readonly,
             apps=self.apps,
             registry=registry,
             residency=self.residency,
-            transfer=self.transfer,
+            reader=self.browser.reader,
             meters=self.meters,
             policy=self.policy,
             quota_book=self.quota_book,
@@ -126,11 +102,7 @@ class Supervisor:
             log=log,
         )
         self._housekeeper = Housekeeper(
-            settings,
-            meters=self.meters,
-            control=self.control,
-            evict_idle=self.residency.evict_idle,
-            report=lambda exc: log("", "", "error", f"housekeeping failed: {exc!r}"),
+            settings, meters=self.meters, control=self.control, evict_idle=self.residency.evict_idle, log=log
         )
         self.reports = Reports(
             meters=self.meters,
@@ -139,7 +111,7 @@ class Supervisor:
             registry=registry,
             residency=self.residency,
             log_sink=self.log_sink,
-            prices=self.prices,
+            prices=settings.price_sheet(self.data_dir),
             flush_usage=self._housekeeper.flush_usage,
         )
         serving = Serving(apps=self.apps, wasm=self.wasm, residency=self.residency, meters=self.meters, log=log)
@@ -152,7 +124,11 @@ class Supervisor:
             max_workers=settings.workers or max(4, (os.cpu_count() or 2) * 2), thread_name_prefix="facets-worker"
         )
         self._closed = False
-        if not readonly:  # nothing to flush, prune or evict: no request runs
+        #: Why ``call`` refuses every request, if it does: one check on the request path.
+        self._refusing: tuple[ErrorCode, str] | None = None
+        if readonly:  # a request writes the facet's database; so nothing to flush, prune or evict
+            self._refusing = (ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only")
+        else:
             self._housekeeper.start()
 
     def __enter__(self) -> Supervisor:
@@ -166,6 +142,7 @@ class Supervisor:
         if self._closed:
             return
         self._closed = True
+        self._refusing = (ErrorCode.OVERLOADED, "the supervisor is shut down")
         self._pool.shutdown(wait=True)
         self._housekeeper.stop()
         self.registry.close_all()
@@ -213,21 +190,13 @@ class Supervisor:
         self.admin.delete(target)
 
     def export_facet(self, target: str, path: str | os.PathLike[str]) -> int:
-        """Write a consistent copy of the facet's database to ``path`` (SQLite's backup API,
-        safe while the facet serves). Never overwrites; atomic (``transfer``): a killed
-        export leaves no partial file in the way of a retry. Returns the copy's size."""
+        """Copy the facet's database to ``path``, atomically, while it serves; never
+        overwrites (``Transfer.export``). Returns the copy's size."""
         return self.admin.export_facet(target, path)
 
     def import_facet(self, path: str | os.PathLike[str], target: str) -> list[str]:
-        """Create facet ``target`` from a SQLite database file (copied, never moved).
-
-        The app must be loaded and the facet must not exist, now or when the copy is
-        registered (a call may create it meanwhile: the import then fails, and never
-        overwrites what the call wrote); the file must pass ``PRAGMA quick_check``, use
-        no reserved ``_facets`` names, and fit the facet's storage quota (what is
-        copied, its ``-wal`` included). A killed import leaves nothing registered.
-        Returns the imported table names.
-        """
+        """Create the new facet ``target`` from a copy of a checked SQLite database file
+        (``Transfer.import_`` says what is checked). Returns the imported table names."""
         return self.admin.import_facet(path, target)
 
     def db_path(self, target: str) -> Path:
@@ -238,31 +207,23 @@ class Supervisor:
         """Send one request to ``APP/FACET`` and wait for its committed result. Never raises
         for a failed request: the result carries the error code."""
         request_id = f"{self._id_prefix}-{next(self._ids):x}"
-        if self._closed:
-            return CallResult.failure(ErrorCode.OVERLOADED, "the supervisor is shut down", request_id)
-        if self.readonly:  # a request writes the facet's database
-            return CallResult.failure(
-                ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only", request_id
-            )
+        if self._refusing is not None:  # read-only, or shut down
+            return CallResult.failure(*self._refusing, request_id)
         try:
             parsed = self._targets[target]  # parsed once (BadRequest for a bad address)
             app, facet = parsed
             if isinstance(body, str):
                 body = body.encode("utf-8")
             elif type(body) is not bytes:
-                if not isinstance(body, (bytes, bytearray, memoryview)):
-                    raise BadRequest(f"body must be bytes or str, not {type(body).__name__}")
-                body = bytes(body)
+                body = as_body(body)  # bytearray, memoryview; BadRequest for anything else
         except BadRequest as exc:
             return CallResult.failure(exc.code, exc.message, request_id)
         if not self.apps.has(app):
             return CallResult.failure(ErrorCode.NOT_FOUND, f"no app named {app!r}", request_id)
         registry = self.registry
-        if parsed not in registry.created:
-            refused = registry.create(app, facet)
+        if parsed not in registry.created:  # its first call: create it (or say why not)
+            refused = registry.create(app, facet, request_id=request_id)
             if refused is not None:
-                refused.request_id = request_id
-                self._log(app, facet, "warn", f"facet creation refused: {refused.message}")
                 return refused
         quotas = self.quota_book.effective(app, facet)
         refusal = self.policy.admit_request(app, facet, quotas)
@@ -385,8 +346,3 @@ class Supervisor:
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """Run a read-only operator query on the facet's database."""
         return self.browser.query(target, sql, params)
-
-
-def default_data_dir() -> Path:
-    """``$FACETS_DATA`` or ``.facets-data`` in the current directory."""
-    return Path(os.environ.get("FACETS_DATA") or ".facets-data")
