@@ -4,7 +4,8 @@ read-only refuses each of them here (``ErrorCode.REFUSED``), before anything is
 touched; its requests are refused in ``Supervisor.call``.
 
 Thread-safety: no lock of its own. ``evict`` and ``delete`` wait for the facet's gate
-(``Residency.close``), then take the registry's and residency's locks inside it.
+(``Residency.close``), then take residency's lock inside it (``delete`` the
+registry's first, in ``FacetRegistry.remove``).
 ``set_quotas`` saves and applies a change under the registry's lock, taking the
 control database's and the quota book's inside it: two changes, or a change and a
 deletion's ``QuotaBook.forget``, are stored and applied in the same order. Runs on

@@ -3,13 +3,13 @@ counters to the control database and evicts idle instances, and every minute app
 log and series retention. ``flush_usage`` is also called directly (reports flush before
 they read stored series; ``Supervisor.close`` flushes last).
 
-Thread-safety: ``_flush_lock``, a leaf, makes flushes one at a time (two flushes
-writing out of order would store older values); ``Meters`` and ``ControlDB`` lock
-inside it. Every other job takes the locks it needs (``evict_idle`` the residency
-lock and, one at a time, facets' gates without waiting). A job that raises is
-reported through the log and the thread goes on. Runs on its own daemon thread,
-``facets-housekeeper``; ``stop`` joins it. ``flush_usage`` runs on the housekeeper's
-thread and on callers' (reports, ``close``).
+Thread-safety: ``_flush_lock`` makes flushes one at a time (two flushes writing out of
+order would store older values). It is taken with no other lock held, and the leaf locks
+of ``Meters`` and ``ControlDB`` are taken inside it. Every other job takes the locks it
+needs (``evict_idle`` the residency lock and, one at a time, facets' gates without
+waiting). A job that raises is reported through the log and the thread goes on. Runs on
+its own daemon thread, ``facets-housekeeper``; ``stop`` joins it. ``flush_usage`` runs
+on the housekeeper's thread and on callers' (reports, ``close``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,20 @@
-"""The supervisor: a façade over the parts that host apps and their facets.
+"""The supervisor: a façade over the parts that host apps and their facets (the
+package's docstring lists them, ``runtime/__init__.py``).
 
 A request's path (see ``call``): name check -> app lookup -> facet creation
 (``registry``, policy) -> policy admission (rate) -> the facet's input gate (``gate``,
 queue quota) -> ``FacetSlot.run`` (instance, transaction, guest, COMMIT) ->
 residency, meters, logs, policy observation -> ``CallResult``.
 
-The parts it is a façade over are listed in the package's docstring (``runtime``).
-
-Thread-safety rules: the supervisor has no lock of its own. Lock order, outermost
-first: a facet's gate (``Gate.lock``) -> the registry's lock -> residency's lock ->
-the leaf locks: the housekeeper's flush lock, and those inside ``ControlDB``,
-``Meters``, ``LogSink``, ``QuotaBook`` and the policy; ``Gate.queue_lock`` is
-innermost of all. Nobody waits for a gate while holding any of these (evictions
-only try a gate). Each module states which of its reads are safe without its lock.
-Threads: ``call`` runs on the caller's thread (``submit``: a pool worker), the
-housekeeper and the log writer on their own; operator methods on the caller's.
+Thread-safety rules: the supervisor has no lock of its own. Lock order, outermost first:
+a facet's gate (``Gate.lock``) -> the registry's lock -> residency's lock -> the leaf
+locks inside ``ControlDB``, ``Meters``, ``LogSink``, ``QuotaBook`` and the policy; the
+housekeeper's flush lock is taken with none held, before ``Meters``'s and
+``ControlDB``'s; ``Gate.queue_lock`` is innermost of all. Nobody waits for a gate while
+holding any of these (evictions only try a gate). Each module states which of its reads
+are safe without its lock. Threads: ``call`` runs on the caller's thread (``submit``: a
+pool worker), the housekeeper and the log writer on their own; operator methods on the
+caller's.
 """
 
 from __future__ import annotations
