@@ -8,6 +8,21 @@ never imports the console.
     with Supervisor("data") as sup:
         sup.load_app("sample_apps/counter/counter.wat")
         print(sup.call("counter/alice", b"").response)
+
+``Supervisor`` (``supervisor``) is a façade over these parts:
+
+* requests: ``registry`` (which facets exist, their creation and removal), ``gate``
+  (who runs a facet's requests, commit groups), ``serving`` (running a group of
+  requests, refusing one), ``facet`` (a facet's instance, database and
+  transaction), ``residency`` (which facets stay warm or keep their database open);
+* operators: ``admin`` (what they change: apps, evictions, deletions, ``transfer``,
+  quotas; refused read-only), ``reports`` (listings, usage, series, bills, logs),
+  ``browse`` (facet databases, read-only);
+* the rest: ``housekeeper`` (the background thread: usage flushes, idle evictions,
+  retention), ``events`` (the supervisor's own log records), ``settings``, and
+  beneath them ``apps``, ``abi``, ``wasm``, ``hostcalls``, ``storage``, ``control``,
+  ``quotas``, ``policy``, ``metering``, ``billing``, ``logs``, ``changes``, ``faults``,
+  ``errors``, ``types``.
 """
 
 from .abi import ABI_VERSION
@@ -16,8 +31,9 @@ from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, Quo
 from .logs import LogRecord, neutralize
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
-from .settings import SupervisorSettings
-from .supervisor import Supervisor, default_data_dir, parse_facet_target
+from .registry import parse_facet_target
+from .settings import SupervisorSettings, default_data_dir
+from .supervisor import Supervisor
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
 from .wasm import EngineSettings
 

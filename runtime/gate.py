@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from .errors import ErrorCode
+from .errors import BadRequest, ErrorCode
 from .logs import LogRecord
 from .quotas import Quotas
 from .types import CallResult
@@ -87,6 +87,14 @@ class Request:
         #: A queued request's thread sleeps on this (held) lock until ``Gate.wake``.
         self.wake: threading.Lock | None = None
         self.woken = False
+
+
+def as_body(body: object) -> bytes:
+    """A request body that is neither ``bytes`` nor ``str`` (those ``Supervisor.call``
+    takes as they are): a bytes-like copy, else ``BadRequest``."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise BadRequest(f"body must be bytes or str, not {type(body).__name__}")
+    return bytes(body)
 
 
 def fail_all(group: list[Request], code: ErrorCode, message: str) -> None:

@@ -21,8 +21,12 @@ Thread-safety rules:
 * ``created`` and ``slots`` are read without the lock on every request (a dict
   lookup is atomic under the GIL): a request that misses a facet being created
   goes through ``create``, which looks again under the lock.
-* Runs on: request threads (``create`` on a first call), operator calls, and the
-  constructor's thread at startup (``load``, ``adopt_orphans``).
+* ``TargetCache`` takes no lock: each of its dict operations is atomic under the
+  GIL, and two threads missing one address at once both store the same key.
+* Runs on: request threads (``create`` on a first call, ``TargetCache``), operator
+  calls, the constructor's thread at startup (``load``, ``adopt_orphans``) and the
+  closing thread at shutdown (``close_all``, which waits for each gate with the lock
+  released).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 from . import transfer
 from .abi import is_valid_name
 from .control import ControlDB
-from .errors import BadRequest, ErrorCode
+from .errors import BadRequest, ErrorCode, NotFound
 from .facet import FacetSlot
 from .faults import failure_code
 from .policy import Policy
@@ -63,9 +67,25 @@ def parse_facet_target(target: str) -> tuple[str, str]:
     return app, facet
 
 
+class TargetCache(dict[str, Key]):
+    """``APP/FACET`` -> its parsed, checked key: each address is checked once
+    (``parse_facet_target`` raises ``BadRequest``, and nothing is cached). A hit is a
+    plain dict lookup, on every request; a miss calls ``__missing__``."""
+
+    #: Bound on the cached addresses, so a scan over many names cannot grow it forever.
+    LIMIT = 100_000
+
+    def __missing__(self, target: str) -> Key:
+        key = parse_facet_target(target)
+        if len(self) > self.LIMIT:
+            self.clear()
+        self[target] = key
+        return key
+
+
 class FacetRegistry:
     def __init__(
-        self, data_dir: Path, control: ControlDB, *, durability: str, policy: Policy, quota_book: QuotaBook, log: Log
+        self, data_dir: Path, control: ControlDB, quota_book: QuotaBook, policy: Policy, log: Log, *, durability: str
     ) -> None:
         self.root = data_dir / "facets"
         self._control = control
@@ -86,6 +106,13 @@ class FacetRegistry:
 
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
+
+    def known(self, target: str) -> Key:
+        """``target`` parsed, if that facet exists; else ``NotFound``."""
+        key = parse_facet_target(target)
+        if key not in self.created:
+            raise NotFound(f"no facet {target}")
+        return key
 
     def listed(self, app: str | None = None) -> list[Key]:
         """The registered facets (of one app, or all), sorted."""
@@ -108,6 +135,14 @@ class FacetRegistry:
                         app, facet, self.db_path(app, facet), durability=self._durability
                     )
         return slot
+
+    def close_all(self) -> None:
+        """Close every slot, each under its gate (at shutdown, once requests are done)."""
+        with self.lock:
+            slots = list(self.slots.values())
+        for slot in slots:
+            with slot.gate.held():
+                slot.close()
 
     def _register(self, app: str, facet: str, created_at: float) -> None:
         if (app, facet) not in self.created:
@@ -143,9 +178,10 @@ class FacetRegistry:
                 self._control.add_facet(app, facet, created_at)
                 self._register(app, facet, created_at)
 
-    def create(self, app: str, facet: str, *, move_from: Path | None = None) -> CallResult | None:
-        """Create the facet on its first call; a ``CallResult`` when the policy refuses or
-        the disk does (never raises for a call: it reports a code and keeps serving).
+    def create(self, app: str, facet: str, *, move_from: Path | None = None, request_id: str = "") -> CallResult | None:
+        """Create the facet on its first call (``request_id``); a ``CallResult`` when the
+        policy refuses or the disk does, logged (never raises for a call: it reports a
+        code and keeps serving).
 
         ``move_from`` (an import): the complete database to install as the facet's; the
         facet must not exist or be being created, else ``BadRequest``.
@@ -168,17 +204,17 @@ class FacetRegistry:
             if move_from is not None:
                 raise BadRequest(f"facet {app}/{facet} is being created by a call; nothing was imported")
             pending.wait()  # the first creation decides; then look again
+        refused: CallResult | None
         try:
             try:
                 refusal = self._policy.admit_facet(app, facet, existing, self._quota_book.effective(app))
             except Exception as exc:  # a broken custom policy refuses, it does not crash the call
                 self._log(app, facet, "error", f"policy.admit_facet failed: {exc!r}")
-                return CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
-            if refusal is not None:
-                return CallResult.failure(refusal.code, refusal.message)
-            failed = self._install(app, facet, move_from)
-            if failed is not None:
-                return failed
+                refused = CallResult.failure(ErrorCode.INTERNAL, f"policy.admit_facet failed: {exc!r}")
+            else:
+                refused = CallResult.failure(refusal.code, refusal.message) if refusal is not None else None
+                if refused is None:
+                    refused = self._install(app, facet, move_from)
         finally:
             with self.lock:
                 del self._creating[key]
@@ -188,6 +224,11 @@ class FacetRegistry:
                 else:
                     del self._reserved[app]
             pending.set()
+        if refused is not None:
+            if move_from is None:  # an import reports its own failure
+                refused.request_id = request_id
+                self._log(app, facet, "warn", f"facet creation refused: {refused.message}")
+            return refused
         self._log(app, facet, "info", f"facet {app}/{facet} created")
         return None
 

@@ -1,8 +1,10 @@
-"""What the supervisor reports about its facets: listed rows, usage, time series, bills,
-Prometheus text and stored logs. Reads only: meters in memory, the control database, residency.
+"""What the supervisor reports about its apps and facets: listed rows and what changed
+since the last listing, usage, time series, bills, Prometheus text and stored logs.
+Reads only: meters in memory, the control database, the registry, residency.
 
 Thread-safety: no lock of its own. ``Meters`` and ``ControlDB`` lock inside; the
-registry's keys and residency's memory figures are copied under their locks. Runs on
+registry's keys and counts, residency's memory figures and changes are copied under
+their locks (one at a time: none is held while taking another). Runs on
 the caller's thread (the console's workers, the CLI, an HTTP handler).
 """
 
@@ -19,15 +21,12 @@ from .control import ControlDB
 from .errors import BadRequest, NotFound
 from .logs import LEVEL_RANK, LogRecord, LogSink
 from .metering import RESOLUTIONS, SERIES_FIELDS, Meters
-from .types import FacetInfo
+from .registry import FacetRegistry, parse_facet_target
+from .types import AppInfo, FacetChanges, FacetInfo
 
 if TYPE_CHECKING:
     from .apps import AppStore
-    from .registry import FacetRegistry
     from .residency import Residency
-
-#: Splits ``APP/FACET`` with checked names (``Supervisor``'s ``parse_facet_target``).
-ParseTarget = Callable[[str], tuple[str, str]]
 
 
 class Reports:
@@ -42,7 +41,6 @@ class Reports:
         log_sink: LogSink,
         prices: PriceSheet,
         flush_usage: Callable[[], None],
-        parse: ParseTarget,
     ) -> None:
         self._meters = meters
         self._control = control
@@ -52,7 +50,25 @@ class Reports:
         self._log_sink = log_sink
         self.prices = prices
         self._flush_usage = flush_usage
-        self._parse = parse
+
+    def app_list(self) -> list[AppInfo]:
+        counts = self._registry.app_counts()
+        apps = self._apps
+        return [
+            AppInfo(name=n, version=apps.current(n), versions=len(apps.versions(n)), facets=counts.get(n, 0))
+            for n in apps.names()
+        ]
+
+    def facet_list(self, app: str | None = None) -> list[FacetInfo]:
+        if app is not None and not self._apps.has(app):
+            raise NotFound(f"no app named {app!r}")
+        return self.facet_infos(self._registry.listed(app))
+
+    def facet_changes(self, cursor: float | None = None) -> FacetChanges:
+        now, complete, changed, removed = self._residency.changes_since(cursor)
+        if complete:
+            return FacetChanges(now, True, self.facet_list(), [])
+        return FacetChanges(now, False, self.facet_infos(changed), [f"{app}/{facet}" for app, facet in removed])
 
     def facet_infos(self, keys: list[tuple[str, str]]) -> list[FacetInfo]:
         """Listed rows of ``keys`` that still exist (one deleted meanwhile is left out)."""
@@ -82,7 +98,7 @@ class Reports:
             snap["memory"] = self._residency.memory_of(None)
             return snap
         if "/" in target:
-            app, facet = self._parse(target)
+            app, facet = parse_facet_target(target)
             if (app, facet) not in self._registry.created:
                 raise NotFound(f"no facet {target}")
             snap = self._meters.snapshot(app, facet)
@@ -106,7 +122,7 @@ class Reports:
         if not target or target == "*":
             app, facet = None, None
         elif "/" in target:
-            app, facet = self._parse(target)
+            app, facet = parse_facet_target(target)
         else:
             app, facet = target, None
         if resolution == 1:  # live, in memory
@@ -152,7 +168,7 @@ class Reports:
         app = facet = None
         if target and target != "*":
             if "/" in target:
-                app, facet = self._parse(target)
+                app, facet = parse_facet_target(target)
             elif is_valid_name(target):
                 app = target
             else:

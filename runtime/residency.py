@@ -41,6 +41,7 @@ from .changes import ChangeTracker
 from .facet import FacetSlot
 from .faults import out_of_descriptors
 from .quotas import Quotas
+from .settings import SupervisorSettings
 
 Key = tuple[str, str]
 #: ``log(app, facet, level, message)``: the supervisor's own log.
@@ -48,11 +49,11 @@ Log = Callable[[str, str, str, str], None]
 
 
 class Residency:
-    def __init__(self, *, max_warm: int, max_open_dbs: int, memory_budget: int, idle_timeout: float, log: Log) -> None:
-        self.max_warm = max_warm
-        self.max_open_dbs = max_open_dbs
-        self.memory_budget = memory_budget
-        self.idle_timeout = idle_timeout
+    def __init__(self, settings: SupervisorSettings, *, log: Log) -> None:
+        self.max_warm = settings.max_warm
+        self.max_open_dbs = settings.open_db_limit()
+        self.memory_budget = settings.memory_limit()
+        self.idle_timeout = settings.idle_timeout
         self._log = log
         self._lock = threading.Lock()
         self.warm: OrderedDict[Key, FacetSlot] = OrderedDict()

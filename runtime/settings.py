@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .billing import PriceSheet
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -66,6 +66,16 @@ class SupervisorSettings:
         if self.durability not in DURABILITIES:
             raise BadRequest(f"durability must be one of {', '.join(DURABILITIES)}, not {self.durability!r}")
 
+    def prepare_data_dir(self, data_dir: Path) -> None:
+        """Make ``data_dir`` and its ``facets/`` if missing; read-only, create nothing and
+        require its control database (``NotFound`` otherwise)."""
+        if self.readonly:
+            if not (data_dir / "control.sqlite3").is_file():
+                raise NotFound(f"no data directory at {data_dir} (no control.sqlite3) to open read-only")
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            (data_dir / "facets").mkdir(exist_ok=True)
+
     def price_sheet(self, data_dir: Path) -> PriceSheet:
         """``prices``, or ``DATA/prices.json`` when it exists, or the built-in sheet."""
         prices = self.prices
@@ -86,6 +96,11 @@ class SupervisorSettings:
     def groups_commits(self) -> bool:
         """Whether queued requests share one COMMIT (see ``commit_groups``)."""
         return self.durability == "full" if self.commit_groups is None else self.commit_groups
+
+
+def default_data_dir() -> Path:
+    """``$FACETS_DATA`` or ``.facets-data`` in the current directory."""
+    return Path(os.environ.get("FACETS_DATA") or ".facets-data")
 
 
 #: File descriptors an open facet database holds: the file, its -wal and its -shm.

@@ -148,6 +148,9 @@ class Transfer:
         self._log = log
 
     def export(self, target: str, path: str | os.PathLike[str]) -> int:
+        """Write a consistent copy of the facet's database to ``path`` (SQLite's backup API,
+        through a ``FacetReader``: safe while the facet serves). Never overwrites; atomic:
+        a killed export leaves no partial file in the way of a retry. Returns the copy's size."""
         dest_path = Path(path)
         if dest_path.exists():
             raise BadRequest(f"{dest_path} already exists; export never overwrites")
@@ -169,6 +172,15 @@ class Transfer:
         return size
 
     def import_(self, path: str | os.PathLike[str], app: str, facet: str) -> list[str]:
+        """Create facet ``app/facet`` from a SQLite database file (copied, never moved).
+
+        The app must be loaded and the facet must not exist, now or when the copy is
+        registered (a call may create it meanwhile: the import then fails, and never
+        overwrites what the call wrote); the file must pass ``PRAGMA quick_check``, use
+        no reserved ``_facets`` names, and fit the facet's storage quota (what is
+        copied, its ``-wal`` included). A killed import leaves nothing registered.
+        Returns the imported table names.
+        """
         target = f"{app}/{facet}"
         if not self._apps.has(app):
             raise NotFound(f"no app named {app!r}")

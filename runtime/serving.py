@@ -1,0 +1,71 @@
+"""The request path's two ends beside ``Supervisor.call``: ``run``, what the holder of a
+facet's gate does with a group of requests (``gate.pass_gate`` calls it), and
+``refuse``, how a request refused before it reached its facet is answered, counted
+and logged.
+
+Thread-safety: ``Serving`` has no lock of its own. ``run`` runs with the facet's gate
+held (then ``Residency.open_db`` may take residency's lock, and try other gates
+without waiting); ``refuse`` runs with no lock held and takes the leaf locks of
+``Meters`` and ``LogSink``, and residency's. ``Throttle`` is unlocked on purpose (see
+``logs``). Both run on the calling thread (``Supervisor.call``, or a pool worker for
+``submit``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import ErrorCode, FacetsError
+from .gate import Request, fail_all
+from .logs import Throttle
+from .types import CallResult
+
+if TYPE_CHECKING:
+    from .apps import AppStore
+    from .events import SupervisorLog
+    from .facet import FacetSlot
+    from .metering import Meters
+    from .residency import Residency
+    from .wasm import WasmRuntime
+
+
+class Serving:
+    def __init__(
+        self, *, apps: AppStore, wasm: WasmRuntime, residency: Residency, meters: Meters, log: SupervisorLog
+    ) -> None:
+        self._apps = apps
+        self._wasm = wasm
+        self._residency = residency
+        self._meters = meters
+        self._log = log
+        #: Breaches reported at most once a second per facet and code.
+        self._breaches = Throttle(1.0)
+
+    def run(self, slot: FacetSlot, group: list[Request]) -> None:
+        """Run ``group`` on ``slot`` (its gate held): every request gets its ``result``."""
+        if slot.deleted:
+            fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
+            return
+        try:
+            module = self._apps.module(slot.app)
+        except FacetsError as exc:
+            fail_all(group, exc.code, exc.message)
+            return
+        if slot.db is None:
+            self._residency.open_db(slot, group[-1].quotas)
+        slot.run(self._wasm, module, group)
+
+    def refuse(self, app: str, facet: str, code: ErrorCode, message: str, request_id: str) -> CallResult:
+        """Answer a request refused before it reached the facet (policy, queue), count it,
+        and log a breach at most once a second per facet and code, so an overloaded
+        facet does not flood the logs it is judged by."""
+        result = CallResult.failure(code, message, request_id)
+        error = result.error  # an ErrorCode: a custom policy's code may be a plain str
+        self._meters.record(app, facet, result.usage, error, None)
+        self._residency.touch((app, facet))
+        if error in (ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED):
+            suppressed = self._breaches.due((app, facet, error))
+            if suppressed is not None:
+                more = f" (and {suppressed} more since the last report)" if suppressed else ""
+                self._log(app, facet, "warn", f"quota breached ({error}): {message}{more}", request_id)
+        return result
