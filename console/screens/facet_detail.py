@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from runtime import FacetsError
@@ -22,6 +23,8 @@ from ..widgets.quota_form import QuotaForm
 from ..widgets.table_browser import TableBrowser
 from ..widgets.usage_panel import UsagePanel
 from .base import ConsoleScreen
+
+W = TypeVar("W", bound=Widget)
 
 TABS = (("data", "Data"), ("logs", "Logs"), ("usage", "Usage"), ("quotas", "Quotas"), ("call", "Call"))
 
@@ -130,8 +133,10 @@ class FacetDetailScreen(ConsoleScreen):
             return
         if found is None:
             return
+        tables = self._still_shown("#tables-list", DataTable)
+        if tables is None:
+            return
         self._tables_version = version
-        tables = self.query_one("#tables-list", DataTable)
         selected = tables.coordinate_to_cell_key(tables.cursor_coordinate).row_key.value if tables.row_count else None
         tables.clear()
         for t in found:
@@ -170,15 +175,25 @@ class FacetDetailScreen(ConsoleScreen):
             return
         self.app.call_from_thread(self._sql_done, result)
 
-    def _sql_failed(self, message: str) -> None:
+    def _still_shown(self, selector: str, kind: type[W]) -> W | None:
+        """The widget a worker's result goes to, or None when it is gone. ``is_attached`` is
+        not enough for a screen: while it is torn down its children are removed before it
+        detaches, and a late result then failed its worker with NoMatches (seen once in a
+        fresh clone's run)."""
         if not self.is_attached:
-            return
-        self.query_one("#sql-status", Static).update(plain(message))
+            return None
+        return next(iter(self.query(selector).results(kind)), None)
+
+    def _sql_failed(self, message: str) -> None:
+        status = self._still_shown("#sql-status", Static)
+        if status is not None:
+            status.update(plain(message))
 
     def _sql_done(self, result: dict) -> None:
-        if not self.is_attached:
+        grid = self._still_shown("#sql-result", DataTable)
+        status = self._still_shown("#sql-status", Static)
+        if grid is None or status is None:
             return
-        grid = self.query_one("#sql-result", DataTable)
         grid.clear(columns=True)
         for column in result["columns"]:
             grid.add_column(plain(column))
@@ -186,7 +201,7 @@ class FacetDetailScreen(ConsoleScreen):
         grid.add_rows([[plain(v) for v in row] for row in shown])
         grid.add_class("-shown")
         more = f" (first {len(shown)} shown)" if len(result["rows"]) > len(shown) else ""
-        self.query_one("#sql-status", Static).update(Text(f"{len(result['rows'])} rows{more}"))
+        status.update(Text(f"{len(result['rows'])} rows{more}"))
 
     # -- navigation -------------------------------------------------------------------
     #: What gets the focus when a tab opens, so its keys work at once.

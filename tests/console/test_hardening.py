@@ -314,3 +314,22 @@ async def test_the_call_tab_survives_hostile_json(seeded, answer, shown, absent)
         await until(pilot, lambda: "fuel" in str(response.render()))
         text = str(response.render())
         assert shown in text and absent not in text
+
+
+@run_async
+async def test_results_arriving_while_the_detail_view_is_torn_down_are_dropped(seeded):
+    """A screen's children are removed before it detaches: a worker's late table list or
+    query result must be dropped then, not fail its worker with NoMatches."""
+    app = FacetsConsole(seeded)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_detail(pilot, app, "todo/alice")
+        screen = app.screen
+        await app.workers.wait_for_complete()
+        for selector in ("#tables-list", "#sql-result", "#sql-status"):
+            await screen.query_one(selector).remove()
+        assert screen.is_attached
+        screen._show_tables(10**9, [{"name": "late", "count": 1, "columns": ["x"]}])
+        screen._sql_done({"columns": ["x"], "rows": [[1]]})
+        screen._sql_failed("late")
+        await pilot.pause()
+        assert screen.is_attached and not screen.query("#tables-list")
