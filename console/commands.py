@@ -22,10 +22,8 @@ into ``{"cmd", "ok", ...}`` replies (a ``Reply``: a dict that keeps its typed re
 from __future__ import annotations
 
 import calendar
-import inspect
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -38,7 +36,6 @@ from rich.text import Text
 from runtime import ErrorCode, FacetsError, QuotaError, Supervisor, neutralize, parse_quota
 from runtime.billing import format_bill
 from runtime.logs import LEVELS
-from runtime.storage import FacetReader
 
 from .format import parse_response
 from .render import key_values, safe, table_of
@@ -341,49 +338,11 @@ def parse_when(raw: str, now: float | None = None) -> float:
     raise CommandError(f"bad time {raw!r}: expected 2026-11-01, 2026-11-01T12:00, epoch seconds, or 7d / 24h / 30m ago")
 
 
-#: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it):
-#: a query over a facet's database is browsing, and 5 s is long for that (the storage
-#: branch's ``FacetReader`` bounds its queries at the same 5 s), while a runaway one (a
-#: recursive CTE, a cross join) would otherwise run until it ends.
+#: Deadline of an operator's ``sql`` and ``rows`` (ms; ``sql ... timeout=2s`` changes it),
+#: enforced by ``FacetReader``'s progress handler: a query over a facet's database is
+#: browsing, and 5 s is long for that, while a runaway one (a recursive CTE, a cross join)
+#: would otherwise run until it ends.
 SQL_TIMEOUT_MS = 5_000
-#: Whether this runtime's ``FacetReader.query`` takes its own ``timeout=`` (seconds; the
-#: storage branch adds it, with a 5 s default that would otherwise cap ``timeout=``).
-_READER_TIMEOUT = "timeout" in inspect.signature(FacetReader.query).parameters
-
-
-def _reader_query(reader: FacetReader, sql: str, timeout_ms: int) -> dict[str, Any]:
-    extra: dict[str, Any] = {"timeout": timeout_ms / 1000} if _READER_TIMEOUT else {}
-    return reader.query(sql, None, **extra)
-
-
-def _with_deadline(reader: FacetReader, timeout_ms: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a reader query; past ``timeout_ms``, interrupt it and fail with ``timeout``.
-
-    ``FacetReader.close`` is the documented way to stop a running query from another
-    thread (it calls sqlite3's ``interrupt``). Whether the deadline fired is our own
-    event, so the error is classified by what happened, not by SQLite's message.
-    """
-    fired = threading.Event()
-
-    def expire() -> None:
-        fired.set()
-        reader.close()
-
-    timer = threading.Timer(timeout_ms / 1000, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        return run()
-    except FacetsError:
-        if fired.is_set():
-            raise CommandError(
-                f"the query ran past its deadline of {timeout_ms} ms and was stopped "
-                "(sql ... timeout=DURATION sets another, up to 10 minutes)",
-                ErrorCode.TIMEOUT,
-            ) from None
-        raise
-    finally:
-        timer.cancel()
 
 
 def _timeout_option(cmd: Command) -> int:
@@ -627,14 +586,10 @@ def _tables(sup: Supervisor, cmd: Command) -> TableList:
 def _rows(sup: Supervisor, cmd: Command) -> Rows:
     limit = _int_option(cmd, "limit", 100)
     offset = _int_option(cmd, "offset", 0)
+    # The reader's own progress handler stops the query at its deadline (code ``timeout``).
     with sup.reader(cmd.args[0]) as reader:
-        return Rows(
-            _with_deadline(
-                reader,
-                SQL_TIMEOUT_MS,
-                lambda: reader.rows(cmd.args[1], limit=limit, offset=offset, where=cmd.options.get("where")),
-            )
-        )
+        where = cmd.options.get("where")
+        return Rows(reader.rows(cmd.args[1], limit=limit, offset=offset, where=where, timeout=SQL_TIMEOUT_MS / 1000))
 
 
 @command(
@@ -648,7 +603,7 @@ def _rows(sup: Supervisor, cmd: Command) -> Rows:
 def _sql(sup: Supervisor, cmd: Command) -> Rows:
     timeout_ms = _timeout_option(cmd)
     with sup.reader(cmd.args[0]) as reader:
-        return Rows(_with_deadline(reader, timeout_ms, lambda: _reader_query(reader, cmd.args[1], timeout_ms)))
+        return Rows(reader.query(cmd.args[1], None, timeout=timeout_ms / 1000))
 
 
 @command(

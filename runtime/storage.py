@@ -1201,7 +1201,15 @@ class FacetReader:
                 out.append({"name": name, "count": table.count, "columns": [c.name for c in table.columns]})
         return out
 
-    def rows(self, table: str, *, limit: int = 100, offset: int = 0, where: str | None = None) -> dict[str, Any]:
+    def rows(
+        self,
+        table: str,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        where: str | None = None,
+        timeout: float = READER_TIMEOUT,
+    ) -> dict[str, Any]:
         if table not in self.table_names():
             raise NotFound(f"no table {table!r}")
         if limit < 0 or offset < 0:
@@ -1210,7 +1218,7 @@ class FacetReader:
         if where:
             sql += f" WHERE {where}"
         sql += " LIMIT ? OFFSET ?"
-        return self.query(sql, [limit, offset])
+        return self.query(sql, [limit, offset], timeout=timeout)
 
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
