@@ -19,10 +19,9 @@ from rich.console import Console
 
 from runtime import FacetsError, Supervisor, default_data_dir
 
-from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, run
+from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, render, run
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
-from .render import render
 
 
 def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:

@@ -757,6 +757,23 @@ def result_of(reply: Mapping[str, Any]) -> Result | None:
         return None
 
 
+def render(result: Mapping[str, Any]) -> RenderableType:
+    """A command's reply for a terminal: the error, or what its typed result renders.
+
+    The result renders itself (``Result.__rich__``); nothing is guessed from the reply's
+    keys. A reply that went through JSON is rebuilt by the command named in ``cmd``.
+    """
+    if not result.get("ok", True):
+        error = result.get("error", {})
+        return Text.assemble(
+            ("error ", "bold red"), (f"[{error.get('code')}] ", "red"), neutralize(str(error.get("message", "")))
+        )
+    typed = result_of(result)
+    if typed is None:
+        return key_values({k: v for k, v in result.items() if k not in ("cmd", "ok")})
+    return typed.__rich__()
+
+
 def failure(line: str, exc: CommandError | FacetsError) -> dict[str, Any]:
     """The result of a command that failed: ``{"cmd", "ok": false, "error": {code, message}}``."""
     if len(line) > MAX_LINE_CHARS:  # refused for its length: not echoed whole

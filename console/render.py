@@ -1,4 +1,4 @@
-"""Readable Rich output for command results (the CLI without ``--json``).
+"""Plain, neutralised Rich building blocks for command results (tables, key/values, a guest's response).
 
 Every string that may come from a guest (responses, rows, log messages, error
 messages) goes through ``neutralize`` and into a ``rich.text.Text``, so neither
@@ -7,10 +7,8 @@ terminal escape sequences nor Rich markup from a guest reach the terminal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -44,25 +42,6 @@ def key_values(data: dict[str, Any], title: str | None = None) -> Table:
     for key, value in data.items():
         table.add_row(safe(key), safe(value))
     return table
-
-
-def render(result: Mapping[str, Any]) -> RenderableType:
-    """A command's reply for a terminal: the error, or what its typed result renders.
-
-    The result renders itself (``commands.Result.__rich__``); nothing is guessed from the
-    reply's keys. A reply that went through JSON is rebuilt by the command named in ``cmd``.
-    """
-    if not result.get("ok", True):
-        error = result.get("error", {})
-        return Text.assemble(
-            ("error ", "bold red"), (f"[{error.get('code')}] ", "red"), neutralize(str(error.get("message", "")))
-        )
-    from .commands import result_of  # commands builds on the helpers above
-
-    typed = result_of(result)
-    if typed is None:
-        return key_values({k: v for k, v in result.items() if k not in ("cmd", "ok")})
-    return typed.__rich__()
 
 
 def pretty_response(data: bytes) -> str:

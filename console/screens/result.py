@@ -10,8 +10,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..commands import render
 from ..format import plain
-from ..render import render
 
 
 class CommandResultScreen(ModalScreen[None]):

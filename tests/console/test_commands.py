@@ -308,7 +308,7 @@ def test_a_command_is_declared_once_with_its_spec_executor_and_typed_result(sup,
     from rich.text import Text
 
     import console.commands as commands
-    from console.render import render
+    from console.commands import render
 
     monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
     monkeypatch.setattr(commands, "SPECS", dict(commands.SPECS))

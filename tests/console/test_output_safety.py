@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from console.commands import run_line
+from console.commands import render, run_line
 from console.format import MAX_JSON_DEPTH, dumps, parse_response
 from console.headless import EXIT_OK
-from console.render import pretty_response, render
+from console.render import pretty_response
 from tests.conftest import ROOT, fixture
 from tests.console.test_headless import FACETS, run
 
