@@ -27,13 +27,10 @@ from typing import Any
 import sqlite_utils
 
 from .errors import ErrorCode, FacetsError
+from .faults import SQLITE_CORRUPT, SQLITE_NOTADB, sqlite_code
 from .logs import LEVEL_RANK, LogRecord
 
 SCHEMA_VERSION = 1
-
-#: Primary SQLite result codes that mean the file itself is damaged or not SQLite.
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 
 
 class ControlDBError(FacetsError):
@@ -355,10 +352,10 @@ class ControlDB:
 
 def _unusable(path: str, exc: sqlite3.DatabaseError) -> FacetsError:
     """A clear error for a control database SQLite refuses, classified by its result code."""
-    primary = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    if primary == _SQLITE_NOTADB:
+    primary = sqlite_code(exc)
+    if primary == SQLITE_NOTADB:
         what = "is not a SQLite database"
-    elif primary == _SQLITE_CORRUPT:
+    elif primary == SQLITE_CORRUPT:
         what = "is corrupted"
     else:
         return ControlDBError(

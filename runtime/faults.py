@@ -10,8 +10,8 @@ import sqlite3
 from .errors import ErrorCode
 
 # Primary result codes (the low byte of an extended code), see https://sqlite.org/rescode.html.
-SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 7, 8, 9, 13, 14
-SQLITE_TOOBIG, SQLITE_AUTH = 18, 23
+SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 7, 8, 9, 11, 13, 14
+SQLITE_TOOBIG, SQLITE_AUTH, SQLITE_NOTADB = 18, 23, 26
 
 #: How a failed statement maps to a code, by SQLite's primary result code.
 _CODE_BY_SQLITE = {
