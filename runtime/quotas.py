@@ -250,10 +250,8 @@ class QuotaBook:
         for scope, values in (settings or {}).items():
             kept = {}
             for key, value in values.items():
-                try:
-                    if key == "max_facets" and scope.count("/") == 1:
-                        raise QuotaError("max_facets is a per-app quota")
-                    kept[key] = parse_quota(key, value)
+                try:  # the checks a change gets (scope, key, level, range), one at a time
+                    kept.update(self.plan(scope, {key: value})[1])
                 except QuotaError as exc:
                     self.rejected.append(f"{scope} {key}={value!r}: {exc.message}")
             if kept:
