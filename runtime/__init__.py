@@ -22,13 +22,14 @@ never imports the console.
   retention), ``events`` (the supervisor's own log records), ``settings``, and
   beneath them ``apps``, ``abi``, ``wasm``, ``hostcalls``, ``storage``, ``control``,
   ``quotas``, ``policy``, ``metering``, ``billing``, ``logs``, ``changes``, ``faults``,
-  ``errors``, ``types``.
+  ``errors``, ``types``, and ``owner`` (one process owns a data directory: its file lock).
 """
 
 from .abi import ABI_VERSION
 from .apps import AppVersion
-from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, QuotaError
+from .errors import BadModule, BadRequest, DataDirBusy, ErrorCode, FacetsError, NotFound, QuotaError
 from .logs import LogRecord, neutralize
+from .owner import OwnerInfo, owner_of
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
 from .registry import parse_facet_target
@@ -45,6 +46,7 @@ __all__ = [
     "BadModule",
     "BadRequest",
     "CallResult",
+    "DataDirBusy",
     "EngineSettings",
     "ErrorCode",
     "FacetChanges",
@@ -52,6 +54,7 @@ __all__ = [
     "FacetsError",
     "LogRecord",
     "NotFound",
+    "OwnerInfo",
     "Policy",
     "QuotaError",
     "QuotaPolicy",
@@ -62,6 +65,7 @@ __all__ = [
     "Usage",
     "default_data_dir",
     "neutralize",
+    "owner_of",
     "parse_facet_target",
     "parse_quota",
 ]
