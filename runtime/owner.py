@@ -174,13 +174,22 @@ class OwnerLock:
         os.close(fd)  # closing the descriptor drops the flock
 
 
-def busy(data_dir: Path, holder: OwnerInfo | None) -> DataDirBusy:
-    """The refusal of a second opener, naming the owner and what to do instead."""
+def busy(data_dir: Path, holder: OwnerInfo | None, *, waited: float | None = None) -> DataDirBusy:
+    """The refusal of a second opener, naming the owner and what to do instead; ``waited``:
+    the seconds a command waited for an owner that serves no control socket."""
     who = holder.describe() if holder is not None else "another process (it has not said which yet)"
+    if waited is None:
+        advice = (
+            "Stop that process, or let it run your commands: `facets COMMAND` and `facets run` send them to an "
+            "owner that serves its control socket; or open the directory read-only"
+        )
+    else:
+        advice = (
+            f"It serves no control socket to send commands to (waited {waited:g} s). Stop it or wait for it "
+            "to finish, or run the command with --readonly"
+        )
     error = DataDirBusy(
-        f"the data directory {data_dir} is in use by {who}; one process owns a data directory at a time. "
-        "Stop that process, or let it run your commands: `facets COMMAND` and `facets run` send them to an "
-        "owner that serves its control socket; or open the directory read-only"
+        f"the data directory {data_dir} is in use by {who}; one process owns a data directory at a time. {advice}"
     )
     error.owner = holder
     return error

@@ -99,7 +99,7 @@ def test_the_owner_note_is_published_atomically_and_checked(tmp_path):
         assert OwnerInfo.from_dict(bad) is None
 
 
-def test_an_owner_in_another_process_is_reported_while_it_holds_the_lock(tmp_path):
+def test_a_stale_note_naming_a_live_process_does_not_block_the_directory(tmp_path):
     """A crashed owner's stale note with a live, unrelated pid does not make the directory owned."""
     data = tmp_path / "d"
     data.mkdir()
@@ -113,5 +113,6 @@ def test_an_owner_in_another_process_is_reported_while_it_holds_the_lock(tmp_pat
         with Supervisor(sys.argv[1], role="command") as sup:
             print(sup.owner.info.role)
     """)
-    out = subprocess.run([sys.executable, "-c", script, str(data)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    argv = [sys.executable, "-c", script, str(data)]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout == "command\n", out.stderr
