@@ -50,6 +50,7 @@ from runtime import (
     FacetChanges,
     FacetInfo,
     FacetsError,
+    HttpResponse,
     LogRecord,
     Quotas,
     Supervisor,
@@ -112,7 +113,11 @@ def encode(value: Any) -> Any:
             "message": value.message,
             "usage": value.usage.as_dict(),
             "request_id": value.request_id,
+            "http": None if value.http is None else encode(value.http),
+            "status": value.status,
         }
+    if isinstance(value, HttpResponse):
+        return {"status": value.status, "headers": [list(h) for h in value.headers], "body": encode(value.body)}
     if isinstance(value, AppVersion | FacetInfo | Quotas | LogRecord | Usage):
         return value.as_dict()
     if isinstance(value, list | tuple):
@@ -159,7 +164,13 @@ def _call_result(d: dict[str, Any]) -> CallResult:
         message=d["message"],
         usage=Usage(**d["usage"]),
         request_id=d["request_id"],
+        http=None if d["http"] is None else _http_response(d["http"]),
+        status=d["status"],
     )
+
+
+def _http_response(d: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(d["status"], tuple((name, value) for name, value in d["headers"]), decode_bytes(d["body"]))
 
 
 def _plain(d: Any) -> Any:

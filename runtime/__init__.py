@@ -11,7 +11,8 @@ never imports the console.
 
 ``Supervisor`` (``supervisor``) is a façade over these parts:
 
-* requests: ``registry`` (which facets exist, their creation and removal), ``gate``
+* requests: ``http`` (HTTP requests and responses, the ``facet_http`` envelope),
+  ``registry`` (which facets exist, their creation and removal), ``gate``
   (who runs a facet's requests, commit groups), ``serving`` (running a group of
   requests, refusing one), ``facet`` (a facet's instance, database and
   transaction), ``residency`` (which facets stay warm or keep their database open);
@@ -28,6 +29,7 @@ never imports the console.
 from .abi import ABI_VERSION
 from .apps import AppVersion
 from .errors import BadModule, BadRequest, DataDirBusy, ErrorCode, FacetsError, NotFound, QuotaError
+from .http import HttpRequest, HttpResponse, error_body, public_message, status_for
 from .logs import LogRecord, neutralize
 from .owner import OwnerInfo, owner_of
 from .policy import Policy, QuotaPolicy, Refusal
@@ -52,6 +54,8 @@ __all__ = [
     "FacetChanges",
     "FacetInfo",
     "FacetsError",
+    "HttpRequest",
+    "HttpResponse",
     "LogRecord",
     "NotFound",
     "OwnerInfo",
@@ -64,8 +68,11 @@ __all__ = [
     "SupervisorSettings",
     "Usage",
     "default_data_dir",
+    "error_body",
     "neutralize",
     "owner_of",
     "parse_facet_target",
     "parse_quota",
+    "public_message",
+    "status_for",
 ]

@@ -13,7 +13,7 @@ import pytest
 from console.control_api import MAX_BODY, RPC_METHODS, ControlAPI, decode, encode
 from console.control_server import MAX_SOCKET_PATH, ControlServer, serve_control, socket_path
 from console.remote import ControlClient, RemoteError, open_or_route
-from runtime import DataDirBusy, ErrorCode, Supervisor, owner_of
+from runtime import DataDirBusy, ErrorCode, HttpRequest, HttpResponse, Supervisor, owner_of
 from tests.conftest import COUNTER_WAT, fixture
 
 
@@ -159,6 +159,9 @@ def test_rpc_results_decode_to_what_the_supervisor_returns(api):
     assert status == 200 and answer["ok"]
     result = decode("call", answer["result"])
     assert result.ok and result.response == b'{"count":1}' and result.error is None
+    fetched = sup.fetch("counter/a", HttpRequest("POST", "/"))  # a result carrying an HttpResponse
+    assert isinstance(fetched.http, HttpResponse) and fetched.status == 200
+    assert decode("call", json.loads(json.dumps(encode(fetched)))) == fetched
     failed = decode("call", post(api, "/control/rpc", {"method": "call", "args": ["nope/a"]})[1]["result"])
     assert not failed.ok and failed.error == ErrorCode.NOT_FOUND
     sup.set_quotas("counter", fuel="5M")
