@@ -217,3 +217,23 @@ def test_an_owner_that_serves_no_socket_gets_a_clear_refusal_after_a_bounded_wai
         result = runner.invoke(main, ["--data", str(data), "apps", "--readonly", "--json"])  # reading is safe
         assert result.exit_code == 0 and json.loads(result.output)["apps"][0]["name"] == "counter"
         assert sup.quotas("counter").fuel != 1_000_000
+
+
+def test_the_console_serves_the_control_socket_while_it_owns_the_directory(tmp_path, monkeypatch):
+    """A `facets COMMAND` run while the console is open goes to the console's supervisor."""
+    import console.app
+    from console.remote import ControlClient
+
+    seen: list[dict] = []
+
+    def run(self: console.app.FacetsConsole) -> None:  # in place of the Textual loop
+        info = owner_of(self.sup.data_dir)
+        assert info is not None and info.role == "console" and info.control
+        seen.append(ControlClient(info.control).command("quota counter fuel=3M"))
+        assert self.sup.quotas("counter").fuel == 3_000_000  # the console's own supervisor has it
+
+    monkeypatch.setattr(console.app.FacetsConsole, "run", run)
+    data = tmp_path / "d"
+    console.app.run_console(str(data))
+    assert seen and seen[0]["ok"]
+    assert owner_of(data) is None and not (data / "control.sock").exists()
