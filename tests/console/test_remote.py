@@ -121,6 +121,7 @@ def test_a_running_script_owns_the_directory_and_runs_a_second_command(tmp_path)
     assert rest[1]["error"]["code"] == "timeout"  # the spin ran its 10 s while the command came in
     assert rest[2]["quotas"]["fuel"] == 7_000_000  # the script's own last line sees it
     assert owner.returncode == 1
+    assert owner_of(data) is None and not (data / "control.sock").exists() and not (data / "owner.json").exists()
 
 
 #: Commands whose output depends only on the data directory (no fresh request ids or latencies).
@@ -237,3 +238,12 @@ def test_the_console_serves_the_control_socket_while_it_owns_the_directory(tmp_p
     console.app.run_console(str(data))
     assert seen and seen[0]["ok"]
     assert owner_of(data) is None and not (data / "control.sock").exists()
+
+
+def test_a_console_on_an_owned_directory_says_who_owns_it(tmp_path):
+    """Until the console can attach to an owner, it refuses clearly (exit 1, no traceback)."""
+    data = tmp_path / "d"
+    with Supervisor(data, role="serve"):
+        result = CliRunner().invoke(main, ["--data", str(data), "console", "--no-samples"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # exited, did not raise
+    assert "in use by serve (pid" in result.output and "(refused)" in result.output
