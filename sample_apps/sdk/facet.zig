@@ -226,7 +226,7 @@ pub const Header = [2][]const u8;
 
 pub const HttpRequest = struct {
     method: []const u8,
-    /// Below the facet, always starting with "/" (e.g. "/items/3"), still percent-encoded.
+    /// Below the facet, always starting with "/" (e.g. "/items/3").
     path: []const u8,
     /// The raw query string, without "?".
     query: []const u8 = "",
