@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sqlite3
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -390,6 +391,22 @@ def test_shortener_refuses_non_http_urls(web, url):
     assert response.status == 400 and json.loads(response.body)["error"]["code"] == "bad_request"
     # Nothing was stored.
     assert json.loads(web.call("shortener/acme", json.dumps({"op": "top"})).response) == {"links": []}
+
+
+@pytest.mark.parametrize("stored", ["javascript:alert(1)", "https://example.com/\r\nset-cookie: a=b"])
+def test_shortener_checks_the_stored_url_again_before_redirecting(web, stored):
+    """A row written around the app (here straight into its database) is not sent."""
+    created = post_form(web, "shortener/acme", "/", {"url": "https://example.com/"})
+    code = header(created, "location").rsplit("/", 1)[1]
+    assert web.evict("shortener/acme")
+    with sqlite3.connect(web.db_path("shortener/acme")) as db:
+        db.execute("UPDATE links SET url = ? WHERE id = ?", (stored, code))
+    db.close()
+    response = fetch(web, "shortener/acme", "GET", "/" + code)
+    assert response.status == 500
+    assert header(response, "location") is None
+    assert stats(web, code)["hits"] == 0
+    assert any(code in r.message and r.level == "warn" for r in web.logs("shortener/acme"))
 
 
 def test_shortener_unknown_codes_and_methods(web):
