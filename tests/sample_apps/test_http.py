@@ -24,11 +24,21 @@ FORM = (("content-type", "application/x-www-form-urlencoded"),)
 JSON = (("content-type", "application/json"),)
 
 
-@pytest.fixture
-def web(sup):
-    for name in ("todo", "shortener", "counter", "guestbook", "poll", "hits"):
+def load(sup, *names):
+    """The supervisor with the named samples loaded (each compile costs ~0.3 s: only those used)."""
+    for name in names:
         sup.load_app(APPS / name / f"{name}.wasm", name)
     return sup
+
+
+@pytest.fixture
+def todo(sup):
+    return load(sup, "todo")
+
+
+@pytest.fixture
+def shortener(sup):
+    return load(sup, "shortener")
 
 
 def fetch(sup, target, method="GET", path="/", *, body=b"", headers=(), query=""):
@@ -118,8 +128,8 @@ def api_items(sup, target="todo/alice", query=""):
 # -- todo: the page and its forms --------------------------------------------------------
 
 
-def test_todo_page_lists_items_added_through_the_form(web):
-    parsed, text = page(web)
+def test_todo_page_lists_items_added_through_the_form(todo):
+    parsed, text = page(todo)
     assert '<meta charset="utf-8">' in text and "<html lang=" in text
     assert parsed.titles == [] and "Todo" in parsed.headings
     add = [f for f in parsed.forms if f.get("action") == "/todo/alice/items"]
@@ -127,18 +137,18 @@ def test_todo_page_lists_items_added_through_the_form(web):
     assert any(i.get("name") == "title" for i in parsed.inputs)
 
     for title in ("milk", "eggs & bread"):
-        response = post_form(web, "todo/alice", "/items", {"title": title})
+        response = post_form(todo, "todo/alice", "/items", {"title": title})
         assert response.status == 303
         assert header(response, "location") == "/todo/alice/"
-    parsed, _ = page(web)
+    parsed, _ = page(todo)
     assert parsed.titles == ["milk", "eggs & bread"]
     assert "home" in parsed.headings  # the form's default list
     # The same database as the JSON protocol on facet_handle.
-    listed = json.loads(web.call("todo/alice", json.dumps({"op": "list", "list": "home"})).response)
+    listed = json.loads(todo.call("todo/alice", json.dumps({"op": "list", "list": "home"})).response)
     assert [i["title"] for i in listed["items"]] == ["milk", "eggs & bread"]
     # And a title added there shows on the page.
-    web.call("todo/alice", json.dumps({"op": "add", "list": "work", "title": "report"}))
-    assert page(web)[0].titles == ["milk", "eggs & bread", "report"]
+    todo.call("todo/alice", json.dumps({"op": "add", "list": "work", "title": "report"}))
+    assert page(todo)[0].titles == ["milk", "eggs & bread", "report"]
 
 
 @pytest.mark.parametrize(
@@ -151,9 +161,9 @@ def test_todo_page_lists_items_added_through_the_form(web):
         "&lt;already escaped&gt; &amp;",
     ],
 )
-def test_todo_page_escapes_hostile_titles(web, title):
-    assert post_form(web, "todo/alice", "/items", {"title": title, "list": title}).status == 303
-    parsed, text = page(web)
+def test_todo_page_escapes_hostile_titles(todo, title):
+    assert post_form(todo, "todo/alice", "/items", {"title": title, "list": title}).status == 303
+    parsed, text = page(todo)
     # Parsed back, the page holds the title as text, and no element the app did not write.
     assert parsed.titles == [title]
     assert title in parsed.headings  # the list name is escaped too
@@ -164,7 +174,7 @@ def test_todo_page_escapes_hostile_titles(web, title):
         "input",
     }
     assert "<script" not in text and "<img" not in text
-    csp = header(fetch(web, "todo/alice"), "content-security-policy")
+    csp = header(fetch(todo, "todo/alice"), "content-security-policy")
     assert csp is not None and "default-src 'none'" in csp
 
 
@@ -179,92 +189,92 @@ def test_todo_page_escapes_hostile_titles(web, title):
         ({"title": "ok", "list": "l" * 501}, "list name over 500 bytes"),
     ],
 )
-def test_todo_form_refuses_bad_titles_with_a_400_page(web, fields, why):
-    response = post_form(web, "todo/alice", "/items", fields)
+def test_todo_form_refuses_bad_titles_with_a_400_page(todo, fields, why):
+    response = post_form(todo, "todo/alice", "/items", fields)
     assert response.status == 400, why
     assert header(response, "content-type") == "text/html; charset=utf-8"
     assert header(response, "location") is None
-    assert api_items(web) == []
+    assert api_items(todo) == []
 
 
-def test_todo_form_title_limits(web):
+def test_todo_form_title_limits(todo):
     # 500 bytes is the limit (as the JSON protocol's), counted after trimming.
-    assert post_form(web, "todo/alice", "/items", {"title": "  " + "x" * 500 + "\n"}).status == 303
+    assert post_form(todo, "todo/alice", "/items", {"title": "  " + "x" * 500 + "\n"}).status == 303
     # A body that decodes to bytes that are not UTF-8 is refused, not stored.
-    response = fetch(web, "todo/alice", "POST", "/items", body=b"title=%FF%FE", headers=FORM)
+    response = fetch(todo, "todo/alice", "POST", "/items", body=b"title=%FF%FE", headers=FORM)
     assert response.status == 400
     # Not a form: 415.
-    response = fetch(web, "todo/alice", "POST", "/items", body=b'{"title": "x"}', headers=JSON)
+    response = fetch(todo, "todo/alice", "POST", "/items", body=b'{"title": "x"}', headers=JSON)
     assert response.status == 415
-    assert [i["title"] for i in api_items(web)] == ["x" * 500]
+    assert [i["title"] for i in api_items(todo)] == ["x" * 500]
 
 
-def test_todo_form_decodes_percent_and_plus(web):
+def test_todo_form_decodes_percent_and_plus(todo):
     body = b"title=oat+milk+%26+honey%21+100%25+%zz&list=week%2Bend"
-    assert fetch(web, "todo/alice", "POST", "/items", body=body, headers=FORM).status == 303
-    (item,) = api_items(web)
+    assert fetch(todo, "todo/alice", "POST", "/items", body=body, headers=FORM).status == 303
+    (item,) = api_items(todo)
     assert (item["title"], item["list"]) == ("oat milk & honey! 100% %zz", "week+end")
 
 
-def test_todo_buttons_mark_done_and_delete(web):
+def test_todo_buttons_mark_done_and_delete(todo):
     for title in ("a", "b"):
-        post_form(web, "todo/alice", "/items", {"title": title})
-    response = fetch(web, "todo/alice", "POST", "/items/1/done", headers=FORM)
+        post_form(todo, "todo/alice", "/items", {"title": title})
+    response = fetch(todo, "todo/alice", "POST", "/items/1/done", headers=FORM)
     assert response.status == 303 and header(response, "location") == "/todo/alice/"
-    parsed, _ = page(web)
+    parsed, _ = page(todo)
     assert parsed.done_titles == ["a"]
     assert {f["action"] for f in parsed.forms} >= {
         "/todo/alice/items/1/undone",
         "/todo/alice/items/1/delete",
         "/todo/alice/items/2/done",
     }
-    assert fetch(web, "todo/alice", "POST", "/items/1/undone").status == 303
-    assert page(web)[0].done_titles == []
-    assert fetch(web, "todo/alice", "POST", "/items/1/delete").status == 303
-    assert page(web)[0].titles == ["b"]
-    assert fetch(web, "todo/alice", "POST", "/items/1/delete").status == 404
-    assert fetch(web, "todo/alice", "POST", "/items/2/fly").status == 404
-    response = fetch(web, "todo/alice", "GET", "/items/2/done")
+    assert fetch(todo, "todo/alice", "POST", "/items/1/undone").status == 303
+    assert page(todo)[0].done_titles == []
+    assert fetch(todo, "todo/alice", "POST", "/items/1/delete").status == 303
+    assert page(todo)[0].titles == ["b"]
+    assert fetch(todo, "todo/alice", "POST", "/items/1/delete").status == 404
+    assert fetch(todo, "todo/alice", "POST", "/items/2/fly").status == 404
+    response = fetch(todo, "todo/alice", "GET", "/items/2/done")
     assert response.status == 405 and header(response, "allow") == "POST"
 
 
-def test_todo_pages_of_two_facets_are_separate_and_use_their_base(web):
-    post_form(web, "todo/alice", "/items", {"title": "alice's"})
-    post_form(web, "todo/bob", "/items", {"title": "bob's"})
-    bob, _ = page(web, "todo/bob")
+def test_todo_pages_of_two_facets_are_separate_and_use_their_base(todo):
+    post_form(todo, "todo/alice", "/items", {"title": "alice's"})
+    post_form(todo, "todo/bob", "/items", {"title": "bob's"})
+    bob, _ = page(todo, "todo/bob")
     assert bob.titles == ["bob's"]
     assert all(f["action"].startswith("/todo/bob/") for f in bob.forms)
     # With host routing the base is "": links are then plain absolute paths.
-    response = web.fetch("todo/bob", HttpRequest(method="POST", path="/items", body=b"title=x", headers=FORM))
+    response = todo.fetch("todo/bob", HttpRequest(method="POST", path="/items", body=b"title=x", headers=FORM))
     assert response.ok and header(response.http, "location") == "/"
 
 
 # -- todo: the JSON API over HTTP ------------------------------------------------------------
 
 
-def test_todo_json_api(web):
-    response = fetch(web, "todo/alice", "POST", "/api/items", body=b'{"title": "milk"}', headers=JSON)
+def test_todo_json_api(todo):
+    response = fetch(todo, "todo/alice", "POST", "/api/items", body=b'{"title": "milk"}', headers=JSON)
     assert response.status == 201
     assert header(response, "content-type") == "application/json"
     created = json.loads(response.body)
     assert created == {"id": 1, "list": "home", "title": "milk", "position": 1, "done": False}
     assert header(response, "location") == "/todo/alice/api/items/1"
     body = json.dumps({"title": "report", "list": "work"}).encode()
-    assert fetch(web, "todo/alice", "POST", "/api/items", body=body, headers=JSON).status == 201
+    assert fetch(todo, "todo/alice", "POST", "/api/items", body=body, headers=JSON).status == 201
 
-    assert [(i["id"], i["list"], i["title"]) for i in api_items(web)] == [(1, "home", "milk"), (2, "work", "report")]
-    assert [i["title"] for i in api_items(web, query="list=work")] == ["report"]
-    assert api_items(web, query="list=nope") == []
+    assert [(i["id"], i["list"], i["title"]) for i in api_items(todo)] == [(1, "home", "milk"), (2, "work", "report")]
+    assert [i["title"] for i in api_items(todo, query="list=work")] == ["report"]
+    assert api_items(todo, query="list=nope") == []
 
-    response = fetch(web, "todo/alice", "PATCH", "/api/items/1", body=b'{"done": true, "title": "oat milk"}')
+    response = fetch(todo, "todo/alice", "PATCH", "/api/items/1", body=b'{"done": true, "title": "oat milk"}')
     assert response.status == 200
     assert json.loads(response.body) == {"id": 1, "list": "home", "title": "oat milk", "done": True, "position": 1}
-    assert json.loads(fetch(web, "todo/alice", "GET", "/api/items/1").body)["done"] is True
+    assert json.loads(fetch(todo, "todo/alice", "GET", "/api/items/1").body)["done"] is True
 
-    response = fetch(web, "todo/alice", "DELETE", "/api/items/1")
+    response = fetch(todo, "todo/alice", "DELETE", "/api/items/1")
     assert response.status == 200 and json.loads(response.body) == {"id": 1, "deleted": True}
     for method in ("GET", "DELETE", "PATCH"):
-        response = fetch(web, "todo/alice", method, "/api/items/1", body=b'{"done": false}')
+        response = fetch(todo, "todo/alice", method, "/api/items/1", body=b'{"done": false}')
         assert response.status == 404, method
         assert json.loads(response.body)["error"]["code"] == "not_found"
 
@@ -273,12 +283,12 @@ def test_todo_json_api(web):
     "body",
     [b"not json", b'{"title": ""}', b'{"title": 5}', b"{}", json.dumps({"title": "x" * 501}).encode()],
 )
-def test_todo_json_api_refuses_bad_items_with_400(web, body):
-    response = fetch(web, "todo/alice", "POST", "/api/items", body=body, headers=JSON)
+def test_todo_json_api_refuses_bad_items_with_400(todo, body):
+    response = fetch(todo, "todo/alice", "POST", "/api/items", body=body, headers=JSON)
     assert response.status == 400
     error = json.loads(response.body)["error"]
     assert error["code"] == "bad_request" and error["message"]
-    assert api_items(web) == []
+    assert api_items(todo) == []
 
 
 @pytest.mark.parametrize(
@@ -295,28 +305,28 @@ def test_todo_json_api_refuses_bad_items_with_400(web, body):
         ("POST", "/api/items/1", 405, "GET, HEAD, PATCH, DELETE"),
     ],
 )
-def test_todo_unknown_paths_404_and_wrong_methods_405(web, method, path, status, allow):
-    response = fetch(web, "todo/alice", method, path)
+def test_todo_unknown_paths_404_and_wrong_methods_405(todo, method, path, status, allow):
+    response = fetch(todo, "todo/alice", method, path)
     assert response.status == status
     assert header(response, "allow") == allow
     if path.startswith("/api/") and status == 404:
         assert json.loads(response.body)["error"]["code"] == "not_found"
 
 
-def test_todo_keeps_its_json_protocol_on_call(web):
+def test_todo_keeps_its_json_protocol_on_call(todo):
     """facet_handle is unchanged: the same answers as tests/sample_apps/test_apps.py expects."""
-    add = json.loads(web.call("todo/alice", json.dumps({"op": "add", "list": "home", "title": "milk"})).response)
+    add = json.loads(todo.call("todo/alice", json.dumps({"op": "add", "list": "home", "title": "milk"})).response)
     assert add == {"id": 1, "list": "home", "title": "milk", "position": 1, "done": False}
-    assert json.loads(web.call("todo/alice", "not json").response)["error"]
+    assert json.loads(todo.call("todo/alice", "not json").response)["error"]
 
 
-def test_todo_memory_is_steady_over_http(web):
-    web.set_quotas("todo/mem", rate="off")
+def test_todo_memory_is_steady_over_http(todo):
+    todo.set_quotas("todo/mem", rate="off")
     for i in range(20):
-        post_form(web, "todo/mem", "/items", {"title": f"item {i} " + "t" * 200})
+        post_form(todo, "todo/mem", "/items", {"title": f"item {i} " + "t" * 200})
     sizes = []
     for i in range(3000):
-        result = web.fetch("todo/mem", HttpRequest(method="GET", path="/", base="/todo/mem"))
+        result = todo.fetch("todo/mem", HttpRequest(method="GET", path="/", base="/todo/mem"))
         assert result.ok and result.http.status == 200
         if i % 500 == 499:
             sizes.append(result.usage.memory)
@@ -331,9 +341,9 @@ def stats(sup, code):
     return json.loads(sup.call("shortener/acme", json.dumps({"op": "stats", "id": code})).response)
 
 
-def test_shortener_creates_and_redirects(web):
+def test_shortener_creates_and_redirects(shortener):
     url = "https://example.com/docs?page=2#top"
-    response = post_form(web, "shortener/acme", "/", {"url": url})
+    response = post_form(shortener, "shortener/acme", "/", {"url": url})
     assert response.status == 201
     short = header(response, "location")
     assert short.startswith("/shortener/acme/")
@@ -341,29 +351,29 @@ def test_shortener_creates_and_redirects(web):
     assert len(code) == 7
     assert short.encode() in response.body  # the page shows the link
 
-    redirect = fetch(web, "shortener/acme", "GET", "/" + code)
+    redirect = fetch(shortener, "shortener/acme", "GET", "/" + code)
     assert redirect.status == 302
     assert header(redirect, "location") == url
-    assert stats(web, code)["hits"] == 1
+    assert stats(shortener, code)["hits"] == 1
     # HEAD answers the same without counting a hit.
-    head = fetch(web, "shortener/acme", "HEAD", "/" + code)
+    head = fetch(shortener, "shortener/acme", "HEAD", "/" + code)
     assert (head.status, header(head, "location")) == (302, url)
-    assert stats(web, code)["hits"] == 1
+    assert stats(shortener, code)["hits"] == 1
 
     # JSON: the same URL gets the same code (200, not created); a new one 201.
-    response = fetch(web, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
+    response = fetch(shortener, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
     assert response.status == 200
     assert json.loads(response.body) == {"id": code, "url": url, "short": short, "new": False}
-    response = fetch(web, "shortener/acme", "POST", "/", body=b'{"url": "http://example.org/"}', headers=JSON)
+    response = fetch(shortener, "shortener/acme", "POST", "/", body=b'{"url": "http://example.org/"}', headers=JSON)
     assert response.status == 201 and json.loads(response.body)["new"] is True
     assert header(response, "location") == json.loads(response.body)["short"]
 
 
-def test_shortener_percent_encodes_non_ascii_in_location(web):
+def test_shortener_percent_encodes_non_ascii_in_location(shortener):
     url = "https://example.com/été"
-    created = fetch(web, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
+    created = fetch(shortener, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
     code = json.loads(created.body)["id"]
-    redirect = fetch(web, "shortener/acme", "GET", "/" + code)
+    redirect = fetch(shortener, "shortener/acme", "GET", "/" + code)
     assert redirect.status == 302
     assert header(redirect, "location") == "https://example.com/" + quote("été")
 
@@ -383,57 +393,58 @@ def test_shortener_percent_encodes_non_ascii_in_location(web):
         "https://example.com/" + "x" * 2048,
     ],
 )
-def test_shortener_refuses_non_http_urls(web, url):
-    response = post_form(web, "shortener/acme", "/", {"url": url})
+def test_shortener_refuses_non_http_urls(shortener, url):
+    response = post_form(shortener, "shortener/acme", "/", {"url": url})
     assert response.status == 400
     assert header(response, "location") is None
-    response = fetch(web, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
+    response = fetch(shortener, "shortener/acme", "POST", "/", body=json.dumps({"url": url}).encode(), headers=JSON)
     assert response.status == 400 and json.loads(response.body)["error"]["code"] == "bad_request"
     # Nothing was stored.
-    assert json.loads(web.call("shortener/acme", json.dumps({"op": "top"})).response) == {"links": []}
+    assert json.loads(shortener.call("shortener/acme", json.dumps({"op": "top"})).response) == {"links": []}
 
 
 @pytest.mark.parametrize("stored", ["javascript:alert(1)", "https://example.com/\r\nset-cookie: a=b"])
-def test_shortener_checks_the_stored_url_again_before_redirecting(web, stored):
+def test_shortener_checks_the_stored_url_again_before_redirecting(shortener, stored):
     """A row written around the app (here straight into its database) is not sent."""
-    created = post_form(web, "shortener/acme", "/", {"url": "https://example.com/"})
+    created = post_form(shortener, "shortener/acme", "/", {"url": "https://example.com/"})
     code = header(created, "location").rsplit("/", 1)[1]
-    assert web.evict("shortener/acme")
-    with sqlite3.connect(web.db_path("shortener/acme")) as db:
+    assert shortener.evict("shortener/acme")
+    with sqlite3.connect(shortener.db_path("shortener/acme")) as db:
         db.execute("UPDATE links SET url = ? WHERE id = ?", (stored, code))
     db.close()
-    response = fetch(web, "shortener/acme", "GET", "/" + code)
+    response = fetch(shortener, "shortener/acme", "GET", "/" + code)
     assert response.status == 500
     assert header(response, "location") is None
-    assert stats(web, code)["hits"] == 0
-    assert any(code in r.message and r.level == "warn" for r in web.logs("shortener/acme"))
+    assert stats(shortener, code)["hits"] == 0
+    assert any(code in r.message and r.level == "warn" for r in shortener.logs("shortener/acme"))
 
 
-def test_shortener_unknown_codes_and_methods(web):
-    assert fetch(web, "shortener/acme", "GET", "/nope123").status == 404
-    assert fetch(web, "shortener/acme", "GET", "/favicon.ico").status == 404
-    assert fetch(web, "shortener/acme", "GET", "/a/b").status == 404
-    response = fetch(web, "shortener/acme", "DELETE", "/abc")
+def test_shortener_unknown_codes_and_methods(shortener):
+    assert fetch(shortener, "shortener/acme", "GET", "/nope123").status == 404
+    assert fetch(shortener, "shortener/acme", "GET", "/favicon.ico").status == 404
+    assert fetch(shortener, "shortener/acme", "GET", "/a/b").status == 404
+    response = fetch(shortener, "shortener/acme", "DELETE", "/abc")
     assert response.status == 405 and header(response, "allow") == "GET, HEAD"
-    response = fetch(web, "shortener/acme", "PUT", "/")
+    response = fetch(shortener, "shortener/acme", "PUT", "/")
     assert response.status == 405 and header(response, "allow") == "GET, HEAD, POST"
-    response = fetch(web, "shortener/acme", "POST", "/", body=b"url", headers=(("content-type", "text/plain"),))
+    response = fetch(shortener, "shortener/acme", "POST", "/", body=b"url", headers=(("content-type", "text/plain"),))
     assert response.status == 415
-    form = fetch(web, "shortener/acme")
+    form = fetch(shortener, "shortener/acme")
     assert form.status == 200 and b'<form method="post" action="/shortener/acme/">' in form.body
 
 
 # -- v1 apps over HTTP -----------------------------------------------------------------------
 
 
-def test_counter_v1_app_answers_200_json_over_fetch(web):
-    response = fetch(web, "counter/c", "POST", "/", body=b'{"op": "incr", "by": 5}')
+def test_counter_v1_app_answers_200_json_over_fetch(sup):
+    load(sup, "counter")
+    response = fetch(sup, "counter/c", "POST", "/", body=b'{"op": "incr", "by": 5}')
     assert response.status == 200
     assert header(response, "content-type") == "application/json"
     assert json.loads(response.body) == {"count": 5}
     # Any path and method reach facet_handle with the body; an empty body is its default op.
-    assert json.loads(fetch(web, "counter/c", "GET", "/whatever").body) == {"count": 6}
-    assert json.loads(web.call("counter/c", json.dumps({"op": "get"})).response)["count"] == 6
+    assert json.loads(fetch(sup, "counter/c", "GET", "/whatever").body) == {"count": 6}
+    assert json.loads(sup.call("counter/c", json.dumps({"op": "get"})).response)["count"] == 6
 
 
 @pytest.mark.parametrize(
@@ -444,8 +455,9 @@ def test_counter_v1_app_answers_200_json_over_fetch(web):
         ("hits/site", {"op": "hit", "path": "/"}),
     ],
 )
-def test_other_v1_samples_answer_json_over_fetch(web, target, body):
-    response = fetch(web, target, "POST", "/", body=json.dumps(body).encode(), headers=JSON)
+def test_other_v1_samples_answer_json_over_fetch(sup, target, body):
+    load(sup, target.split("/")[0])
+    response = fetch(sup, target, "POST", "/", body=json.dumps(body).encode(), headers=JSON)
     assert response.status == 200
     assert header(response, "content-type") == "application/json"
     assert "error" not in json.loads(response.body)
