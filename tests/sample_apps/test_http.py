@@ -214,6 +214,10 @@ def test_todo_form_decodes_percent_and_plus(todo):
     assert fetch(todo, "todo/alice", "POST", "/items", body=body, headers=FORM).status == 303
     (item,) = api_items(todo)
     assert (item["title"], item["list"]) == ("oat milk & honey! 100% %zz", "week+end")
+    # A % without two hex digits stays as it is, at the very end too; the first field wins.
+    body = b"title=x%&list=y%4&title=ignored&=empty&flag"
+    assert fetch(todo, "todo/alice", "POST", "/items", body=body, headers=FORM).status == 303
+    assert (api_items(todo, query="list=y%254")[0]["title"]) == "x%"
 
 
 def test_todo_buttons_mark_done_and_delete(todo):
