@@ -244,3 +244,37 @@ def run_and_leave(gate: Gate, group: list[Request], run: Callable[[Owner, list[R
         for request in group:
             gate.wake(request)
         gate.wake_next()  # as `leave` does, after the group's own wake-ups
+
+
+def pass_batch(
+    gate: Gate, batch: list[Request], run: Callable[[Owner, list[Request]], None], owner: Owner, *, groups: bool
+) -> float | None:
+    """Get every request of ``batch`` (one caller's, oldest first) answered through ``gate``:
+    the caller waits for the gate once, as one request would, then runs the whole batch
+    before it leaves: with ``groups`` in commit groups of up to ``MAX_GROUP``, else one
+    transaction each. Returns None once all are done, or the seconds waited before giving
+    up (then none of them ran).
+
+    With groups the batch is not queued: a holder would take queued requests into its own
+    group, and this caller runs its requests itself. Without, the first is queued only to
+    be counted, as ``pass_gate`` does.
+    """
+    first = batch[0]
+    max_wait = (gate.waiting + 1) * 2 * first.quotas.timeout_ms / 1000
+    if gate.queue or not gate.lock.acquire(blocking=False):
+        if not groups:
+            gate.enqueue(first, sleeps=False)
+        acquired = gate.lock.acquire(timeout=max_wait)
+        if not groups:
+            gate.withdraw(first)
+        if not acquired:
+            return max_wait
+    size = MAX_GROUP if groups else 1
+    try:
+        for start in range(0, len(batch), size):
+            run(owner, batch[start : start + size])
+    finally:
+        for request in batch:
+            request.done = True
+        gate.leave()
+    return None

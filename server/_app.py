@@ -2,15 +2,22 @@
 ``Supervisor.fetch``.
 
 Thread rules: this app runs on the event loop and never runs guest code or SQLite there.
-Each request's ``sup.fetch`` runs on the app's own ThreadPoolExecutor; the loop only
-parses the address, reads the body (bounded by the facet's ``max_body`` quota and a
-per-chunk timeout), counts the facet's requests in flight, and writes the answer.
+The loop only parses the address, reads the body (bounded by the facet's ``max_body``
+quota and a per-chunk timeout), counts the facet's requests in flight, queues the request
+in its facet's ``_Lane``, and writes the answer. A lane's requests run on the app's own
+ThreadPoolExecutor, one pool job per lane at a time, in batches through
+``Supervisor.fetch_many``: a busy facet costs one thread hand-off and one pass through its
+gate per batch, not per request (16 connections on one facet: from 1 hand-off per
+request to about one per 8 or more; bench/README.md, section http, has the figures).
+A lane's ``pending`` deque is appended on the loop and popped by its one pool job (deque
+operations are atomic); ``running`` is read and written on the loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -39,6 +46,22 @@ class _Refused(NamedTuple):
     message: str
 
 
+#: At most this many of a facet's requests go to the pool in one job: the supervisor's
+#: commit-group size (``runtime.gate.MAX_GROUP``), so a batch is at most one COMMIT at
+#: ``full`` durability.
+BATCH = 64
+
+
+class _Lane:
+    """One facet's requests waiting on the loop for the pool, and whether a pool job runs them."""
+
+    __slots__ = ("pending", "running")
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[HttpRequest, asyncio.Future[CallResult]]] = deque()
+        self.running = False
+
+
 class PublicApp:
     """The public listener's ASGI app.
 
@@ -64,7 +87,8 @@ class PublicApp:
         # `overloaded` without submitting.
         self._pool = ThreadPoolExecutor(max_workers=limits.connections, thread_name_prefix="facets-http")
         self._in_flight: dict[str, int] = {}
-        self._fetch = sup.fetch
+        self._lanes: dict[str, _Lane] = {}
+        self._fetch_many = sup.fetch_many
         self._quotas = sup.quotas
 
     def close(self) -> None:
@@ -122,9 +146,16 @@ class PublicApp:
         )
         in_flight[target] = count + 1
         try:
-            result: CallResult = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._fetch, target, request
-            )
+            loop = asyncio.get_running_loop()
+            answered: asyncio.Future[CallResult] = loop.create_future()
+            lane = self._lanes.get(target)
+            if lane is None:
+                lane = self._lanes[target] = _Lane()
+            lane.pending.append((request, answered))
+            if not lane.running:
+                lane.running = True
+                self._pool.submit(self._drain, loop, target, lane)
+            result = await answered
         finally:
             left = in_flight[target] - 1
             if left:
@@ -132,6 +163,34 @@ class PublicApp:
             else:
                 del in_flight[target]
         await self._answer(send, result, quotas.rate)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop, target: str, lane: _Lane) -> None:
+        """On a pool thread: run ``lane``'s requests, a batch at a time, until none is left;
+        then tell the loop (``_idle``), which alone decides whether the lane runs again."""
+        pending = lane.pending
+        try:
+            while pending:
+                batch = [pending.popleft() for _ in range(min(len(pending), BATCH))]
+                try:
+                    results: list[CallResult] | BaseException = self._fetch_many(target, [r for r, _ in batch])
+                except Exception as exc:  # a bug: these requests get a 500, the lane goes on
+                    log.exception("fetch_many failed for %s", target)
+                    results = exc
+                loop.call_soon_threadsafe(_deliver, [future for _, future in batch], results)
+        finally:
+            try:
+                loop.call_soon_threadsafe(self._idle, loop, target, lane)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _idle(self, loop: asyncio.AbstractEventLoop, target: str, lane: _Lane) -> None:
+        """On the loop: a lane's pool job finished; start another if requests came meanwhile."""
+        if lane.pending:
+            self._pool.submit(self._drain, loop, target, lane)
+        else:
+            lane.running = False
+            if self._lanes.get(target) is lane:  # no lane kept per idle facet (100,000 of them)
+                del self._lanes[target]
 
     def _route(self, scope: Scope) -> tuple[str, str, str] | _Refused:
         """(target, path below the facet, base), or (status, code, message) to refuse."""
@@ -209,6 +268,17 @@ class PublicApp:
             return
         code = result.error or ErrorCode.INTERNAL
         await send_error(send, status_for(code), code, result.message, result.request_id, rate=rate)
+
+
+def _deliver(futures: list[asyncio.Future[CallResult]], results: list[CallResult] | BaseException) -> None:
+    """On the loop: hand a batch's results to the requests still waiting for them."""
+    for index, future in enumerate(futures):
+        if future.done():  # cancelled: the server shut down without waiting
+            continue
+        if isinstance(results, BaseException):
+            future.set_exception(results)
+        else:
+            future.set_result(results[index])
 
 
 def _checked(app: str, facet: str) -> str | _Refused:

@@ -176,3 +176,65 @@ def test_decode_response_keeps_body_bytes_after_the_first_newline():
     assert response.headers == (("x-a", "padded"),)
     with pytest.raises(BadHttpResponse):
         decode_response(b'{"status": 200}')  # no newline: no head
+
+
+# -- fetch_many: one gate pass for a server's batch of one facet's requests ------------
+
+
+def test_fetch_many_answers_in_order_and_counts_each(sup):
+    sup.load_app(COUNTER_WAT)
+    results = sup.fetch_many("counter/a", [HttpRequest("POST", body=b'{"op": "incr"}') for _ in range(5)])
+    assert [json.loads(r.http.body)["count"] for r in results] == [1, 2, 3, 4, 5]
+    assert len({r.request_id for r in results}) == 5
+    usage = sup.usage("counter/a")
+    assert (usage["requests"], usage["http_2xx"]) == (5, 5)
+
+
+def test_fetch_many_refuses_one_and_runs_the_others(probe):
+    probe.set_quotas("probe", max_body="1KiB")
+    ok, big = HttpRequest("GET", body=answer({"status": 200}, b"fine")), HttpRequest("POST", body=b"E" + b"x" * 2000)
+    results = probe.fetch_many("probe/a", [ok, big, HttpRequest("GET", body=b"X"), ok])
+    assert [r.status for r in results] == [200, 413, 500, 200]
+    assert [r.error for r in results] == [None, ErrorCode.TOO_BIG, ErrorCode.TRAP, None]
+
+
+def test_fetch_many_shares_commits_with_commit_groups(tmp_path):
+    from runtime import Supervisor
+
+    with Supervisor(tmp_path / "d", durability="full") as sup:
+        assert sup.commit_groups
+        sup.load_app(COUNTER_WAT)
+        sup.call("counter/a")  # warm: the batch below is one group of three
+        results = sup.fetch_many("counter/a", [HttpRequest("POST", body=b"{}") for _ in range(3)])
+        assert [r.usage.commit_group for r in results] == [3, 3, 3]
+        assert [json.loads(r.http.body)["count"] for r in results] == [2, 3, 4]
+
+
+def test_fetch_many_gives_up_on_a_gate_held_too_long(probe):
+    import threading
+
+    probe.set_quotas("probe/a", timeout_ms=20)  # waits at most (waiting + 1) x 2 x 20 ms
+    probe.call("probe/a", b"E")
+    slot = probe.registry.slot("probe", "a")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with slot.gate.held():
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        results = probe.fetch_many("probe/a", [HttpRequest("GET", body=b"E" + b"\n") for _ in range(3)])
+    finally:
+        release.set()
+        holder.join()
+    assert [(r.error, r.status) for r in results] == [(ErrorCode.OVERLOADED, 503)] * 3
+    assert probe.fetch_many("probe/a", [HttpRequest("GET", body=answer({"status": 200}))])[0].ok  # the gate is free
+
+
+def test_fetch_many_takes_only_http_requests(sup):
+    with pytest.raises(TypeError):
+        sup.fetch_many("counter/a", [b"body"])  # type: ignore[list-item]

@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import sql_body
-from tests.server.conftest import Reply, Served, parse_raw, raw_exchange, request
+from tests.server.conftest import Reply, Served, parse_raw, raw_exchange, request, wait_until
 
 
 def envelope(status: int, headers: list[list[str]], body: bytes = b"") -> bytes:
@@ -80,22 +80,24 @@ def test_rate_limited_is_429_with_retry_after(served: Served) -> None:
     assert reply.header("retry-after") == "100"
 
 
-def test_a_facet_past_its_queue_is_503_on_the_loop_and_holds_only_its_own_gate(served: Served) -> None:
+def test_a_facet_past_its_queue_is_503_on_the_loop_and_holds_only_one_thread(served: Served) -> None:
     served.sup.set_quotas("probe/runaway", queue="1")
     arrived, release = served.policy.hold("probe/runaway")
     with ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(request, served.port, "POST", "/probe/runaway", b"Eheld") for _ in range(2)]
-        for _ in held:  # both are on fetch threads: one would run, one would wait at the gate
-            assert arrived.acquire(timeout=30)
-        assert served.app.in_flight("probe/runaway") == 2
+        first = pool.submit(request, served.port, "POST", "/probe/runaway", b"Eheld")
+        assert arrived.acquire(timeout=30)  # on the facet's one pool job, held before its gate
+        second = pool.submit(request, served.port, "POST", "/probe/runaway", b"Ewaiting")
+        wait_until(lambda: served.app.in_flight("probe/runaway") == 2)  # waits in the facet's lane
         refused = request(served.port, "POST", "/probe/runaway", b"Enot submitted")
         assert (refused.status, refused.error_code()) == (503, "overloaded")
         assert refused.header("retry-after") == "1"
         other = request(served.port, "POST", "/probe/healthy", b"Eserved")  # the rest are served meanwhile
         assert (other.status, other.body) == (200, b"served")
+        assert not arrived.acquire(blocking=False)  # the second waits on the loop, not on a thread
         release.set()
-        assert [f.result().status for f in held] == [200, 200]
+        assert [first.result().body, second.result().body] == [b"held", b"waiting"]
     assert served.app.in_flight("probe/runaway") == 0
+    assert arrived.acquire(timeout=30)  # the second was admitted once the first was done
     assert not arrived.acquire(blocking=False)  # the refused one never reached a thread
 
 
@@ -192,10 +194,10 @@ def test_every_concurrent_request_is_answered_once(served: Served) -> None:
 
 
 def test_a_failure_inside_the_server_is_a_json_500_without_details(served: Served) -> None:
-    def broken(target: str, request: object) -> None:
+    def broken(target: str, requests: object) -> None:
         raise RuntimeError("secret host detail /etc/passwd")
 
-    served.app._fetch = broken  # type: ignore[assignment]
+    served.app._fetch_many = broken  # type: ignore[assignment]
     reply = request(served.port, "POST", "/probe/any", b"Ex")
     assert (reply.status, reply.error_code()) == (500, "internal")
     assert b"secret" not in reply.body and b"passwd" not in reply.body
