@@ -11,7 +11,8 @@ never imports the console.
 
 ``Supervisor`` (``supervisor``) is a façade over these parts:
 
-* requests: ``registry`` (which facets exist, their creation and removal), ``gate``
+* requests: ``http`` (HTTP requests and responses, the ``facet_http`` envelope),
+  ``registry`` (which facets exist, their creation and removal), ``gate``
   (who runs a facet's requests, commit groups), ``serving`` (running a group of
   requests, refusing one), ``facet`` (a facet's instance, database and
   transaction), ``residency`` (which facets stay warm or keep their database open);
@@ -28,6 +29,7 @@ never imports the console.
 from .abi import ABI_VERSION
 from .apps import AppVersion
 from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, QuotaError
+from .http import HttpRequest, HttpResponse, error_body, public_message, status_for
 from .logs import LogRecord, neutralize
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
@@ -50,6 +52,8 @@ __all__ = [
     "FacetChanges",
     "FacetInfo",
     "FacetsError",
+    "HttpRequest",
+    "HttpResponse",
     "LogRecord",
     "NotFound",
     "Policy",
@@ -61,7 +65,10 @@ __all__ = [
     "SupervisorSettings",
     "Usage",
     "default_data_dir",
+    "error_body",
     "neutralize",
     "parse_facet_target",
     "parse_quota",
+    "public_message",
+    "status_for",
 ]

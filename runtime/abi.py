@@ -23,6 +23,9 @@ MEMORY_EXPORT = "memory"
 #: Optional exports.
 OPTIONAL_FUNC_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "facet_init": ((), ()),
+    # HTTP requests (runtime/http.py: the envelope); without it, an app gets the HTTP
+    # body in facet_handle.
+    "facet_http": (("i32", "i32"), ("i64",)),
 }
 #: Host functions a module may import from ``facet``; all optional.
 HOST_IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -61,6 +64,7 @@ class ModuleShape:
     exports: tuple[str, ...]
     imports: tuple[str, ...]
     has_init: bool
+    has_http: bool = False
 
 
 # -- load limits --------------------------------------------------------------

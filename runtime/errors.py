@@ -18,6 +18,8 @@ A failed *request* never raises: ``Supervisor.call`` returns a
 Which interface emits which code::
 
     Supervisor.call / CallResult.error   the request outcomes: fuel_exhausted ... internal
+    Supervisor.fetch                     the same, and too_big (a body over max_body); each
+                                         maps to one HTTP status (``runtime.http.status_for``)
     the ``sql`` host call (to the guest) sql_error, not_authorized, too_big
     the Python API (FacetsError.code)    bad_request, not_found, bad_module, bad_quota, internal,
                                          and a policy's refusal code (facet_limit ...)

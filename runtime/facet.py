@@ -30,6 +30,7 @@ from .errors import ErrorCode
 from .faults import failure_code
 from .gate import Gate, Request, fail_all
 from .hostcalls import RequestContext
+from .http import BadHttpResponse, HttpResponse, body_only_response, decode_response
 from .logs import LogRecord
 from .quotas import Quotas
 from .storage import FacetDB
@@ -289,9 +290,23 @@ class FacetSlot:
             guest = self.guest
             assert guest is not None  # _ensure_instance made one or raised
             try:
-                response = guest.handle(request.body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
-                if ctx.poison is not None:
-                    raise GuestFault(*ctx.poison)
+                http = request.http
+                answer: HttpResponse | None
+                if http is not None and guest.serves_http:
+                    envelope = http.envelope()
+                    raw = guest.handle(envelope, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx, http=True)
+                    if ctx.poison is not None:
+                        raise GuestFault(*ctx.poison)
+                    try:  # checked before COMMIT: a bad answer rolls back like a trap
+                        answer = decode_response(raw)
+                    except BadHttpResponse as exc:
+                        raise GuestFault(ErrorCode.BAD_RESPONSE, f"facet_http answered badly: {exc}") from None
+                    response = answer.body
+                else:
+                    response = guest.handle(request.body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
+                    if ctx.poison is not None:
+                        raise GuestFault(*ctx.poison)
+                    answer = None if http is None else body_only_response(response)
                 if usage.cold_start or (
                     ctx.counters.rows_written and started - self._storage_measured > STORAGE_GAUGE_PERIOD
                 ):
@@ -322,7 +337,7 @@ class FacetSlot:
             request.result = CallResult.failure(code, f"{type(exc).__name__}: {exc}", request_id, usage)
         else:
             self.failed = False
-            request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage)
+            request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage, http=answer)
         self._finish(request.result, ctx, logs, events, started)
 
     def _finish(

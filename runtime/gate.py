@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from .errors import BadRequest, ErrorCode
+from .http import HttpRequest
 from .logs import LogRecord
 from .quotas import Quotas
 from .types import CallResult
@@ -61,6 +62,7 @@ class Request:
     __slots__ = (
         "body",
         "done",
+        "http",
         "logs",
         "quotas",
         "request_id",
@@ -71,8 +73,11 @@ class Request:
         "woken",
     )
 
-    def __init__(self, body: bytes, request_id: str, quotas: Quotas) -> None:
+    def __init__(self, body: bytes, request_id: str, quotas: Quotas, http: HttpRequest | None = None) -> None:
         self.body = body
+        #: An HTTP request (``Supervisor.fetch``): ``body`` is its body, and the guest gets
+        #: it through ``facet_http`` when it exports that.
+        self.http = http
         self.request_id = request_id
         self.quotas = quotas
         self.result: CallResult | None = None

@@ -73,7 +73,14 @@ COUNTER_FIELDS = (
     "log_bytes",
     "logs_truncated",
     "cold_starts",
+    # HTTP requests (Supervisor.fetch) by status class; a call is counted in none.
+    "http_2xx",
+    "http_3xx",
+    "http_4xx",
+    "http_5xx",
 )
+#: Status // 100 -> its counter.
+_STATUS_CLASS = {2: "http_2xx", 3: "http_3xx", 4: "http_4xx", 5: "http_5xx"}
 
 
 class Meter:
@@ -104,10 +111,13 @@ class Meter:
         self._open_second = -1
         self._rolled: Row = _ZERO_ROW
 
-    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None) -> None:
-        """Count one request. This is on every request's path: keep it flat."""
+    def record(self, usage: Usage, error: str | None, now: float, storage: int | None = None, status: int = 0) -> None:
+        """Count one request (``status``: its HTTP status, 0 for a call). This is on every
+        request's path: keep it flat."""
         c = self.counters
         c["requests"] += 1
+        if status:
+            c[_STATUS_CLASS[status // 100]] += 1
         fuel, wall, read, written, logged = (
             usage.fuel,
             usage.wall_ms,
@@ -313,20 +323,22 @@ class Meters:
                     total[i] += v
         return fleet
 
-    def record(self, app: str, facet: str, usage: Usage, error: str | None, storage: int | None = None) -> None:
+    def record(
+        self, app: str, facet: str, usage: Usage, error: str | None, storage: int | None = None, status: int = 0
+    ) -> None:
         now = time.time()
         with self._lock:
             meter = self._facets.get((app, facet))
             if meter is None:
                 meter = self._facets[(app, facet)] = Meter()
             old_storage = meter.storage
-            meter.record(usage, error, now, storage)
+            meter.record(usage, error, now, storage, status)
             delta = meter.storage - old_storage
             agg = self._apps.get(app)
             if agg is None:
                 agg = self._apps[app] = Meter(rollups=())
             agg.storage += delta
-            agg.record(usage, error, now, agg.storage)
+            agg.record(usage, error, now, agg.storage, status)
 
     def live_series(self, app: str | None, facet: str | None, field: str, points: int) -> list[float]:
         """The last ``points`` per-second buckets of ``field`` for a facet, an app (``facet``

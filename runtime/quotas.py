@@ -14,12 +14,13 @@ log_bytes     log bytes (and log_bytes/64 records)   512KiB, 64MiB, 1GB, integer
 rate          requests per second (token bucket)     number, or ``off``
 queue         requests waiting for one facet         integer, or ``off``
 max_facets    facets per app                         integer, or ``off``
+max_body      bytes of an HTTP request body          512KiB, 64MiB, 1GB, integer
 ============  =====================================  ==========================
 
 Every value is finite and within its key's accepted range (``accepted_range``:
 fuel 1 to 10**15, timeout_ms 1 to 600000, memory 64 KiB to 4 GiB, storage 8 KiB
 to 1 TiB, log_bytes 0 to 16 MiB, rate 0.001 to 1000000, queue 1 to 100000,
-max_facets 1 to 10000000); anything else (inf, NaN, 1e400, a negative number, a
+max_facets 1 to 10000000, max_body 0 to 1 GiB); anything else (inf, NaN, 1e400, a negative number, a
 value past the range) is refused with a ``QuotaError`` naming the key and the range.
 
 ``off`` (stored as 0) means unlimited. The value ``default`` removes the
@@ -73,6 +74,7 @@ class Quotas:
     rate: float = 1_000.0
     queue: int = 64
     max_facets: int = 10_000
+    max_body: int = 1024 * 1024
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +91,7 @@ _KINDS = {
     "rate": "rate",
     "queue": "count_off",
     "max_facets": "count_off",
+    "max_body": "size",
 }
 _FORMS = {
     "count": "a whole number such as 5000000 or 5M",
@@ -109,6 +112,8 @@ _FORMS = {
 #:   log_bytes   0 .. 16 MiB per request: every byte reaches the control database.
 #:   rate        0.001 (one request per ~17 minutes) .. 1,000,000 requests/s.
 #:   queue       1 .. 100,000 waiting requests; max_facets 1 .. 10,000,000 facets per app.
+#:   max_body    0 .. 1 GiB per HTTP request body: the server holds a whole body in memory
+#:               and copies it into the guest's (at most 4 GiB) before the guest runs.
 _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "fuel": (Fraction(1), Fraction(10**15)),
     "timeout_ms": (Fraction(1), Fraction(10 * 60_000)),
@@ -118,6 +123,7 @@ _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "rate": (Fraction(1, 1000), Fraction(1_000_000)),
     "queue": (Fraction(1), Fraction(100_000)),
     "max_facets": (Fraction(1), Fraction(10_000_000)),
+    "max_body": (Fraction(0), Fraction(1024**3)),
 }
 #: A value written by hand is short; a longer string is refused before it is parsed
 #: (Python refuses int() of more than 4,300 digits, and the message quotes the value).

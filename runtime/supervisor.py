@@ -37,6 +37,7 @@ from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_gate
 from .housekeeper import Housekeeper
+from .http import HttpRequest, status_for
 from .logs import LogRecord, LogSink
 from .metering import Meters
 from .policy import Policy, QuotaPolicy
@@ -206,9 +207,21 @@ class Supervisor:
     def call(self, target: str, body: bytes | str = b"") -> CallResult:
         """Send one request to ``APP/FACET`` and wait for its committed result. Never raises
         for a failed request: the result carries the error code."""
+        return self._request(target, body, None)
+
+    def fetch(self, target: str, request: HttpRequest) -> CallResult:
+        """Send one HTTP request to ``APP/FACET`` (``runtime.http``): as ``call``, and the
+        result's ``http`` is the response for the wire when ok. An app that exports
+        ``facet_http`` gets the whole request; a body-only app gets its body (ABI.md, HTTP).
+        ``status`` is the HTTP status the request was counted with, failures included."""
+        if not isinstance(request, HttpRequest):
+            raise TypeError(f"fetch takes an HttpRequest, not {type(request).__name__}")
+        return self._request(target, request.body, request)
+
+    def _request(self, target: str, body: bytes | str, http: HttpRequest | None) -> CallResult:
         request_id = f"{self._id_prefix}-{next(self._ids):x}"
         if self._refusing is not None:  # read-only, or shut down
-            return CallResult.failure(*self._refusing, request_id)
+            return _counted(CallResult.failure(*self._refusing, request_id), http)
         try:
             parsed = self._targets[target]  # parsed once (BadRequest for a bad address)
             app, facet = parsed
@@ -217,33 +230,39 @@ class Supervisor:
             elif type(body) is not bytes:
                 body = as_body(body)  # bytearray, memoryview; BadRequest for anything else
         except BadRequest as exc:
-            return CallResult.failure(exc.code, exc.message, request_id)
+            return _counted(CallResult.failure(exc.code, exc.message, request_id), http)
         if not self.apps.has(app):
-            return CallResult.failure(ErrorCode.NOT_FOUND, f"no app named {app!r}", request_id)
+            return _counted(CallResult.failure(ErrorCode.NOT_FOUND, f"no app named {app!r}", request_id), http)
         registry = self.registry
         if parsed not in registry.created:  # its first call: create it (or say why not)
             refused = registry.create(app, facet, request_id=request_id)
             if refused is not None:
-                return refused
+                return _counted(refused, http)
         quotas = self.quota_book.effective(app, facet)
+        if http is not None and len(body) > quotas.max_body:
+            message = f"the request body of {len(body)} bytes is over the max_body quota of {quotas.max_body} bytes"
+            return self._refuse(app, facet, ErrorCode.TOO_BIG, message, request_id, http)
         refusal = self.policy.admit_request(app, facet, quotas)
         if refusal is not None:
-            return self._refuse(app, facet, refusal.code, refusal.message, request_id)
+            return self._refuse(app, facet, refusal.code, refusal.message, request_id, http)
         slot = registry.slots.get(parsed) or registry.slot(app, facet)
         # The input gate (gate.py): one thread at a time runs a facet's requests; at most
         # `queue` wait behind it, and they then run together as one commit group.
         waiting = slot.gate.waiting
         if quotas.queue and waiting >= quotas.queue:
             message = f"{target} already has {waiting} requests waiting (queue={quotas.queue})"
-            return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id)
-        request = Request(body, request_id, quotas)
+            return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id, http)
+        request = Request(body, request_id, quotas, http)
         gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
         if gave_up is not None:
-            return self._refuse(app, facet, ErrorCode.OVERLOADED, f"{target} stayed busy for {gave_up:g} s", request_id)
+            message = f"{target} stayed busy for {gave_up:g} s"
+            return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id, http)
         result = request.result
         assert result is not None
+        if http is not None:
+            result.status = result.http.status if result.http is not None else status_for(result.error)
         self.residency.used(slot)
-        self.meters.record(app, facet, result.usage, result.error, request.storage)
+        self.meters.record(app, facet, result.usage, result.error, request.storage, result.status)
         if request.logs:
             self.log_sink.add(request.logs)
         if self._observes:
@@ -346,3 +365,10 @@ class Supervisor:
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """Run a read-only operator query on the facet's database."""
         return self.browser.query(target, sql, params)
+
+
+def _counted(result: CallResult, http: HttpRequest | None) -> CallResult:
+    """``result`` (refused before it reached a facet's meters) with the status a ``fetch`` answers."""
+    if http is not None:
+        result.status = status_for(result.error)
+    return result

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCode
+from .http import HttpResponse
 
 if TYPE_CHECKING:
     from .apps import AppVersion
@@ -48,6 +49,8 @@ class CallResult:
         message: a human explanation of the error ("" when ok).
         usage: what the request used.
         request_id: identifies the request in logs.
+        http: the response for the wire of an ok ``Supervisor.fetch`` (else None).
+        status: the HTTP status a ``fetch`` was counted with, failures included (0 for ``call``).
     """
 
     ok: bool
@@ -56,6 +59,8 @@ class CallResult:
     message: str = ""
     usage: Usage = field(default_factory=Usage)
     request_id: str = ""
+    http: HttpResponse | None = None
+    status: int = 0
 
     @classmethod
     def failure(cls, code: ErrorCode, message: str, request_id: str = "", usage: Usage | None = None) -> CallResult:

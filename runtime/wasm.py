@@ -308,7 +308,10 @@ class WasmRuntime:
                     f"export {name} has the wrong signature; expected ({', '.join(params)}) -> ({', '.join(results)})"
                 )
         return abi.ModuleShape(
-            exports=tuple(sorted(exports)), imports=tuple(sorted(imports)), has_init="facet_init" in exports
+            exports=tuple(sorted(exports)),
+            imports=tuple(sorted(imports)),
+            has_init="facet_init" in exports,
+            has_http="facet_http" in exports,
         )
 
     def prepare(self, module: wasmtime.Module) -> Prepared:
@@ -406,7 +409,7 @@ class GuestInstance:
         #: True while the host runs the guest's facet_alloc from inside a host function.
         self._allocating = False
         self._memory = None
-        self._alloc = self._handle = self._init = None
+        self._alloc = self._handle = self._init = self._http = None
         self._raw = _ValRaw2()
         self._raw_nested = _ValRaw2()
         #: (base address, size) of linear memory, valid until the guest runs again.
@@ -425,6 +428,7 @@ class GuestInstance:
         self._alloc = self._export(instance, "facet_alloc", _EXTERN_FUNC)
         self._handle = self._export(instance, "facet_handle", _EXTERN_FUNC)
         self._init = self._export(instance, "facet_init", _EXTERN_FUNC, required=False)
+        self._http = self._export(instance, "facet_http", _EXTERN_FUNC, required=False)
 
     def _export(self, instance: wasmtime.Instance, name: str, kind: int, required: bool = True) -> Any:
         """A pointer to our own copy of export ``name``'s handle (see ``_own``), or None."""
@@ -547,11 +551,19 @@ class GuestInstance:
         else:
             self.fuel_used = 0
 
-    def handle(self, body: bytes, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> bytes:
-        """Run one request through ``facet_alloc`` + ``facet_handle`` and return the response bytes."""
+    def handle(self, body: bytes, *, fuel: int, timeout_ms: int, host: HostHandler | None, http: bool = False) -> bytes:
+        """Run one request through ``facet_alloc`` + ``facet_handle`` (``http``: ``facet_http``,
+        which the caller checked the module exports) and return the response bytes."""
+        if http:
+            return self._enter(self._handle_request, body, self._http, fuel=fuel, timeout_ms=timeout_ms, host=host)
         return self._enter(self._handle_request, body, fuel=fuel, timeout_ms=timeout_ms, host=host)
 
-    def _handle_request(self, body: bytes) -> bytes:
+    @property
+    def serves_http(self) -> bool:
+        """True when the module exports ``facet_http``."""
+        return self._http is not None
+
+    def _handle_request(self, body: bytes, entry: Any = None) -> bytes:
         raw, ctx, length = self._raw, self._ctx, len(body)
         raw[0].i32 = length
         self._call(ctx, self._alloc, raw, 1)
@@ -572,7 +584,7 @@ class GuestInstance:
                 ) from None
         raw[0].i32 = ptr
         raw[1].i32 = length
-        self._call(ctx, self._handle, raw, 2)
+        self._call(ctx, entry or self._handle, raw, 2)
         resp_ptr, resp_len = abi.unpack(raw[0].i64)
         try:
             return self.read(resp_ptr, resp_len)
