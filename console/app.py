@@ -7,6 +7,7 @@ in as messages. ``--readonly`` hides and refuses every write.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +21,7 @@ from textual.screen import Screen
 from runtime import Supervisor, default_data_dir, neutralize
 
 from .commands import run_line
+from .control_server import serve_control
 from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .samples import load_samples
@@ -141,7 +143,8 @@ class FacetsConsole(App):
 def run_console(data: str | None, *, readonly: bool = False, samples: bool = True) -> None:
     """Open the data directory (loading the sample apps into an empty one) and run the console."""
     # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
-    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly) as sup:
+    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, role="console") as sup:
         if samples and not readonly:
             load_samples(sup)
-        FacetsConsole(sup, readonly=readonly).run()
+        with serve_control(sup) or contextlib.nullcontext():  # `facets COMMAND` elsewhere comes here
+            FacetsConsole(sup, readonly=readonly).run()

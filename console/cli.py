@@ -3,12 +3,21 @@
     facets [--data DIR] [console]          the Textual console (the default)
     facets [--data DIR] run SCRIPT|-       a script, JSON Lines out
     facets [--data DIR] COMMAND ARGS...    one command (--json for JSON)
+    facets [--data DIR] serve              the apps over HTTP (public and admin listeners)
 
-``FACETS_DATA`` sets the data directory (default ``.facets-data``).
+``FACETS_DATA`` sets the data directory (default ``.facets-data``). One process owns a data
+directory (``runtime.owner``): while another one does, COMMAND and run send their lines to
+it (``remote``) and print what it answers, exactly what an embedded run prints.
+
+``--durability`` (every command that opens the data directory): ``full`` (the default)
+syncs every COMMIT to disk, so an answered request survives a power loss; ``process``
+(SQLite synchronous=NORMAL in WAL) survives a killed process, not a power loss, and
+commits faster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -17,18 +26,41 @@ from typing import Any
 import click
 from rich.console import Console
 
-from runtime import FacetsError, Supervisor, default_data_dir
+from runtime import FacetsError, Supervisor, SupervisorSettings, default_data_dir
 
-from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, render, run
+from .commands import (
+    SPECS,
+    Command,
+    CommandError,
+    RefusedError,
+    Reply,
+    UsageError,
+    failure,
+    is_write,
+    parse,
+    render,
+    run,
+)
+from .control_server import serve_control
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
+from .remote import ControlClient, open_or_route
 
 
-def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
+def open_supervisor(data: str | None, *, readonly: bool = False, role: str = "command") -> Supervisor:
     """The data directory's supervisor; with ``readonly``, opened without writing anything
     (no orphan adoption, no mkdir, no control-database writes; ``commands.is_write`` refuses
-    the writing commands before they reach it)."""
-    return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly)
+    the writing commands before they reach it). Its durability is the ``--durability`` given
+    to ``main`` (read from the click context, so every command gets it)."""
+    ctx = click.get_current_context(silent=True)
+    durability = ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
+    data_dir = Path(data) if data else default_data_dir()
+    return Supervisor(data_dir, readonly=readonly, durability=durability, role=role)
+
+
+def _lost(exc: OSError) -> CommandError:
+    """The owner could not be reached or broke off (by type: an OSError)."""
+    return CommandError(f"lost the data directory's owner: {type(exc).__name__}: {exc}", "io_error")
 
 
 @click.group(invoke_without_command=True, help=__doc__)
@@ -38,10 +70,17 @@ def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
     type=click.Path(file_okay=False),
     help="data directory (default: $FACETS_DATA or .facets-data)",
 )
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "process"]),
+    default=None,
+    help="full: a COMMIT survives power loss (the default); process: it survives a killed process",
+)
 @click.pass_context
-def main(ctx: click.Context, data: str | None) -> None:
+def main(ctx: click.Context, data: str | None, durability: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["data"] = data
+    ctx.obj["durability"] = durability
     if ctx.invoked_subcommand is None:
         ctx.invoke(console)
 
@@ -75,9 +114,68 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
         message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
         click.echo(dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
         sys.exit(EXIT_USAGE)
-    with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
+    data_dir = Path(ctx.obj["data"]) if ctx.obj["data"] else default_data_dir()
+    try:
+        target = open_or_route(data_dir, role="run", readonly=readonly)
+    except FacetsError as exc:  # owned by a process that serves no control socket; damaged...
+        click.echo(dumps(failure("", exc) | {"cmd": None}, ensure_ascii=True))
+        sys.exit(EXIT_FAILED)
+    if isinstance(target, ControlClient):
+        sys.exit(_run_remote(target, lines, fail_fast=fail_fast, readonly=readonly))
+    with target as sup, serve_control(sup) or contextlib.nullcontext():  # a second script comes here
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)
+
+
+def _run_remote(client: ControlClient, lines: list[str], *, fail_fast: bool, readonly: bool) -> int:
+    """Send a script to the owner; print its JSON Lines as they come; its exit status."""
+    try:
+        for item in client.script(lines, fail_fast=fail_fast, readonly=readonly):
+            if isinstance(item, int):
+                return item
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    except OSError as exc:
+        click.echo(dumps(failure("", _lost(exc)) | {"cmd": None}, ensure_ascii=True))
+    return EXIT_FAILED
+
+
+@main.command("serve")
+@click.option("--listen", default="127.0.0.1:8800", show_default=True, help="public listener, HOST:PORT")
+@click.option("--admin", default="127.0.0.1:8801", show_default=True, help="admin listener (/metrics, /healthz)")
+@click.option("--base-domain", default=None, help="also route FACET.APP.DOMAIN by the Host header")
+@click.pass_context
+def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | None) -> None:
+    """Serve the apps over HTTP: /APP/FACET/... on the public listener; SIGTERM or
+    SIGINT drains the requests in flight, flushes usage and logs, and exits 0."""
+    from server import parse_listen, serve
+
+    try:
+        public_at, admin_at = parse_listen(listen), parse_listen(admin)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if public_at == admin_at and public_at.port:  # port 0: each gets a free port of its own
+        raise click.UsageError(f"--listen and --admin are both {listen}: the admin listener needs its own")
+
+    def ready(urls: list[str]) -> None:
+        if sup.owner is not None:
+            sup.owner.publish(public_url=urls[0], admin_url=urls[1])
+        click.echo(f"public {urls[0]}/APP/FACET/")
+        click.echo(f"admin  {urls[1]}/metrics")
+        sys.stdout.flush()
+
+    try:
+        # The owner of the data directory: `facets COMMAND` and `facets run` elsewhere come
+        # through its control socket while it serves.
+        with open_supervisor(ctx.obj["data"], role="serve") as sup, serve_control(sup) or contextlib.nullcontext():
+            serve(sup, public_at, admin_at, base_domain=base_domain, ready=ready)
+    except FacetsError as exc:  # the data directory cannot be opened
+        click.echo(f"facets: {exc.message} ({exc.code})", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:  # a listener cannot bind (address in use, not permitted)
+        click.echo(f"facets serve: cannot listen: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
 
 
 def _make_command(name: str) -> click.Command:
@@ -109,14 +207,24 @@ def _make_command(name: str) -> click.Command:
         try:
             if readonly and is_write(cmd):  # refused before the data directory is opened
                 raise RefusedError(f"{cmd.name}: refused in read-only mode")
-            with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
-                result: dict[str, Any] = Reply(line, run(sup, cmd, readonly=readonly))
+            result: dict[str, Any] = _run_one(ctx.obj["data"], line, cmd, readonly=readonly)
         except (CommandError, FacetsError) as exc:  # FacetsError: opening the data directory failed
             result = failure(line, exc)
+        except OSError as exc:
+            result = failure(line, _lost(exc))
         _print(result, as_json)
         sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
     return command
+
+
+def _run_one(data: str | None, line: str, cmd: Command, *, readonly: bool) -> dict[str, Any]:
+    """Run one command here, or send it to the data directory's owner (``remote``)."""
+    target = open_or_route(Path(data) if data else default_data_dir(), role="command", readonly=readonly)
+    if isinstance(target, ControlClient):
+        return target.command(line, readonly=readonly)
+    with target as sup:
+        return Reply(line, run(sup, cmd, readonly=readonly))
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
