@@ -188,9 +188,7 @@ def start_facets(data: Path, tmp: Path, durability: str) -> Served:
     log = tmp / "facets-server.log"
     command = [
         *(sys.executable, "-m", "console", "--data", str(data), "--durability", durability),
-        # (The admin listener is written "localhost:0": serve refuses the same HOST:PORT for
-        # both, and says so even for port 0, where the two never collide.)
-        *("serve", "--listen", "127.0.0.1:0", "--admin", "localhost:0"),
+        *("serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"),
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with log.open("wb") as err:
