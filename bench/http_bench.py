@@ -325,6 +325,7 @@ def http_section(tmp: Path, rounds: int, seconds: float) -> dict[str, Any]:
         "processes": "one server process each (the supervisor is one process)",
         "wrk": " ".join(wrk_command("URL", 0, seconds)).replace("-c0", "-cN"),
         "rounds": rounds,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     plain = start_plain(tmp, "NORMAL")
     facets: Served | None = None
