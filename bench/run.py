@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import wasmtime  # noqa: E402
+from http_bench import http_section  # noqa: E402
 
 from bare_host import BareHost  # noqa: E402
 from runtime import EngineSettings, Supervisor  # noqa: E402
@@ -477,6 +478,22 @@ TARGETS = [
         lambda v: v < 100,
     ),
     ("first page of a 1M-row table", ("table", "first_page_ms"), "{:.1f} ms", "< 100 ms", lambda v: v < 100),
+    (
+        "HTTP, 16 connections (facets serve vs plain ASGI)",
+        ("http", "c16", "ratio_rps"),
+        "{:.2f}x plain",
+        ">= 0.7x (goal 1x)",
+        lambda v: v >= 0.7,
+    ),
+    ("HTTP, 1 connection", ("http", "c1", "ratio_rps"), "{:.2f}x plain", ">= 0.7x", lambda v: v >= 0.7),
+    ("HTTP, 256 connections", ("http", "c256", "ratio_rps"), "{:.2f}x plain", ">= 0.7x", lambda v: v >= 0.7),
+    (
+        "healthy p99 beside a hammered runaway",
+        ("http", "runaway", "p99_ratio"),
+        "{:.2f}x alone",
+        "<= 2x",
+        lambda v: v <= 2.0,
+    ),
 ]
 
 
@@ -533,6 +550,7 @@ def main() -> int:
             "reservation",
             "console",
             "table",
+            "http",
         ]
     )
     started = time.perf_counter()
@@ -582,6 +600,9 @@ def main() -> int:
             finally:
                 density_sup.close()
         section("table", lambda: table_browsing(tmp, 100_000 if quick else 1_000_000))
+        # Servers in subprocesses driven by wrk: last, so nothing of theirs runs beside the
+        # in-process sections. 2 s per wrk run: 3 rounds take about a minute.
+        section("http", lambda: http_section(tmp, 1 if quick else 3, 1 if quick else 2))
     results["elapsed_s"] = time.perf_counter() - started
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.child:
