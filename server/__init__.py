@@ -20,12 +20,12 @@ Thread rules:
 * The event loop never runs guest code or SQLite. It parses addresses, reads bodies, counts
   requests in flight and writes answers; it reads only in-memory supervisor state (the
   effective quotas, a dict lookup).
-* Every ``sup.fetch`` runs on ``PublicApp``'s own ThreadPoolExecutor, sized to the
-  connection cap (``Limits.connections``): a thread blocked at a busy facet's gate costs
-  no CPU, and uvicorn runs one request per connection at a time, so no fetch ever waits for
-  a thread. A runaway facet may only hold its own gate: the loop caps each facet's requests
-  in flight at its ``queue`` quota + 1 and answers 503 ``overloaded`` with ``Retry-After``
-  beyond that, without submitting.
+* A facet's requests wait on the loop in its lane and run on ``PublicApp``'s own
+  ThreadPoolExecutor, one pool job per facet at a time, in batches through
+  ``Supervisor.fetch_many`` (one gate pass and one thread hand-off per batch). A thread
+  inside a facet's gate costs no CPU while it waits; a runaway facet holds one thread. The
+  loop caps each facet's requests in flight (its lane) at its ``queue`` quota + 1 and
+  answers 503 ``overloaded`` with ``Retry-After`` beyond that, without queueing.
 * The admin routes read the supervisor on a 2-thread pool of their own.
 * ``serve`` must run in the main thread (it installs the signal handlers); a
   ``ServerThread`` has its own thread and loop, and takes no signals.

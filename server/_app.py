@@ -78,13 +78,13 @@ class PublicApp:
         self._sup = sup
         self._limits = limits = limits or Limits()
         self._base_domain = "." + base_domain.strip(".").lower() if base_domain else None
-        # Pool size = the connection cap: uvicorn runs one request at a time per connection,
-        # so at most `connections` fetches are ever in flight and none waits for a thread.
-        # A thread blocked at a busy facet's gate costs no CPU (only its stack), and threads
-        # are started lazily as concurrency grows. What keeps a runaway facet from holding
-        # most of them is the per-facet cap below: one running + `queue` waiting (64 by
-        # default), the most its gate would admit anyway; beyond it the loop answers 503
-        # `overloaded` without submitting.
+        # Pool size = the connection cap: a pool job serves one facet's lane, and there are
+        # never more facets in flight than connections (uvicorn runs one request at a time
+        # per connection), so no lane waits for a thread. A thread waiting at a busy facet's
+        # gate costs no CPU (only its stack), and threads are started lazily. A runaway facet
+        # holds one thread; its lane is capped at one running + `queue` waiting (64 by
+        # default), the most its gate would admit anyway: beyond, the loop answers 503
+        # `overloaded` without queueing.
         self._pool = ThreadPoolExecutor(max_workers=limits.connections, thread_name_prefix="facets-http")
         self._in_flight: dict[str, int] = {}
         self._lanes: dict[str, _Lane] = {}
