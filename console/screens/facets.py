@@ -5,6 +5,12 @@ overlaps the previous one and asks the supervisor only for the facets that
 changed since the last one (``Supervisor.facet_changes``), and only cells
 whose value changed are updated: the cost follows the traffic, not the number
 of facets, and the table does not flicker.
+
+The ``http`` column counts the HTTP answers of each facet by class, ``ok/4xx/5xx``:
+``ok`` is 2xx and 3xx together, because a redirect is a facet's normal success (the
+shortener answers 302, the todo form's POST 303), so a separate 3xx count would only widen
+the table; 4xx (the client's fault) and 5xx (the facet's or the host's) are what an
+operator looks for, 5xx in red. A facet never fetched over HTTP shows ``-``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("version", "ver"),
     ("requests", "requests"),
     ("errors", "errors"),
+    ("http", "http ok/4xx/5xx"),
     ("rps", "req/s"),
     ("p50", "p50 ms"),
     ("p99", "p99 ms"),
@@ -54,6 +61,9 @@ class FacetRow:
     version: int | None
     requests: int
     errors: int
+    http_ok: int  # 2xx + 3xx (the module docstring says why)
+    http_4xx: int
+    http_5xx: int
     rps: float
     p50: float
     p99: float
@@ -69,6 +79,7 @@ class FacetRow:
             "version": str(self.version) if self.version is not None else "-",
             "requests": self.requests,
             "errors": Text(str(self.errors), style="red" if self.errors else ""),
+            "http": self.http_cell(),
             "rps": f"{self.rps:.0f}",
             "p50": f"{self.p50:.2f}",
             "p99": f"{self.p99:.2f}",
@@ -77,7 +88,21 @@ class FacetRow:
             "last_error": plain(self.last_error, style="red"),
         }
 
+    def http_cell(self) -> Text | str:
+        """``1.2k/3/0``: answers ok (2xx+3xx), 4xx in yellow, 5xx in red when there are any."""
+        if not (self.http_ok or self.http_4xx or self.http_5xx):
+            return "-"
+        return Text.assemble(
+            human_count(self.http_ok),
+            "/",
+            (human_count(self.http_4xx), "yellow" if self.http_4xx else ""),
+            "/",
+            (human_count(self.http_5xx), "bold red" if self.http_5xx else ""),
+        )
+
     def sort_value(self, column: str) -> Any:
+        if column == "http":  # failing facets together: by 5xx, then 4xx, then the answers ok
+            return (self.http_5xx, self.http_4xx, self.http_ok)
         if column == "storage":
             return self.storage
         if column == "last_error":
@@ -145,6 +170,9 @@ class FacetsScreen(ConsoleScreen):
                     version=info.version,
                     requests=u["requests"],
                     errors=u["error_count"],
+                    http_ok=u["http_2xx"] + u["http_3xx"],
+                    http_4xx=u["http_4xx"],
+                    http_5xx=u["http_5xx"],
                     rps=u["rps"],
                     p50=u["p50_ms"],
                     p99=u["p99_ms"],
