@@ -2,7 +2,9 @@
 
 The event loop never calls into wasm or SQLite: views gather data in thread
 workers and hand results back with ``call_from_thread``; log records stream
-in as messages. ``--readonly`` hides and refuses every write.
+in as messages. ``--readonly`` hides and refuses every write. ``--serve`` runs the public
+HTTP listener in this process too (``ingress.Ingress``), started by a worker once the app
+is up and stopped when it exits, before ``run_console`` closes the supervisor.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from textual.command import Provider
 from textual.screen import Screen
 
 from runtime import Supervisor, default_data_dir, neutralize
+from server import Listen
 
 from .commands import run_line
+from .ingress import Ingress
 from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .samples import load_samples
@@ -61,11 +65,15 @@ class FacetsConsole(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, sup: Supervisor, *, readonly: bool = False, traffic_rate: float = 200.0) -> None:
+    def __init__(
+        self, sup: Supervisor, *, readonly: bool = False, traffic_rate: float = 200.0, serve: Listen | None = None
+    ) -> None:
+        """``serve``: where to run the public HTTP listener in this process (None: none)."""
         super().__init__()
         self.sup = sup
         self.readonly = readonly
         self.traffic = TrafficGenerator(sup, rate=traffic_rate)
+        self.ingress = Ingress(sup, serve) if serve is not None else None
         #: Lines entered in the command bar: one history per console, walked from every view.
         self.command_history: list[str] = []
         if readonly:
@@ -73,9 +81,18 @@ class FacetsConsole(App):
 
     def on_mount(self) -> None:
         self.title = f"Facets · {neutralize(str(self.sup.data_dir))}" + (" · read-only" if self.readonly else "")
+        if self.ingress is not None:
+            self._start_ingress()
+
+    @work(thread=True, group="ingress")
+    def _start_ingress(self) -> None:
+        assert self.ingress is not None
+        self.ingress.start()  # binding and uvicorn's startup: off the event loop
 
     def on_unmount(self) -> None:
         self.traffic.stop()
+        if self.ingress is not None:
+            self.ingress.stop()  # drains its requests: the supervisor is closed after this
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (self.readonly and action == "traffic")
@@ -137,11 +154,15 @@ class FacetsConsole(App):
     def traffic_status(self) -> str:
         return f"traffic on · {self.traffic.sent:,} sent" if self.traffic.running else "traffic off (t)"
 
+    def ingress_status(self) -> str:
+        return self.ingress.status if self.ingress is not None else ""
 
-def run_console(data: str | None, *, readonly: bool = False, samples: bool = True) -> None:
-    """Open the data directory (loading the sample apps into an empty one) and run the console."""
+
+def run_console(data: str | None, *, readonly: bool = False, samples: bool = True, serve: Listen | None = None) -> None:
+    """Open the data directory (loading the sample apps into an empty one) and run the console;
+    ``serve``: also serve HTTP there (``ingress``)."""
     # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
     with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly) as sup:
         if samples and not readonly:
             load_samples(sup)
-        FacetsConsole(sup, readonly=readonly).run()
+        FacetsConsole(sup, readonly=readonly, serve=serve).run()

@@ -23,3 +23,8 @@ class ConsoleHost(Protocol):
     def traffic_status(self) -> str:
         """One line on the load generator, e.g. ``traffic on · 1,204 sent``."""
         ...
+
+    def ingress_status(self) -> str:
+        """One line on the console's HTTP listener (``--serve``), e.g. ``serving
+        http://127.0.0.1:8800/ · curl http://127.0.0.1:8800/counter/alice``; "" when none."""
+        ...

@@ -223,7 +223,7 @@ class FacetsScreen(ConsoleScreen):
         if not self.is_attached:
             return
         self._cursor = cursor
-        self.query_one(FleetHeader).show(totals, rps_series, traffic)
+        self.query_one(FleetHeader).show(totals, rps_series, traffic, self.console.ingress_status())
         table = self.query_one(DataTable)
         resort = False
         for key in removed:
