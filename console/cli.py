@@ -3,8 +3,12 @@
     facets [--data DIR] [console]          the Textual console (the default)
     facets [--data DIR] run SCRIPT|-       a script, JSON Lines out
     facets [--data DIR] COMMAND ARGS...    one command (--json for JSON)
+    facets [--data DIR] serve              the apps over HTTP (public and admin listeners)
 
-``FACETS_DATA`` sets the data directory (default ``.facets-data``).
+``FACETS_DATA`` sets the data directory (default ``.facets-data``). ``--durability``
+(every command that opens the data directory): ``full`` (the default) syncs every
+COMMIT to disk, so an answered request survives a power loss; ``process`` (SQLite
+synchronous=NORMAL in WAL) survives a killed process, not a power loss, and commits faster.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from runtime import FacetsError, Supervisor, default_data_dir
+from runtime import FacetsError, Supervisor, SupervisorSettings, default_data_dir
 
 from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, render, run
 from .format import dumps
@@ -30,8 +34,11 @@ if TYPE_CHECKING:
 def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
     """The data directory's supervisor; with ``readonly``, opened without writing anything
     (no orphan adoption, no mkdir, no control-database writes; ``commands.is_write`` refuses
-    the writing commands before they reach it)."""
-    return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly)
+    the writing commands before they reach it). Its durability is the ``--durability`` given
+    to ``main`` (read from the click context, so every command gets it)."""
+    ctx = click.get_current_context(silent=True)
+    durability = ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
+    return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, durability=durability)
 
 
 @click.group(invoke_without_command=True, help=__doc__)
@@ -41,10 +48,17 @@ def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
     type=click.Path(file_okay=False),
     help="data directory (default: $FACETS_DATA or .facets-data)",
 )
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "process"]),
+    default=None,
+    help="full: a COMMIT survives power loss (the default); process: it survives a killed process",
+)
 @click.pass_context
-def main(ctx: click.Context, data: str | None) -> None:
+def main(ctx: click.Context, data: str | None, durability: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["data"] = data
+    ctx.obj["durability"] = durability
     if ctx.invoked_subcommand is None:
         ctx.invoke(console)
 
@@ -108,6 +122,40 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
     with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)
+
+
+@main.command("serve")
+@click.option("--listen", default="127.0.0.1:8800", show_default=True, help="public listener, HOST:PORT")
+@click.option("--admin", default="127.0.0.1:8801", show_default=True, help="admin listener (/metrics, /healthz)")
+@click.option("--base-domain", default=None, help="also route FACET.APP.DOMAIN by the Host header")
+@click.pass_context
+def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | None) -> None:
+    """Serve the apps over HTTP: /APP/FACET/... on the public listener; SIGTERM or
+    SIGINT drains the requests in flight, flushes usage and logs, and exits 0."""
+    from server import parse_listen, serve
+
+    try:
+        public_at, admin_at = parse_listen(listen), parse_listen(admin)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if public_at == admin_at and public_at.port:  # port 0: each gets a free port of its own
+        raise click.UsageError(f"--listen and --admin are both {listen}: the admin listener needs its own")
+
+    def ready(urls: list[str]) -> None:
+        click.echo(f"public {urls[0]}/APP/FACET/")
+        click.echo(f"admin  {urls[1]}/metrics")
+        sys.stdout.flush()
+
+    try:
+        with open_supervisor(ctx.obj["data"]) as sup:
+            serve(sup, public_at, admin_at, base_domain=base_domain, ready=ready)
+    except FacetsError as exc:  # the data directory cannot be opened
+        click.echo(f"facets: {exc.message} ({exc.code})", err=True)
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:  # a listener cannot bind (address in use, not permitted)
+        click.echo(f"facets serve: cannot listen: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
 
 
 def _make_command(name: str) -> click.Command:
