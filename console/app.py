@@ -9,6 +9,7 @@ is up and stopped when it exits, before ``run_console`` closes the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -23,6 +24,7 @@ from runtime import Supervisor, default_data_dir, neutralize
 from server import Listen
 
 from .commands import run_line
+from .control_server import serve_control
 from .ingress import Ingress
 from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
@@ -162,7 +164,8 @@ def run_console(data: str | None, *, readonly: bool = False, samples: bool = Tru
     """Open the data directory (loading the sample apps into an empty one) and run the console;
     ``serve``: also serve HTTP there (``ingress``)."""
     # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
-    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly) as sup:
+    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, role="console") as sup:
         if samples and not readonly:
             load_samples(sup)
-        FacetsConsole(sup, readonly=readonly, serve=serve).run()
+        with serve_control(sup) or contextlib.nullcontext():  # `facets COMMAND` elsewhere comes here
+            FacetsConsole(sup, readonly=readonly, serve=serve).run()

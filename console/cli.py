@@ -9,10 +9,13 @@
 (every command that opens the data directory): ``full`` (the default) syncs every
 COMMIT to disk, so an answered request survives a power loss; ``process`` (SQLite
 synchronous=NORMAL in WAL) survives a killed process, not a power loss, and commits faster.
+One process owns a data directory (``runtime.owner``): while another one does, COMMAND and run send their lines to
+it (``remote``) and print what it answers, exactly what an embedded run prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -23,9 +26,23 @@ from rich.console import Console
 
 from runtime import FacetsError, Supervisor, SupervisorSettings, default_data_dir
 
-from .commands import SPECS, CommandError, RefusedError, Reply, UsageError, failure, is_write, parse, render, run
+from .commands import (
+    SPECS,
+    Command,
+    CommandError,
+    RefusedError,
+    Reply,
+    UsageError,
+    failure,
+    is_write,
+    parse,
+    render,
+    run,
+)
+from .control_server import serve_control
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
+from .remote import ControlClient, open_or_route
 
 if TYPE_CHECKING:
     from server import Listen
@@ -39,6 +56,11 @@ def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
     ctx = click.get_current_context(silent=True)
     durability = ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
     return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, durability=durability)
+
+
+def _lost(exc: OSError) -> CommandError:
+    """The owner could not be reached or broke off (by type: an OSError)."""
+    return CommandError(f"lost the data directory's owner: {type(exc).__name__}: {exc}", "io_error")
 
 
 @click.group(invoke_without_command=True, help=__doc__)
@@ -119,7 +141,15 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
         message = exc.message if isinstance(exc, UsageError) else f"cannot read script: {exc}"
         click.echo(dumps(failure("", UsageError(message)) | {"cmd": None}, ensure_ascii=True))
         sys.exit(EXIT_USAGE)
-    with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
+    data_dir = Path(ctx.obj["data"]) if ctx.obj["data"] else default_data_dir()
+    try:
+        target = open_or_route(data_dir, role="run", readonly=readonly)
+    except FacetsError as exc:  # owned by a process that serves no control socket; damaged...
+        click.echo(dumps(failure("", exc) | {"cmd": None}, ensure_ascii=True))
+        sys.exit(EXIT_FAILED)
+    if isinstance(target, ControlClient):
+        sys.exit(_run_remote(target, lines, fail_fast=fail_fast, readonly=readonly))
+    with target as sup, serve_control(sup) or contextlib.nullcontext():  # a second script comes here
         status = run_script(sup, lines, sys.stdout, fail_fast=fail_fast, readonly=readonly)
     sys.exit(status)
 
@@ -158,6 +188,19 @@ def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | No
     sys.exit(EXIT_OK)
 
 
+def _run_remote(client: ControlClient, lines: list[str], *, fail_fast: bool, readonly: bool) -> int:
+    """Send a script to the owner; print its JSON Lines as they come; its exit status."""
+    try:
+        for item in client.script(lines, fail_fast=fail_fast, readonly=readonly):
+            if isinstance(item, int):
+                return item
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    except OSError as exc:
+        click.echo(dumps(failure("", _lost(exc)) | {"cmd": None}, ensure_ascii=True))
+    return EXIT_FAILED
+
+
 def _make_command(name: str) -> click.Command:
     spec = SPECS[name]
 
@@ -187,14 +230,24 @@ def _make_command(name: str) -> click.Command:
         try:
             if readonly and is_write(cmd):  # refused before the data directory is opened
                 raise RefusedError(f"{cmd.name}: refused in read-only mode")
-            with open_supervisor(ctx.obj["data"], readonly=readonly) as sup:
-                result: dict[str, Any] = Reply(line, run(sup, cmd, readonly=readonly))
+            result: dict[str, Any] = _run_one(ctx.obj["data"], line, cmd, readonly=readonly)
         except (CommandError, FacetsError) as exc:  # FacetsError: opening the data directory failed
             result = failure(line, exc)
+        except OSError as exc:
+            result = failure(line, _lost(exc))
         _print(result, as_json)
         sys.exit(EXIT_OK if result["ok"] else EXIT_FAILED)
 
     return command
+
+
+def _run_one(data: str | None, line: str, cmd: Command, *, readonly: bool) -> dict[str, Any]:
+    """Run one command here, or send it to the data directory's owner (``remote``)."""
+    target = open_or_route(Path(data) if data else default_data_dir(), role="command", readonly=readonly)
+    if isinstance(target, ControlClient):
+        return target.command(line, readonly=readonly)
+    with target as sup:
+        return Reply(line, run(sup, cmd, readonly=readonly))
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:

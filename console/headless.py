@@ -8,13 +8,15 @@ first command runs, so a typo on line 40 does not leave lines 1-39 half done.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
 from runtime import Supervisor
 
-from .commands import Command, CommandError, Reply, UsageError, failure, parse, run
+from .commands import Command, CommandError, Exported, Imported, Reply, Result, UsageError, failure, parse, run
 from .format import dumps
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -42,10 +44,41 @@ def _emit(out: IO[str], payload: dict[str, Any]) -> None:
     out.flush()  # a reader sees each result before the next command runs
 
 
+#: The argument of each command that names a file (relative to the operator's directory).
+_PATH_ARGUMENT = {"load": 0, "import": 0, "export": 1}
+
+
+def run_at(sup: Supervisor, cmd: Command, *, readonly: bool = False, cwd: str | None = None) -> Result:
+    """``commands.run``, with the command's relative file path taken from ``cwd``: the
+    directory of the operator who typed it, when an owner runs a command sent from another
+    process (``control_api``). What it prints names the path as it was typed, so a command
+    prints the same sent to an owner as run embedded."""
+    index = _PATH_ARGUMENT.get(cmd.name)
+    if cwd is None or index is None or len(cmd.args) <= index or os.path.isabs(cmd.args[index]):
+        return run(sup, cmd, readonly=readonly)
+    typed = cmd.args[index]
+    resolved = os.path.join(cwd, typed)
+    args = [*cmd.args[:index], resolved, *cmd.args[index + 1 :]]
+    try:
+        result = run(sup, dataclasses.replace(cmd, args=args), readonly=readonly)
+    except CommandError as exc:
+        raise type(exc)(exc.message.replace(resolved, typed), exc.code) from None
+    if isinstance(result, Exported | Imported):
+        result = dataclasses.replace(result, path=typed)
+    return result
+
+
 def run_script(
-    sup: Supervisor, lines: Iterable[str], out: IO[str] = sys.stdout, *, fail_fast: bool = False, readonly: bool = False
+    sup: Supervisor,
+    lines: Iterable[str],
+    out: IO[str] = sys.stdout,
+    *,
+    fail_fast: bool = False,
+    readonly: bool = False,
+    cwd: str | None = None,
 ) -> int:
-    """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status."""
+    """Run a script's lines on ``sup``, writing JSON Lines to ``out``; returns the exit status.
+    ``cwd``: where relative file paths are (``run_at``; None: this process's directory)."""
     parsed: list[Command] = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -58,7 +91,7 @@ def run_script(
     status = EXIT_OK
     for cmd in parsed:
         try:
-            result: dict[str, Any] = Reply(cmd.line, run(sup, cmd, readonly=readonly))
+            result: dict[str, Any] = Reply(cmd.line, run_at(sup, cmd, readonly=readonly, cwd=cwd))
         except CommandError as exc:
             result = failure(cmd.line, exc)
             status = EXIT_FAILED

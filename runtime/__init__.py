@@ -23,14 +23,15 @@ never imports the console.
   retention), ``events`` (the supervisor's own log records), ``settings``, and
   beneath them ``apps``, ``abi``, ``wasm``, ``hostcalls``, ``storage``, ``control``,
   ``quotas``, ``policy``, ``metering``, ``billing``, ``logs``, ``changes``, ``faults``,
-  ``errors``, ``types``.
+  ``errors``, ``types``, and ``owner`` (one process owns a data directory: its file lock).
 """
 
 from .abi import ABI_VERSION
 from .apps import AppVersion
-from .errors import BadModule, BadRequest, ErrorCode, FacetsError, NotFound, QuotaError
+from .errors import BadModule, BadRequest, DataDirBusy, ErrorCode, FacetsError, NotFound, QuotaError
 from .http import HttpRequest, HttpResponse, error_body, public_message, status_for
 from .logs import LogRecord, neutralize
+from .owner import OwnerInfo, owner_of
 from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
 from .registry import parse_facet_target
@@ -47,6 +48,7 @@ __all__ = [
     "BadModule",
     "BadRequest",
     "CallResult",
+    "DataDirBusy",
     "EngineSettings",
     "ErrorCode",
     "FacetChanges",
@@ -56,6 +58,7 @@ __all__ = [
     "HttpResponse",
     "LogRecord",
     "NotFound",
+    "OwnerInfo",
     "Policy",
     "QuotaError",
     "QuotaPolicy",
@@ -67,6 +70,7 @@ __all__ = [
     "default_data_dir",
     "error_body",
     "neutralize",
+    "owner_of",
     "parse_facet_target",
     "parse_quota",
     "public_message",

@@ -10,7 +10,9 @@ Exceptions raised by the Python API::
     ├── BadRequest              bad_request: malformed name, body, argument
     ├── NotFound                not_found: no such app or facet
     ├── BadModule               bad_module: not wasm, or breaks the facet ABI
-    └── QuotaError              bad_quota: a quota value or key was refused
+    ├── QuotaError              bad_quota: a quota value or key was refused
+    └── DataDirBusy             refused: another process owns the data directory
+                                (``runtime.owner``; ``.owner`` says who)
 
 A failed *request* never raises: ``Supervisor.call`` returns a
 ``CallResult`` whose ``.error`` is one of the codes.
@@ -37,6 +39,10 @@ Which interface emits which code::
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .owner import OwnerInfo
 
 
 class ErrorCode(StrEnum):
@@ -97,3 +103,11 @@ class BadModule(FacetsError):
 
 class QuotaError(FacetsError):
     code = ErrorCode.BAD_QUOTA
+
+
+class DataDirBusy(FacetsError):
+    """Another process holds the data directory's owner lock (``runtime.owner``)."""
+
+    code = ErrorCode.REFUSED
+    #: Who holds it, as its ``owner.json`` says (None when it has not said yet).
+    owner: OwnerInfo | None = None

@@ -44,7 +44,10 @@ class SupervisorSettings:
         memory_budget: bytes of linear memory all warm instances may hold together; beyond
             it the least recently used are evicted (see ``default_memory_budget``).
         readonly: open without writing anything (no adoption of stray databases, no
-            housekeeping); every write is refused.
+            housekeeping); every write is refused. A read-only open takes no owner lock.
+        role: what the owner of the data directory is (``serve``, ``console``, ``run``,
+            ``command``, ``python``): written to ``owner.json`` for whoever is refused
+            (``runtime.owner``).
     """
 
     durability: str = "full"
@@ -61,6 +64,7 @@ class SupervisorSettings:
     commit_groups: bool | None = None
     memory_budget: int | None = None
     readonly: bool = False
+    role: str = "python"
 
     def validate(self) -> None:
         if self.durability not in DURABILITIES:

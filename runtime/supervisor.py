@@ -40,6 +40,7 @@ from .housekeeper import Housekeeper
 from .http import HttpRequest, status_for
 from .logs import LogRecord, LogSink
 from .metering import Meters
+from .owner import OwnerLock
 from .policy import Policy, QuotaPolicy
 from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .registry import FacetRegistry, TargetCache, parse_facet_target
@@ -71,6 +72,17 @@ class Supervisor:
         self.data_dir = Path(data_dir)
         self.readonly = readonly = settings.readonly
         settings.prepare_data_dir(self.data_dir)
+        #: The data directory's owner lock (owner.py): one writer per directory, else usage
+        #: and quotas diverge between processes. None read-only (a reader writes nothing).
+        self.owner = None if readonly else OwnerLock.acquire(self.data_dir, settings.role)
+        try:
+            self._open(settings, readonly)
+        except BaseException:  # a damaged control database...: the directory is not kept locked
+            if self.owner is not None:
+                self.owner.release()
+            raise
+
+    def _open(self, settings: SupervisorSettings, readonly: bool) -> None:
         self.durability = settings.durability
         self.commit_groups = settings.groups_commits()
         self.policy = settings.policy or QuotaPolicy()
@@ -151,6 +163,8 @@ class Supervisor:
         self.log_sink.close()
         self.wasm.close()
         self.control.close()
+        if self.owner is not None:  # last: the next owner finds everything flushed
+            self.owner.release()
 
     # -- apps (loading them: admin.py) ------------------------------------------------
     def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion:
