@@ -121,7 +121,8 @@ def console(ctx: click.Context, readonly: bool, no_samples: bool, serve: Listen 
     if serve is not None and readonly:
         raise click.UsageError("--serve runs requests, which write: it cannot be used with --readonly")
     try:
-        run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples, serve=serve)
+        durability = ctx.obj.get("durability")
+        run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples, serve=serve, durability=durability)
     except FacetsError as exc:  # the data directory cannot be opened (damaged, missing read-only)
         click.echo(f"facets: {exc.message} ({exc.code})", err=True)
         sys.exit(EXIT_FAILED)

@@ -25,7 +25,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input
 
-from runtime import neutralize
+from runtime import FacetsError, neutralize
 
 from ..format import bar, human_bytes, human_count, plain, state_text
 from ..messages import OpenFacet
@@ -110,6 +110,11 @@ class FacetRow:
         if column == "version":
             return self.version or 0
         return getattr(self, column)
+
+
+def plain_message(target: str, exc: FacetsError) -> str:
+    """``todo/alice: no facet todo/alice (not_found)``, safe for a terminal."""
+    return neutralize(f"{target}: {exc.message} ({exc.code})")
 
 
 class FacetsScreen(ConsoleScreen):
@@ -345,7 +350,11 @@ class FacetsScreen(ConsoleScreen):
 
     @work(thread=True, group="facets-action")
     def _evict(self, target: str) -> None:
-        was_warm = self.sup.evict(target)
+        try:
+            was_warm = self.sup.evict(target)
+        except FacetsError as exc:  # deleted meanwhile, or an attached console's owner is away
+            self.app.call_from_thread(partial(self.notify, plain_message(target, exc), severity="error", markup=False))
+            return
         message = f"{neutralize(target)} evicted" if was_warm else f"{neutralize(target)} was not warm"
         self.app.call_from_thread(partial(self.notify, message, markup=False))
 
@@ -364,6 +373,10 @@ class FacetsScreen(ConsoleScreen):
 
     @work(thread=True, group="facets-action")
     def _delete(self, target: str) -> None:
-        self.sup.delete(target)
+        try:
+            self.sup.delete(target)
+        except FacetsError as exc:  # deleted meanwhile, or an attached console's owner is away
+            self.app.call_from_thread(partial(self.notify, plain_message(target, exc), severity="error", markup=False))
+            return
         self.app.call_from_thread(partial(self.notify, f"{neutralize(target)} deleted", markup=False))
         self.app.call_from_thread(self.refresh_fleet)
