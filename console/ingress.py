@@ -70,6 +70,7 @@ class Ingress:
             self._server, self._app = server, app
             self.url = server.url
             self.status = f"serving {self.url}/ · curl {self.url}/{self._sample()}"
+            self._publish(self.url)
 
     def _sample(self) -> str:
         """What to curl: ``counter/alice`` (a sample app's seeded facet), else the first facet,
@@ -83,6 +84,15 @@ class Ingress:
         # a facet name is guest-influenced text on its way to a terminal: neutralized
         return neutralize(facets[0].target) if facets else "APP/FACET"
 
+    def _publish(self, url: str | None) -> None:
+        """Say in ``owner.json`` where the owner serves HTTP (an attached console shows it)."""
+        owner = self._sup.owner
+        if owner is not None and owner.held:
+            try:
+                owner.publish(public_url=url)
+            except OSError:  # the note is advisory: serving goes on without it
+                pass
+
     def stop(self) -> None:
         """Stop accepting, let the requests in flight finish, release the port (idempotent)."""
         with self._lock:
@@ -91,6 +101,7 @@ class Ingress:
             self._server = self._app = None
             if server is None or app is None:
                 return
+            self._publish(None)  # first: nobody is sent to a listener about to close
             server.stop()
             app.close()
             self.url = None

@@ -19,7 +19,9 @@ from console.control_server import serve_control
 from console.remote_supervisor import OwnerUnreachable, RemoteSupervisor, attach
 from console.screens.result import CommandResultScreen
 from runtime import ErrorCode, NotFound, QuotaError, Supervisor
+from server import Listen
 from tests.conftest import COUNTER_WAT, fixture
+from tests.console.test_console_serve import ingress_line
 from tests.console.test_tui import SIZE, facets_table, open_detail, run_async
 from tests.console.waiting import until
 
@@ -193,3 +195,17 @@ def test_run_console_embeds_without_an_owner(tmp_path, monkeypatch):
     monkeypatch.setattr(FacetsConsole, "run", lambda self: seen.append(self.sup))
     run_console(str(tmp_path / "data"), samples=False)
     assert len(seen) == 1 and isinstance(seen[0], Supervisor)
+
+
+@run_async
+async def test_an_attached_console_shows_where_its_owner_serves_http_and_serves_none_itself(owner, tmp_path):
+    owner.sup.owner.publish(public_url="http://127.0.0.1:8123")
+    remote = attach(tmp_path / "data")
+    assert remote is not None
+    app = FacetsConsole(remote, serve=Listen("127.0.0.1", 0))  # asked to serve: its owner does
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: ingress_line(app) == "the owner serves http://127.0.0.1:8123/")
+            assert app.ingress is None
+    finally:
+        remote.close()

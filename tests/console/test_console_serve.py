@@ -17,6 +17,7 @@ from textual.widgets import Static
 
 from console import cli
 from console.app import FacetsConsole
+from runtime import owner_of
 from server import Listen
 from tests.console.test_tui import SIZE, facets_table, run_async
 from tests.console.waiting import until
@@ -50,6 +51,8 @@ async def test_the_console_serves_http_and_its_header_shows_the_url_to_curl(seed
         assert base == f"http://127.0.0.1:{app.ingress.url.rsplit(':', 1)[1]}"  # the port bound for port 0
         assert sample == f"{base}/counter/alice"
 
+        assert owner_of(seeded.data_dir).public_url == base  # where an attached console finds it
+
         status, body = await asyncio.to_thread(get, sample)  # what the newcomer's curl does
         assert status == 200
         assert json.loads(body) == {"count": 43}  # the seeded counter (41 + 1), counted once more
@@ -57,6 +60,7 @@ async def test_the_console_serves_http_and_its_header_shows_the_url_to_curl(seed
         await until(pilot, lambda: str(facets_table(app).get_cell("counter/alice", "http")) == "1/0/0")
     # the console's exit stopped the listener (before the supervisor closes: it is still open here)
     assert app.ingress.url is None and app.ingress.status == "ingress stopped"
+    assert owner_of(seeded.data_dir).public_url is None
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=5).close()
 
