@@ -93,7 +93,10 @@ class ControlClient:
             raw = response.read()
         except http.client.IncompleteRead as exc:
             raise OwnerGone(f"the owner closed the connection mid-answer: {exc}") from None
-        return response.status, json.loads(raw)
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:  # not the control API's JSON (uvicorn's own 503 over its connection cap...)
+            raise OwnerGone(f"the owner answered {response.status} without JSON: {raw[:200]!r}") from None
 
     def command(self, line: str, *, readonly: bool = False, cwd: str | None = None) -> dict[str, Any]:
         """The owner's reply to one command line (the dict the embedded run prints)."""

@@ -61,6 +61,9 @@ class Supervisor:
             (unless ``readonly``).
         settings: a ``SupervisorSettings``; keywords override its fields (each keyword
             of ``SupervisorSettings`` works on its own too: ``Supervisor(d, max_warm=3)``).
+
+    Raises ``DataDirBusy`` (code ``refused``) when another supervisor, here or in another
+    process, owns ``data_dir`` (``runtime.owner``); a read-only open takes no lock.
     """
 
     def __init__(

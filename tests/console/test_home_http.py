@@ -1,4 +1,4 @@
-"""The home view's per-facet HTTP status counts (``http ok/4xx/5xx``), from ``sup.fetch``."""
+"""The home view's per-facet HTTP status counts (``ok/4xx/5xx``), from ``sup.fetch``."""
 
 from __future__ import annotations
 

@@ -121,6 +121,7 @@ def test_a_running_script_owns_the_directory_and_runs_a_second_command(tmp_path)
     assert rest[1]["error"]["code"] == "timeout"  # the spin ran its 10 s while the command came in
     assert rest[2]["quotas"]["fuel"] == 7_000_000  # the script's own last line sees it
     assert owner.returncode == 1
+    assert owner_of(data) is None and not (data / "control.sock").exists() and not (data / "owner.json").exists()
 
 
 #: Commands whose output depends only on the data directory (no fresh request ids or latencies).
@@ -217,3 +218,32 @@ def test_an_owner_that_serves_no_socket_gets_a_clear_refusal_after_a_bounded_wai
         result = runner.invoke(main, ["--data", str(data), "apps", "--readonly", "--json"])  # reading is safe
         assert result.exit_code == 0 and json.loads(result.output)["apps"][0]["name"] == "counter"
         assert sup.quotas("counter").fuel != 1_000_000
+
+
+def test_the_console_serves_the_control_socket_while_it_owns_the_directory(tmp_path, monkeypatch):
+    """A `facets COMMAND` run while the console is open goes to the console's supervisor."""
+    import console.app
+    from console.remote import ControlClient
+
+    seen: list[dict] = []
+
+    def run(self: console.app.FacetsConsole) -> None:  # in place of the Textual loop
+        info = owner_of(self.sup.data_dir)
+        assert info is not None and info.role == "console" and info.control
+        seen.append(ControlClient(info.control).command("quota counter fuel=3M"))
+        assert self.sup.quotas("counter").fuel == 3_000_000  # the console's own supervisor has it
+
+    monkeypatch.setattr(console.app.FacetsConsole, "run", run)
+    data = tmp_path / "d"
+    console.app.run_console(str(data))
+    assert seen and seen[0]["ok"]
+    assert owner_of(data) is None and not (data / "control.sock").exists()
+
+
+def test_a_console_on_an_owned_directory_says_who_owns_it(tmp_path):
+    """Until the console can attach to an owner, it refuses clearly (exit 1, no traceback)."""
+    data = tmp_path / "d"
+    with Supervisor(data, role="serve"):
+        result = CliRunner().invoke(main, ["--data", str(data), "console", "--no-samples"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # exited, did not raise
+    assert "in use by serve (pid" in result.output and "(refused)" in result.output
