@@ -210,6 +210,13 @@ class FacetsConsole(App):
         return ""
 
 
+#: Seconds a console waits for an owner that serves no control socket to serve one or to go,
+#: before it refuses naming it: a one-shot ``facets COMMAND`` holds the directory ~0.3 s
+#: (remote.OWNER_WAIT), an owner starting up serves within about as long; an operator at the
+#: terminal sees nothing meanwhile, so this is shorter than the 10 s a command waits.
+OWNER_WAIT = 2.0
+
+
 def run_console(
     data: str | None,
     *,
@@ -233,7 +240,7 @@ def run_console(
             data_dir, readonly=readonly, role="console", durability=durability or SupervisorSettings.durability
         )
     except DataDirBusy:  # owned by a process that serves no socket (yet): wait for it (remote.py)
-        routed = open_or_route(data_dir, role="console", readonly=readonly)
+        routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT)
         if isinstance(routed, ControlClient):
             assert routed.owner is not None
             _run_attached(

@@ -5,12 +5,14 @@
     facets [--data DIR] COMMAND ARGS...    one command (--json for JSON)
     facets [--data DIR] serve              the apps over HTTP (public and admin listeners)
 
-``FACETS_DATA`` sets the data directory (default ``.facets-data``). ``--durability``
-(every command that opens the data directory): ``full`` (the default) syncs every
-COMMIT to disk, so an answered request survives a power loss; ``process`` (SQLite
-synchronous=NORMAL in WAL) survives a killed process, not a power loss, and commits faster.
-One process owns a data directory (``runtime.owner``): while another one does, COMMAND and run send their lines to
+``FACETS_DATA`` sets the data directory (default ``.facets-data``). One process owns a data
+directory (``runtime.owner``): while another one does, COMMAND and run send their lines to
 it (``remote``) and print what it answers, exactly what an embedded run prints.
+
+``--durability`` (every command that opens the data directory): ``full`` (the default)
+syncs every COMMIT to disk, so an answered request survives a power loss; ``process``
+(SQLite synchronous=NORMAL in WAL) survives a killed process, not a power loss, and
+commits faster.
 """
 
 from __future__ import annotations
@@ -48,14 +50,15 @@ if TYPE_CHECKING:
     from server import Listen
 
 
-def open_supervisor(data: str | None, *, readonly: bool = False) -> Supervisor:
+def open_supervisor(data: str | None, *, readonly: bool = False, role: str = "command") -> Supervisor:
     """The data directory's supervisor; with ``readonly``, opened without writing anything
     (no orphan adoption, no mkdir, no control-database writes; ``commands.is_write`` refuses
     the writing commands before they reach it). Its durability is the ``--durability`` given
     to ``main`` (read from the click context, so every command gets it)."""
     ctx = click.get_current_context(silent=True)
     durability = ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
-    return Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, durability=durability)
+    data_dir = Path(data) if data else default_data_dir()
+    return Supervisor(data_dir, readonly=readonly, durability=durability, role=role)
 
 
 def _lost(exc: OSError) -> CommandError:
@@ -155,6 +158,19 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
     sys.exit(status)
 
 
+def _run_remote(client: ControlClient, lines: list[str], *, fail_fast: bool, readonly: bool) -> int:
+    """Send a script to the owner; print its JSON Lines as they come; its exit status."""
+    try:
+        for item in client.script(lines, fail_fast=fail_fast, readonly=readonly):
+            if isinstance(item, int):
+                return item
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    except OSError as exc:
+        click.echo(dumps(failure("", _lost(exc)) | {"cmd": None}, ensure_ascii=True))
+    return EXIT_FAILED
+
+
 @main.command("serve")
 @click.option("--listen", default="127.0.0.1:8800", show_default=True, help="public listener, HOST:PORT")
 @click.option("--admin", default="127.0.0.1:8801", show_default=True, help="admin listener (/metrics, /healthz)")
@@ -173,12 +189,16 @@ def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | No
         raise click.UsageError(f"--listen and --admin are both {listen}: the admin listener needs its own")
 
     def ready(urls: list[str]) -> None:
+        if sup.owner is not None:
+            sup.owner.publish(public_url=urls[0], admin_url=urls[1])
         click.echo(f"public {urls[0]}/APP/FACET/")
         click.echo(f"admin  {urls[1]}/metrics")
         sys.stdout.flush()
 
     try:
-        with open_supervisor(ctx.obj["data"]) as sup:
+        # The owner of the data directory: `facets COMMAND` and `facets run` elsewhere come
+        # through its control socket while it serves.
+        with open_supervisor(ctx.obj["data"], role="serve") as sup, serve_control(sup) or contextlib.nullcontext():
             serve(sup, public_at, admin_at, base_domain=base_domain, ready=ready)
     except FacetsError as exc:  # the data directory cannot be opened
         click.echo(f"facets: {exc.message} ({exc.code})", err=True)
@@ -187,19 +207,6 @@ def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | No
         click.echo(f"facets serve: cannot listen: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(EXIT_OK)
-
-
-def _run_remote(client: ControlClient, lines: list[str], *, fail_fast: bool, readonly: bool) -> int:
-    """Send a script to the owner; print its JSON Lines as they come; its exit status."""
-    try:
-        for item in client.script(lines, fail_fast=fail_fast, readonly=readonly):
-            if isinstance(item, int):
-                return item
-            sys.stdout.write(item)
-            sys.stdout.flush()
-    except OSError as exc:
-        click.echo(dumps(failure("", _lost(exc)) | {"cmd": None}, ensure_ascii=True))
-    return EXIT_FAILED
 
 
 def _make_command(name: str) -> click.Command:

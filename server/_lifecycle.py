@@ -67,16 +67,21 @@ def bind(listen: Listen, backlog: int) -> socket.socket:
     """A listening socket for ``listen`` (Unix sockets: mode 0600, a stale file replaced)."""
     if listen.path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        temp = f"{listen.path}.{os.getpid()}.tmp"
         try:
             _remove_stale_socket(listen.path)
-            old = os.umask(0o177)  # created 0600: only the owner may connect
-            try:
-                sock.bind(listen.path)
-            finally:
-                os.umask(old)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            # Bound under a temporary name, made owner-only, listening, then renamed into
+            # place: nobody else can connect in any instant (no process-wide umask change).
+            sock.bind(temp)
+            os.chmod(temp, 0o600)
             sock.listen(backlog)
+            os.replace(temp, listen.path)
         except BaseException:
             sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
             raise
         return sock
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
@@ -192,6 +197,10 @@ def serve(
     finally:
         for sock in sockets:
             sock.close()
+        for where in (listen, admin):
+            if where.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(where.path)
         public.close()
         admin_app.close()
 

@@ -33,7 +33,7 @@ def v1_probe() -> str:
 
 
 #: Short header and body timeouts, so the tests that wait for them finish soon.
-LIMITS = Limits(header_timeout=2.0, body_timeout=1.0)
+LIMITS = Limits(header_timeout=3.0, body_timeout=1.0)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import console.cli
+import server
 from runtime import Supervisor
 from server import Listen, parse_listen
 
@@ -38,23 +39,20 @@ def test_parse_listen() -> None:
 
 
 @pytest.mark.parametrize(("args", "expected"), [([], "full"), (["--durability", "process"], "process")])
-def test_durability_reaches_every_embedded_supervisor(
+def test_durability_reaches_the_served_supervisor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
 ) -> None:
-    opened: list[str] = []
+    seen: list[tuple[str, str]] = []
 
-    def recording(*a: Any, **kw: Any) -> Supervisor:
-        sup = Supervisor(*a, **kw)
-        opened.append(sup.durability)
-        return sup
+    def fake_serve(sup: Supervisor, *a: Any, ready: Any, **kw: Any) -> None:  # returns at once
+        seen.append((sup.durability, sup.settings.role))
+        ready(["http://127.0.0.1:1", "http://127.0.0.1:2"])
 
-    monkeypatch.setattr(console.cli, "Supervisor", recording)
-    data = ["--data", str(tmp_path / "d")]
-    assert CliRunner().invoke(console.cli.main, [*data, *args, "apps"]).exit_code == 0
-    script = tmp_path / "s.txt"
-    script.write_text("apps\n")
-    assert CliRunner().invoke(console.cli.main, [*data, *args, "run", str(script)]).exit_code == 0
-    assert opened == [expected, expected]
+    monkeypatch.setattr(server, "serve", fake_serve)
+    result = CliRunner().invoke(console.cli.main, ["--data", str(tmp_path / "d"), *args, "serve"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(expected, "serve")]
+    assert result.output.splitlines() == ["public http://127.0.0.1:1/APP/FACET/", "admin  http://127.0.0.1:2/metrics"]
 
 
 def test_a_bad_durability_is_a_usage_error(tmp_path: Path) -> None:

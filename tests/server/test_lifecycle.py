@@ -134,6 +134,27 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(serving: Serving, data
         assert first.header("x-request-id") in {r.request_id for r in sup.logs("counter/alice")}
 
 
+def facets(data: Path, *args: str) -> dict:
+    """Run one ``facets COMMAND --json`` in its own process and return its answer."""
+    command = [sys.executable, "-m", "console", "--data", str(data), *args, "--json"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_commands_from_other_processes_go_to_the_server_and_usage_adds_up(serving: Serving, data: Path) -> None:
+    owner = json.loads((data / "owner.json").read_text())
+    assert (owner["role"], owner["public_url"]) == ("serve", f"http://127.0.0.1:{serving.port}")
+    with ThreadPoolExecutor(4) as pool:
+        http_replies = pool.map(lambda _: request(serving.port, "POST", "/counter/shared"), range(20))
+        cli = [pool.submit(facets, data, "call", "counter/shared") for _ in range(3)]
+        assert {r.status for r in http_replies} == {200}
+        assert all(c.result()["ok"] for c in cli)
+    usage = facets(data, "usage", "counter/shared")["usage"]
+    assert (usage["requests"], usage["http_2xx"]) == (23, 20)  # the three calls are not HTTP
+    assert request(serving.port, "GET", "/counter/shared").json() == {"count": 24}
+
+
 def test_sigint_exits_0_too(serving: Serving) -> None:
     assert request(serving.port, "GET", "/counter/bob").status == 200
     serving.proc.send_signal(signal.SIGINT)
