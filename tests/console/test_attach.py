@@ -8,13 +8,17 @@ control socket (``control_server.serve_control``) on its own threads, in this pr
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import threading
 
 import pytest
+from click.testing import CliRunner
 from textual.widgets import DataTable, Input, Static
 
 from console.app import FacetsConsole, run_console
+from console.cli import main
 from console.control_server import serve_control
 from console.remote_supervisor import OwnerUnreachable, RemoteSupervisor, attach
 from console.screens.result import CommandResultScreen
@@ -24,6 +28,8 @@ from tests.conftest import COUNTER_WAT, fixture
 from tests.console.test_console_serve import ingress_line
 from tests.console.test_tui import SIZE, facets_table, open_detail, run_async
 from tests.console.waiting import until
+from tests.server.conftest import request
+from tests.server.test_lifecycle import Serving
 
 
 def quota_result(app) -> str:
@@ -190,11 +196,14 @@ def test_run_console_attaches_when_an_owner_serves(owner, tmp_path, monkeypatch)
     assert seen[0].owner.role == "serve"
 
 
-def test_run_console_embeds_without_an_owner(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("args", "durability"), [([], "full"), (["--durability", "process"], "process")])
+def test_the_console_embeds_without_an_owner_with_the_durability_asked(tmp_path, monkeypatch, args, durability):
     seen = []
-    monkeypatch.setattr(FacetsConsole, "run", lambda self: seen.append(self.sup))
-    run_console(str(tmp_path / "data"), samples=False)
-    assert len(seen) == 1 and isinstance(seen[0], Supervisor)
+    monkeypatch.setattr(FacetsConsole, "run", lambda self: seen.append((self.sup, self.sup.durability)))
+    result = CliRunner().invoke(main, ["--data", str(tmp_path / "data"), *args, "console", "--no-samples"])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1 and isinstance(seen[0][0], Supervisor)
+    assert seen[0][1] == durability
 
 
 @run_async
@@ -209,3 +218,45 @@ async def test_an_attached_console_shows_where_its_owner_serves_http_and_serves_
             assert app.ingress is None
     finally:
         remote.close()
+
+
+@run_async
+async def test_a_console_attached_to_facets_serve_sees_its_http_traffic_live_and_its_exit(tmp_path):
+    """The owner is ``facets serve`` in its own process: the console follows what its public
+    listener serves, sends it a ``:call``, and shows its exit after SIGTERM."""
+    data = tmp_path / "data"
+    with Supervisor(data) as sup:
+        sup.load_app(COUNTER_WAT, "counter")
+    serving = Serving(data)
+    try:
+        remote = attach(data)
+        assert remote is not None
+        app = FacetsConsole(remote)
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.title.endswith(f"attached to serve pid {serving.proc.pid}")
+            await until(pilot, lambda: ingress_line(app) == f"the owner serves http://127.0.0.1:{serving.port}/")
+            reply = await asyncio.to_thread(request, serving.port, "GET", "/counter/alice")
+            assert reply.status == 200
+            table = facets_table(app)
+            await until(
+                pilot, lambda: "counter/alice" in table.rows and str(table.get_cell("counter/alice", "http")) == "1/0/0"
+            )
+
+            await pilot.press("colon")
+            app.screen.query_one("#command-bar", Input).value = "call counter/alice"
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, CommandResultScreen))
+            assert app.screen.result["ok"], app.screen.result
+            await pilot.press("escape")
+            await until(pilot, lambda: facets_table(app).get_cell("counter/alice", "requests") == 2)
+
+            serving.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(serving.proc.wait, 60) == 0
+            await until(pilot, lambda: "is gone" in app.title)
+        remote.close()
+    finally:
+        if serving.proc.poll() is None:
+            serving.proc.kill()
+        serving.proc.wait()
+    with Supervisor(data) as sup:  # the owner counted both: one HTTP request, one :call
+        assert sup.usage("counter/alice")["requests"] == 2
