@@ -13,7 +13,8 @@ console shows the owner's live meters, quotas and logs, the one truth of the dir
   ``OwnerUnreachable`` (a ``FacetsError``, code ``io_error``) and ``call`` returns a failed
   ``CallResult``, as ``Supervisor.call`` never raises; ``status`` then says so for the
   console's header. ``check`` (the console's 1 s heartbeat) looks at ``owner.json`` and
-  the lock again and reattaches to a new owner of the directory.
+  the lock again, asks the owner for an answer (a stopped owner still accepts
+  connections), and reattaches to a new owner of the directory.
 * ``subscribe_logs``: there is no callback over a request/response socket, so one thread
   polls ``logs(since=...)`` every ``LOG_POLL`` seconds and hands each new batch to the
   subscribers on that thread, as the owner's log writer does to its own.
@@ -32,6 +33,7 @@ console shows the owner's live meters, quotas and logs, the one truth of the dir
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import time
@@ -59,7 +61,7 @@ from runtime import (
 from runtime.storage import FacetReader
 
 from .commands import CommandError, UsageError, failure, parse
-from .remote import ControlClient, RemoteError, owner_client
+from .remote import ControlClient, RemoteError, UnixHTTPConnection, owner_client
 
 #: Seconds between two polls of the owner's logs while a view subscribes: the owner's own
 #: log writer hands out batches about as often (it lets a batch build up before writing).
@@ -71,6 +73,11 @@ LOG_POLL = 0.5
 LOG_OVERLAP = 5.0
 #: Records one poll reads at most (the newest): a flood past it shows its newest records.
 LOG_POLL_LIMIT = 1000
+#: Seconds the heartbeat waits for the owner's answer to ``GET /control/owner`` (answered on
+#: its event loop, never behind a command: well under 10 ms here) before saying it does not
+#: answer: a stopped (SIGSTOP) or wedged owner still accepts connections (the kernel queues
+#: them), so only an answer proves it is there.
+PING_TIMEOUT = 2.0
 
 _ERRORS: dict[str, type[FacetsError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
@@ -136,7 +143,8 @@ class RemoteSupervisor:
             self.problem = f"unreachable ({type(exc).__name__})"
             return
         if client is not None and info is not None:
-            self._client, self.owner, self.problem = client, info, None
+            self._client, self.owner = client, info
+            self.problem = None if _answers(client.path) else f"does not answer (no reply in {PING_TIMEOUT:g} s)"
         elif info is None:
             self.problem = "is gone: no process owns the data directory"
         elif info.pid != self.owner.pid:
@@ -328,6 +336,20 @@ class RemoteSupervisor:
 
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         return self._rpc("query", target, sql, params)
+
+
+def _answers(path: str) -> bool:
+    """Whether the owner on the control socket ``path`` answers ``GET /control/owner`` in time."""
+    conn = UnixHTTPConnection(path, timeout=PING_TIMEOUT)
+    try:
+        conn.request("GET", "/control/owner")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):  # refused, reset, timed out, a broken answer
+        return False
+    finally:
+        conn.close()
 
 
 def attach(data_dir: Path, *, readonly: bool = False) -> RemoteSupervisor | None:

@@ -223,7 +223,8 @@ async def test_an_attached_console_shows_where_its_owner_serves_http_and_serves_
 @run_async
 async def test_a_console_attached_to_facets_serve_sees_its_http_traffic_live_and_its_exit(tmp_path):
     """The owner is ``facets serve`` in its own process: the console follows what its public
-    listener serves, sends it a ``:call``, and shows its exit after SIGTERM."""
+    listener serves, sends it a ``:call``, shows it stopped (SIGSTOP) and back, and its exit
+    after SIGTERM."""
     data = tmp_path / "data"
     with Supervisor(data) as sup:
         sup.load_app(COUNTER_WAT, "counter")
@@ -249,6 +250,12 @@ async def test_a_console_attached_to_facets_serve_sees_its_http_traffic_live_and
             assert app.screen.result["ok"], app.screen.result
             await pilot.press("escape")
             await until(pilot, lambda: facets_table(app).get_cell("counter/alice", "requests") == 2)
+
+            # stopped, it still accepts connections (the kernel queues them): only an answer counts
+            serving.proc.send_signal(signal.SIGSTOP)
+            await until(pilot, lambda: app.title.endswith("does not answer (no reply in 2 s)"))
+            serving.proc.send_signal(signal.SIGCONT)
+            await until(pilot, lambda: app.title.endswith(f"attached to serve pid {serving.proc.pid}"))
 
             serving.proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(serving.proc.wait, 60) == 0
