@@ -15,7 +15,7 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, RichLog, Static
 
 from console.app import FacetsConsole, run_console
 from console.cli import main
@@ -105,6 +105,21 @@ async def test_the_attached_data_tab_reads_the_owners_facet_database(owner, remo
         tables = app.screen.query_one("#tables-list", DataTable)
         await until(pilot, lambda: tables.row_count == 1)
         assert tables.get_row_at(0)[1] == 2  # the owner's two rows, counted by the local reader
+
+
+@run_async
+async def test_the_attached_logs_view_tails_the_owners_logs_live(owner, remote):
+    owner.sup.call("probe/l", b"L1stored before")
+    app = FacetsConsole(remote)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        log = app.screen.query_one(RichLog)
+        text = lambda: "\n".join(line.text for line in log.lines)  # noqa: E731
+        await until(pilot, lambda: "stored before" in text())  # the recent records, read at once
+        owner.sup.call("probe/l", b"L3logged \x1b[31mlive")  # guest text: escapes never reach the terminal
+        await until(pilot, lambda: "live" in text())  # streamed by the poller
+        assert "\x1b" not in text() and "logged \\x1b[31mlive" in text()
+        assert text().count("stored before") == 1
 
 
 def test_the_reader_opens_the_file_the_owner_writes(owner, remote):
