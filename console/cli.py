@@ -41,7 +41,7 @@ from .commands import (
     render,
     run,
 )
-from .control_server import serve_control
+from .control_server import admin_token, serve_control
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .remote import ControlClient, open_or_route
@@ -55,10 +55,15 @@ def open_supervisor(data: str | None, *, readonly: bool = False, role: str = "co
     (no orphan adoption, no mkdir, no control-database writes; ``commands.is_write`` refuses
     the writing commands before they reach it). Its durability is the ``--durability`` given
     to ``main`` (read from the click context, so every command gets it)."""
-    ctx = click.get_current_context(silent=True)
-    durability = ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
     data_dir = Path(data) if data else default_data_dir()
-    return Supervisor(data_dir, readonly=readonly, durability=durability, role=role)
+    return Supervisor(data_dir, readonly=readonly, durability=chosen_durability(), role=role)
+
+
+def chosen_durability() -> str:
+    """The ``--durability`` given to ``main`` (read from the click context, so every
+    command that opens the data directory gets it), else the default."""
+    ctx = click.get_current_context(silent=True)
+    return ((ctx.find_root().obj or {}) if ctx else {}).get("durability") or SupervisorSettings.durability
 
 
 def _lost(exc: OSError) -> CommandError:
@@ -147,7 +152,7 @@ def run_cmd(ctx: click.Context, script: str, fail_fast: bool, readonly: bool) ->
         sys.exit(EXIT_USAGE)
     data_dir = Path(ctx.obj["data"]) if ctx.obj["data"] else default_data_dir()
     try:
-        target = open_or_route(data_dir, role="run", readonly=readonly)
+        target = open_or_route(data_dir, role="run", readonly=readonly, durability=chosen_durability())
     except FacetsError as exc:  # owned by a process that serves no control socket; damaged...
         click.echo(dumps(failure("", exc) | {"cmd": None}, ensure_ascii=True))
         sys.exit(EXIT_FAILED)
@@ -173,13 +178,20 @@ def _run_remote(client: ControlClient, lines: list[str], *, fail_fast: bool, rea
 
 @main.command("serve")
 @click.option("--listen", default="127.0.0.1:8800", show_default=True, help="public listener, HOST:PORT")
-@click.option("--admin", default="127.0.0.1:8801", show_default=True, help="admin listener (/metrics, /healthz)")
+@click.option(
+    "--admin",
+    default="127.0.0.1:8801",
+    show_default=True,
+    help="admin listener: /metrics, /healthz, and the control API under /control/ (bearer token: DATA/admin.token)",
+)
 @click.option("--base-domain", default=None, help="also route FACET.APP.DOMAIN by the Host header")
 @click.pass_context
 def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | None) -> None:
     """Serve the apps over HTTP: /APP/FACET/... on the public listener; SIGTERM or
     SIGINT drains the requests in flight, flushes usage and logs, and exits 0."""
-    from server import parse_listen, serve
+    from server import RequireToken, parse_listen, serve
+
+    from .control_api import ControlAPI
 
     try:
         public_at, admin_at = parse_listen(listen), parse_listen(admin)
@@ -199,7 +211,12 @@ def serve_cmd(ctx: click.Context, listen: str, admin: str, base_domain: str | No
         # The owner of the data directory: `facets COMMAND` and `facets run` elsewhere come
         # through its control socket while it serves.
         with open_supervisor(ctx.obj["data"], role="serve") as sup, serve_control(sup) or contextlib.nullcontext():
-            serve(sup, public_at, admin_at, base_domain=base_domain, ready=ready)
+            control = ControlAPI(sup)
+            try:
+                mounts = {"/control": RequireToken(control, admin_token(sup.data_dir))}
+                serve(sup, public_at, admin_at, base_domain=base_domain, ready=ready, mounts=mounts)
+            finally:
+                control.close()
     except FacetsError as exc:  # the data directory cannot be opened
         click.echo(f"facets: {exc.message} ({exc.code})", err=True)
         sys.exit(EXIT_FAILED)
@@ -251,7 +268,8 @@ def _make_command(name: str) -> click.Command:
 
 def _run_one(data: str | None, line: str, cmd: Command, *, readonly: bool) -> dict[str, Any]:
     """Run one command here, or send it to the data directory's owner (``remote``)."""
-    target = open_or_route(Path(data) if data else default_data_dir(), role="command", readonly=readonly)
+    data_dir = Path(data) if data else default_data_dir()
+    target = open_or_route(data_dir, role="command", readonly=readonly, durability=chosen_durability())
     if isinstance(target, ControlClient):
         return target.command(line, readonly=readonly)
     with target as sup:

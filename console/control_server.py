@@ -10,39 +10,52 @@ The socket is bound under a temporary name, made owner-only (0600), listened on,
 then renamed into place: no other user can connect to it in any instant, and a client that
 finds the path finds a listening socket.
 
-PRIVATE RUNNER, TO BE REPLACED: ``_UvicornThread`` runs uvicorn in a background thread with
-its own event loop until ``server.ServerThread`` (helper H1, branch h1-server) lands on main;
-the lead unifies them.
+It runs on a ``server.ServerThread`` (its own thread and event loop), never on the
+console's or the front door's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
+import secrets
 import shutil
-import socket
-import stat
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
-
 from runtime import Supervisor
+from server import Limits, Listen, ServerThread
 
 from .control_api import ControlAPI
 
 SOCKET_NAME = "control.sock"
+TOKEN_NAME = "admin.token"
 #: Longest socket path used in place (bytes): under macOS's 104 and Linux's 108 with a margin.
 MAX_SOCKET_PATH = 100
 #: Seconds ``close`` gives requests in flight (a command runs at most its timeout quota, 2 s
 #: by default); a script still running past it stops at its next line.
 GRACE = 5
-#: Seconds uvicorn may take to start serving (it takes ~10 ms here).
-STARTUP = 10.0
+
+
+def admin_token(data_dir: Path) -> str:
+    """The bearer token of the control API on the admin listener (``server.RequireToken``):
+    ``DATA/admin.token``, made once, readable by its owner only (0600)."""
+    path = data_dir / TOKEN_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text("ascii").strip()
+        if len(token) >= 32:
+            return token
+        path.unlink()  # empty or cut short (a crash while writing it): make a new one
+        return admin_token(data_dir)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(token + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return token
 
 
 def socket_path(data_dir: Path) -> tuple[Path, Path | None]:
@@ -54,67 +67,6 @@ def socket_path(data_dir: Path) -> tuple[Path, Path | None]:
     return private / SOCKET_NAME, private
 
 
-def bind_unix(path: Path) -> socket.socket:
-    """A listening socket at ``path``, owner-only, put in place by rename (see the module)."""
-    with contextlib.suppress(FileNotFoundError):  # a crashed owner's socket: we own the directory now
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()
-    temp = path.with_name(f".{path.name}.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(temp))
-        os.chmod(temp, 0o600)
-        sock.listen(128)
-        os.replace(temp, path)
-    except BaseException:
-        sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    return sock
-
-
-class _UvicornThread:
-    """uvicorn serving ``app`` on ``sock`` in a daemon thread with its own event loop.
-    PRIVATE: replaced by ``server.ServerThread`` once it exists (see the module docstring)."""
-
-    def __init__(self, app: ControlAPI, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            app,
-            http="httptools",
-            loop="asyncio",
-            lifespan="off",
-            log_config=None,  # never print to the owner's stdout (``facets run`` prints JSON Lines there)
-            access_log=False,
-            timeout_graceful_shutdown=GRACE,
-            limit_concurrency=256,
-        )
-        self._server = uvicorn.Server(config)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name="facets-control", daemon=True)
-
-    def _serve(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
-
-    def start(self) -> None:
-        """Start serving; raise ``OSError`` when uvicorn does not start within ``STARTUP`` s
-        (a client would otherwise wait forever in the socket's backlog)."""
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP
-        while not self._server.started:  # uvicorn offers a flag, no event
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise OSError("the control API did not start")
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(GRACE + 5)
-        self._sock.close()
-
-
 class ControlServer:
     """The control API of ``sup`` on its Unix socket, until ``close``."""
 
@@ -123,7 +75,9 @@ class ControlServer:
         self.path, self._private = socket_path(sup.data_dir)
         self.api = ControlAPI(sup, readonly=readonly)
         try:
-            self._runner = _UvicornThread(self.api, bind_unix(self.path))
+            # At most 256 operator connections (each command runs on the API's own pool).
+            limits = Limits(connections=256, drain_timeout=GRACE)
+            self._runner = ServerThread(self.api, Listen(path=str(self.path)), limits=limits, name="facets-control")
             self._runner.start()
         except BaseException:
             self._remove()

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runtime import DataDirBusy, OwnerInfo, Supervisor, owner_of
+from runtime import DataDirBusy, OwnerInfo, Supervisor, SupervisorSettings, owner_of
 from runtime.owner import busy
 
 from .control_api import decode, encode
@@ -157,13 +157,14 @@ def owner_client(data_dir: Path) -> tuple[OwnerInfo | None, ControlClient | None
 
 
 def open_or_route(
-    data_dir: Path, *, role: str, readonly: bool = False, wait: float | None = None
+    data_dir: Path, *, role: str, readonly: bool = False, wait: float | None = None, durability: str | None = None
 ) -> Supervisor | ControlClient:
     """This invocation's way to the data directory (see the module docstring): an opened
     ``Supervisor`` (the caller closes it) or a ``ControlClient`` to the owner. Raises
     ``DataDirBusy`` when the owner serves no socket for ``wait`` seconds, and what opening
     raises (``NotFound`` read-only without a directory, a damaged control database).
-    ``wait`` defaults to ``OWNER_WAIT``."""
+    ``wait`` defaults to ``OWNER_WAIT``. ``durability`` applies to a supervisor opened here
+    (an owner keeps its own)."""
     wait = OWNER_WAIT if wait is None else wait
     deadline = time.monotonic() + wait
     while True:
@@ -172,7 +173,8 @@ def open_or_route(
             return client
         if info is None or readonly:
             try:
-                return Supervisor(data_dir, readonly=readonly, role=role)
+                durability = durability or SupervisorSettings.durability
+                return Supervisor(data_dir, readonly=readonly, role=role, durability=durability)
             except DataDirBusy as exc:  # taken between our look and our open
                 info = exc.owner
         if time.monotonic() >= deadline:

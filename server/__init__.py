@@ -8,8 +8,8 @@
 * ``PublicApp``: ``/{app}/{facet}[/{rest}]`` (or ``{facet}.{app}.BASE_DOMAIN``) ->
   ``Supervisor.fetch``; every response has ``x-request-id`` and every error is the JSON
   body ``{"error": {"code", "message"}, "request_id"}``.
-* ``AdminApp``: ``/metrics``, ``/healthz`` and mounted sub-apps (the control API), for a
-  separate listener; the public app has no route to them.
+* ``AdminApp``: ``/metrics``, ``/healthz`` and mounted sub-apps (the control API, behind
+  ``RequireToken``), for a separate listener; the public app has no route to them.
 * ``Limits``: bounds on hostile clients (connections, header count, size and read time,
   body chunk time, keep-alive, drain), enforced by uvicorn's knobs and ``GuardedProtocol``.
 * ``serve`` runs both listeners on one event loop in the main thread until SIGTERM/SIGINT,
@@ -33,7 +33,7 @@ Thread rules:
 This package imports ``runtime`` only (never ``console``, never Textual).
 """
 
-from ._admin import AdminApp
+from ._admin import AdminApp, RequireToken
 from ._app import PublicApp
 from ._lifecycle import Listen, ServerThread, parse_listen, serve
 from ._limits import GuardedProtocol, Limits
@@ -45,6 +45,7 @@ __all__ = [
     "Limits",
     "Listen",
     "PublicApp",
+    "RequireToken",
     "ServerThread",
     "new_request_id",
     "parse_listen",

@@ -10,6 +10,7 @@ the event loop, and never behind the public listener's fetch threads.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -97,3 +98,28 @@ class AdminApp:
             "warm": sup.warm_count,
             "uptime": round(time.monotonic() - self._started, 3),
         }
+
+
+class RequireToken:
+    """``app`` behind a bearer token: a request without ``authorization: Bearer TOKEN``
+    gets 401 and never reaches it. The admin listener is TCP, so on a shared machine any
+    local user can connect to it; the control API runs operator commands (load a module,
+    export a database to a path), so over TCP it asks for the token that only the data
+    directory's owner can read."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        if len(token) < 16:
+            raise ValueError("a bearer token of at least 16 characters")
+        self._app = app
+        self._expected = b"Bearer " + token.encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    given = value
+            if not hmac.compare_digest(given, self._expected):
+                await send_error(send, 401, ErrorCode.REFUSED, "the control API needs its bearer token")
+                return
+        await self._app(scope, receive, send)

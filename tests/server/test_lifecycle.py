@@ -155,6 +155,22 @@ def test_commands_from_other_processes_go_to_the_server_and_usage_adds_up(servin
     assert request(serving.port, "GET", "/counter/shared").json() == {"count": 24}
 
 
+def test_the_control_api_on_the_admin_listener_needs_the_owners_token(serving: Serving, data: Path) -> None:
+    line = json.dumps({"line": "quota counter fuel=7M"}).encode()
+    for headers in ({}, {"authorization": "Bearer " + "x" * 43}, {"authorization": "Basic abc"}):
+        refused = request(serving.admin, "POST", "/control/command", line, headers)
+        assert (refused.status, refused.json()["error"]["code"]) == (401, "refused")
+    token_file = data / "admin.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600  # only the owner's user reads it
+    token = token_file.read_text().strip()
+    reply = request(serving.admin, "POST", "/control/command", line, {"authorization": f"Bearer {token}"})
+    assert reply.status == 200 and reply.json()["ok"] is True
+    check = json.dumps({"line": "quota counter"}).encode()
+    shown = request(serving.admin, "POST", "/control/command", check, {"authorization": f"Bearer {token}"})
+    assert shown.json()["quotas"]["fuel"] == 7_000_000  # the server's own supervisor changed
+    assert request(serving.port, "POST", "/control/command", line).status == 404  # never on the public side
+
+
 def test_sigint_exits_0_too(serving: Serving) -> None:
     assert request(serving.port, "GET", "/counter/bob").status == 200
     serving.proc.send_signal(signal.SIGINT)
