@@ -240,7 +240,7 @@ def run_console(
             data_dir, readonly=readonly, role="console", durability=durability or SupervisorSettings.durability
         )
     except DataDirBusy:  # owned by a process that serves no socket (yet): wait for it (remote.py)
-        routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT)
+        routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT, durability=durability)
         if isinstance(routed, ControlClient):
             assert routed.owner is not None
             _run_attached(
