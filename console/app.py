@@ -1,8 +1,17 @@
-"""FacetsConsole: the operator's Textual app, embedding a Supervisor.
+"""FacetsConsole: the operator's Textual app, over an embedded Supervisor or, attached, over
+the data directory's owner (``remote_supervisor.RemoteSupervisor``).
 
 The event loop never calls into wasm or SQLite: views gather data in thread
 workers and hand results back with ``call_from_thread``; log records stream
-in as messages. ``--readonly`` hides and refuses every write.
+in as messages. ``--readonly`` hides and refuses every write. ``--serve`` runs the public
+HTTP listener in this process too (``ingress.Ingress``), started by a worker once the app
+is up and stopped when it exits, before ``run_console`` closes the supervisor.
+
+``run_console`` attaches when another process owns the data directory and serves its control
+socket (``facets serve``, another console): the same views, live, on the owner's truth. The
+title says ``attached to serve pid N``, and a 1 s heartbeat (``RemoteSupervisor.check``)
+shows there when the owner stops answering and follows a new one. Without an owner the
+console embeds the supervisor and serves the control socket itself (``control_server``).
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from textual import on, work
 from textual.app import App
@@ -18,12 +27,17 @@ from textual.binding import Binding, BindingType
 from textual.command import Provider
 from textual.screen import Screen
 
-from runtime import Supervisor, default_data_dir, neutralize
+from runtime import DataDirBusy, Supervisor, SupervisorSettings, default_data_dir, neutralize
+from server import Listen
 
 from .commands import run_line
 from .control_server import serve_control
+from .host import ConsoleSupervisor
+from .ingress import Ingress
 from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
+from .remote import ControlClient, open_or_route
+from .remote_supervisor import RemoteSupervisor, attach
 from .samples import load_samples
 from .screens.apps import AppsScreen
 from .screens.billing import BillingScreen
@@ -63,21 +77,63 @@ class FacetsConsole(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, sup: Supervisor, *, readonly: bool = False, traffic_rate: float = 200.0) -> None:
+    #: Seconds between two looks at an attached console's owner (``RemoteSupervisor.check``).
+    OWNER_CHECK_SECONDS = 1.0
+
+    def __init__(
+        self,
+        sup: ConsoleSupervisor,
+        *,
+        readonly: bool = False,
+        traffic_rate: float = 200.0,
+        serve: Listen | None = None,
+    ) -> None:
+        """``sup``: a ``Supervisor`` (embedded) or a ``RemoteSupervisor`` (attached);
+        ``serve``: where to run the public HTTP listener in this process (None: none; an
+        attached console serves none: its owner runs the requests)."""
         super().__init__()
         self.sup = sup
         self.readonly = readonly
-        self.traffic = TrafficGenerator(sup, rate=traffic_rate)
+        # The generator only sends `call`s, which a RemoteSupervisor answers as Supervisor does.
+        self.traffic = TrafficGenerator(cast(Supervisor, sup), rate=traffic_rate)
+        self.ingress = Ingress(sup, serve) if serve is not None and isinstance(sup, Supervisor) else None
+        #: ``--serve`` asked of a console that attached: the header says why it does not serve.
+        self._serve_declined = serve is not None and self.ingress is None
         #: Lines entered in the command bar: one history per console, walked from every view.
         self.command_history: list[str] = []
         if readonly:
             self.sub_title = "read-only"
 
     def on_mount(self) -> None:
-        self.title = f"Facets · {neutralize(str(self.sup.data_dir))}" + (" · read-only" if self.readonly else "")
+        self._show_title()
+        if self.ingress is not None:
+            self._start_ingress()
+        if isinstance(self.sup, RemoteSupervisor):
+            self.set_interval(self.OWNER_CHECK_SECONDS, self._check_owner)
+
+    def _show_title(self) -> None:
+        parts = [f"Facets · {neutralize(str(self.sup.data_dir))}"]
+        if isinstance(self.sup, RemoteSupervisor):
+            parts.append(neutralize(self.sup.status))  # role: the owner's own words
+        if self.readonly:
+            parts.append("read-only")
+        self.title = " · ".join(parts)
+
+    @work(thread=True, exclusive=True, group="owner-check")
+    def _check_owner(self) -> None:
+        assert isinstance(self.sup, RemoteSupervisor)
+        self.sup.check()  # a lock probe and a connect: off the event loop
+        self.call_from_thread(self._show_title)
+
+    @work(thread=True, group="ingress")
+    def _start_ingress(self) -> None:
+        assert self.ingress is not None
+        self.ingress.start()  # binding and uvicorn's startup: off the event loop
 
     def on_unmount(self) -> None:
         self.traffic.stop()
+        if self.ingress is not None:
+            self.ingress.stop()  # drains its requests: the supervisor is closed after this
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (self.readonly and action == "traffic")
@@ -124,7 +180,10 @@ class FacetsConsole(App):
 
     @work(thread=True, group="command-bar")
     def _run_line(self, line: str) -> None:
-        result = run_line(self.sup, line, readonly=self.readonly)
+        if isinstance(self.sup, RemoteSupervisor):  # the owner runs it: its truth, its reply
+            result = self.sup.run_line(line, readonly=self.readonly)
+        else:
+            result = run_line(cast(Supervisor, self.sup), line, readonly=self.readonly)
         if result is not None:
             self.call_from_thread(self.push_screen, CommandResultScreen(line, result))
 
@@ -139,12 +198,65 @@ class FacetsConsole(App):
     def traffic_status(self) -> str:
         return f"traffic on · {self.traffic.sent:,} sent" if self.traffic.running else "traffic off (t)"
 
+    def ingress_status(self) -> str:
+        if self.ingress is not None:
+            return self.ingress.status
+        if isinstance(self.sup, RemoteSupervisor):
+            served = self.sup.owner.public_url
+            if served:
+                return neutralize(f"the owner serves {served}/")
+            if self._serve_declined:
+                return "ingress: not started here: the owner runs this directory's requests (facets serve)"
+        return ""
 
-def run_console(data: str | None, *, readonly: bool = False, samples: bool = True) -> None:
-    """Open the data directory (loading the sample apps into an empty one) and run the console."""
-    # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
-    with Supervisor(Path(data) if data else default_data_dir(), readonly=readonly, role="console") as sup:
+
+#: Seconds a console waits for an owner that serves no control socket to serve one or to go,
+#: before it refuses naming it: a one-shot ``facets COMMAND`` holds the directory ~0.3 s
+#: (remote.OWNER_WAIT), an owner starting up serves within about as long; an operator at the
+#: terminal sees nothing meanwhile, so this is shorter than the 10 s a command waits.
+OWNER_WAIT = 2.0
+
+
+def run_console(
+    data: str | None,
+    *,
+    readonly: bool = False,
+    samples: bool = True,
+    serve: Listen | None = None,
+    durability: str | None = None,
+) -> None:
+    """Run the console on the data directory: attached to its owner when one serves its
+    control socket, else embedding it (loading the sample apps into an empty one, serving
+    the control socket; ``serve``: and HTTP, ``ingress``). ``durability``: the embedded
+    supervisor's (None: the default)."""
+    data_dir = Path(data) if data else default_data_dir()
+    remote = attach(data_dir, readonly=readonly)
+    if remote is not None:
+        _run_attached(remote, readonly=readonly, serve=serve)
+        return
+    try:
+        # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
+        sup = Supervisor(
+            data_dir, readonly=readonly, role="console", durability=durability or SupervisorSettings.durability
+        )
+    except DataDirBusy:  # owned by a process that serves no socket (yet): wait for it (remote.py)
+        routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT, durability=durability)
+        if isinstance(routed, ControlClient):
+            assert routed.owner is not None
+            _run_attached(
+                RemoteSupervisor(data_dir, routed, routed.owner, readonly=readonly), readonly=readonly, serve=serve
+            )
+            return
+        sup = routed
+    with sup:
         if samples and not readonly:
             load_samples(sup)
         with serve_control(sup) or contextlib.nullcontext():  # `facets COMMAND` elsewhere comes here
-            FacetsConsole(sup, readonly=readonly).run()
+            FacetsConsole(sup, readonly=readonly, serve=serve).run()
+
+
+def _run_attached(remote: RemoteSupervisor, *, readonly: bool, serve: Listen | None) -> None:
+    try:
+        FacetsConsole(remote, readonly=readonly, serve=serve).run()
+    finally:
+        remote.close()

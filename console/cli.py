@@ -21,7 +21,7 @@ import contextlib
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -45,6 +45,9 @@ from .control_server import admin_token, serve_control
 from .format import dumps
 from .headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script, script_lines
 from .remote import ControlClient, open_or_route
+
+if TYPE_CHECKING:
+    from server import Listen
 
 
 def open_supervisor(data: str | None, *, readonly: bool = False, role: str = "command") -> Supervisor:
@@ -90,16 +93,44 @@ def main(ctx: click.Context, data: str | None, durability: str | None) -> None:
         ctx.invoke(console)
 
 
+#: Where ``console --serve`` without a value listens: the issue's public port, loopback only.
+CONSOLE_SERVE_DEFAULT = "127.0.0.1:8800"
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str | None) -> Listen | None:
+    if value is None:
+        return None
+    from server import parse_listen  # uvicorn is imported only by the commands that serve
+
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.option("--readonly", is_flag=True, help="hide and refuse every write")
 @click.option("--no-samples", is_flag=True, help="do not load the sample apps into an empty data directory")
+@click.option(
+    "--serve",
+    "serve",
+    is_flag=False,
+    flag_value=CONSOLE_SERVE_DEFAULT,
+    default=None,
+    metavar="HOST:PORT",
+    callback=_listen,
+    help=f"also serve the apps over HTTP from the console's process (default {CONSOLE_SERVE_DEFAULT})",
+)
 @click.pass_context
-def console(ctx: click.Context, readonly: bool, no_samples: bool) -> None:
+def console(ctx: click.Context, readonly: bool, no_samples: bool, serve: Listen | None) -> None:
     """Start the operator console."""
     from .app import run_console
 
+    if serve is not None and readonly:
+        raise click.UsageError("--serve runs requests, which write: it cannot be used with --readonly")
     try:
-        run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples)
+        durability = ctx.obj.get("durability")
+        run_console(ctx.obj["data"], readonly=readonly, samples=not no_samples, serve=serve, durability=durability)
     except FacetsError as exc:  # the data directory cannot be opened (damaged, missing read-only)
         click.echo(f"facets: {exc.message} ({exc.code})", err=True)
         sys.exit(EXIT_FAILED)

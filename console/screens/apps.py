@@ -100,7 +100,10 @@ class AppsScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, group="apps")
     def _load_apps(self) -> None:
-        infos = self.sup.app_list()
+        try:
+            infos = self.sup.app_list()
+        except FacetsError:  # an attached console's owner is away (the title says so): keep the list shown
+            return
         self.app.call_from_thread(self._show_apps, infos)
 
     def _show_apps(self, infos) -> None:

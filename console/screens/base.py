@@ -8,9 +8,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from runtime import Supervisor
-
-from ..host import ConsoleHost
+from ..host import ConsoleHost, ConsoleSupervisor
 from ..widgets.command_bar import CommandBar
 
 
@@ -25,7 +23,7 @@ class ConsoleScreen(Screen):
         return cast(ConsoleHost, self.app)
 
     @property
-    def sup(self) -> Supervisor:
+    def sup(self) -> ConsoleSupervisor:
         return self.console.sup
 
     @property

@@ -8,9 +8,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Static
 
-from runtime import CallResult, Supervisor, neutralize
+from runtime import CallResult, neutralize
 
 from ..format import dumps, parse_response
+from ..host import ConsoleSupervisor
 
 
 def describe(result: CallResult) -> Text:
@@ -41,7 +42,7 @@ class CallPanel(Vertical):
     CallPanel #call-output { height: 1fr; border: round $primary-background; }
     """
 
-    def __init__(self, sup: Supervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
+    def __init__(self, sup: ConsoleSupervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.target = target

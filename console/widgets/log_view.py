@@ -21,10 +21,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, RichLog, Static
 
-from runtime import LogRecord, Supervisor, neutralize
+from runtime import FacetsError, LogRecord, neutralize
 from runtime.logs import LEVEL_RANK, LEVELS
 
 from ..format import clock
+from ..host import ConsoleSupervisor
 from ..messages import LogsArrived
 
 LEVEL_STYLES = {"debug": "dim", "info": "cyan", "warn": "yellow", "error": "bold red"}
@@ -67,7 +68,7 @@ class LogView(Vertical):
     """Only lines containing this text are shown."""
 
     def __init__(
-        self, sup: Supervisor, *, app_name: str | None = None, facet: str | None = None, id: str | None = None
+        self, sup: ConsoleSupervisor, *, app_name: str | None = None, facet: str | None = None, id: str | None = None
     ) -> None:
         super().__init__(id=id)
         self.sup = sup
@@ -132,7 +133,10 @@ class LogView(Vertical):
     def _load(self, target: str | None, generation: int) -> None:
         # The scope is read on the UI thread and passed in: this thread never reads the
         # fields ``set_scope`` writes.
-        records = self.sup.logs(target, limit=500)
+        try:
+            records = self.sup.logs(target, limit=500)
+        except FacetsError:  # an attached console's owner is away (the title says so): keep what is shown
+            return
         self.post_message(self.Loaded(records, generation))
 
     @on(Loaded)

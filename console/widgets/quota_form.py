@@ -10,10 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from runtime import QUOTA_KEYS, QuotaError, Supervisor, parse_quota
+from runtime import QUOTA_KEYS, FacetsError, QuotaError, parse_quota
 from runtime.quotas import format_size
 
 from ..format import plain
+from ..host import ConsoleSupervisor
 
 SIZE_KEYS = {"memory", "storage", "log_bytes"}
 
@@ -46,7 +47,7 @@ class QuotaForm(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "apply", "Apply quotas")]
 
-    def __init__(self, sup: Supervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
+    def __init__(self, sup: ConsoleSupervisor, target: str, *, readonly: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.target = target
@@ -71,8 +72,12 @@ class QuotaForm(Vertical):
 
     @work(thread=True, exclusive=True, group="quota-form")
     def load(self) -> None:
-        effective = self.sup.quotas(self.target).as_dict()
-        explicit = self.sup.explicit_quotas(self.target)
+        try:
+            effective = self.sup.quotas(self.target).as_dict()
+            explicit = self.sup.explicit_quotas(self.target)
+        except FacetsError as exc:  # an attached console's owner is away
+            self.app.call_from_thread(self._failed, exc.message)
+            return
         self.app.call_from_thread(self._fill, effective, explicit)
 
     def _fill(self, effective: dict[str, Any], explicit: dict[str, Any]) -> None:
@@ -141,6 +146,9 @@ class QuotaForm(Vertical):
         except QuotaError as exc:
             self.app.call_from_thread(self._refused, exc.message)
             return
+        except FacetsError as exc:  # an attached console lost its owner: whether it applied is unknown
+            self.app.call_from_thread(self._failed, exc.message)
+            return
         self.app.call_from_thread(self._applied, changes)
 
     def _refused(self, message: str) -> None:
@@ -148,6 +156,12 @@ class QuotaForm(Vertical):
             return
         result = self.query_one("#quota-result", Static)
         result.update(plain(f"refused, nothing changed: {message}", style="bold red"))
+
+    def _failed(self, message: str) -> None:
+        if not self.is_attached:
+            return
+        result = self.query_one("#quota-result", Static)
+        result.update(plain(f"failed: {message} (reload to see the quotas in force)", style="bold red"))
 
     def _applied(self, changes: dict[str, str]) -> None:
         if not self.is_attached:

@@ -19,10 +19,11 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from runtime import FacetsError, Supervisor, neutralize
+from runtime import FacetsError, neutralize
 from runtime.storage import FacetReader
 
 from ..format import plain
+from ..host import ConsoleSupervisor
 from .console_table import ConsoleTable
 
 
@@ -56,7 +57,7 @@ class TableBrowser(Vertical):
     status: reactive[str] = reactive("")
     """The line above the grid: table, position, total (the table's name neutralised)."""
 
-    def __init__(self, sup: Supervisor, target: str, table: str, *, id: str | None = None) -> None:
+    def __init__(self, sup: ConsoleSupervisor, target: str, table: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.target = target

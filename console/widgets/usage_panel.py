@@ -10,9 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from runtime import Supervisor
-
 from ..format import human_bytes, human_count, plain
+from ..host import ConsoleSupervisor
 from .meter_bar import MeterBar
 
 #: (series field, label, how a value reads)
@@ -48,7 +47,7 @@ class UsagePanel(Vertical):
 
     POINTS = 120
 
-    def __init__(self, sup: Supervisor, target: str, *, id: str | None = None) -> None:
+    def __init__(self, sup: ConsoleSupervisor, target: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sup = sup
         self.target = target
