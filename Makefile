@@ -51,8 +51,10 @@ $(CHROMIUM_STAMP):
 $(WRK_STAMP):
 	$(call debian_package,wrk,wrk,make bench)
 
+# The console on the default data directory, serving the apps over HTTP on 127.0.0.1:8800
+# (the header shows the URL; a port in use is shown there and the console runs on).
 run: $(STAMP)
-	$(VENV)/bin/facets
+	$(VENV)/bin/facets console --serve
 
 test: check $(CHROMIUM_STAMP)
 	$(PY) -m pytest -q
