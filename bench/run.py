@@ -604,7 +604,16 @@ def main() -> int:
         # in-process sections. 2 s per wrk run: 3 rounds take about a minute.
         section("http", lambda: http_section(tmp, 1 if quick else 3, 1 if quick else 2))
     results["elapsed_s"] = time.perf_counter() - started
-    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out = Path(args.out)
+    if args.only and not args.child and out.exists():
+        # A partial run updates its own sections in the last full run's file: writing only
+        # them would throw every other figure away (the README quotes the full run).
+        previous = json.loads(out.read_text())
+        ran = {name: value for name, value in results.items() if name not in ("machine", "started", "elapsed_s")}
+        previous.update(ran)
+        previous.setdefault("sections_rerun", {}).update(dict.fromkeys(ran, results["started"]))
+        results = previous
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.child:
         return 0
     print()
