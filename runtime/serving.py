@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ErrorCode, FacetsError
 from .gate import Request, fail_all
-from .http import HttpRequest, status_for
+from .http import status_for
 from .logs import Throttle
 from .types import CallResult
 
@@ -57,15 +57,22 @@ class Serving:
         slot.run(self._wasm, module, group)
 
     def refuse(
-        self, app: str, facet: str, code: ErrorCode, message: str, request_id: str, http: HttpRequest | None = None
+        self,
+        app: str,
+        facet: str,
+        code: ErrorCode,
+        message: str,
+        request_id: str,
+        http: bool = False,
+        status: int = 0,
     ) -> CallResult:
         """Answer a request refused before it reached the facet (policy, queue), count it,
         and log a breach at most once a second per facet and code, so an overloaded
         facet does not flood the logs it is judged by."""
         result = CallResult.failure(code, message, request_id)
         error = result.error  # an ErrorCode: a custom policy's code may be a plain str
-        if http is not None:
-            result.status = status_for(error)
+        if http:  # an HTTP request: counted with the status it is answered (``status``, if given)
+            result.status = status or status_for(error)
         self._meters.record(app, facet, result.usage, error, None, result.status)
         self._residency.touch((app, facet))
         if error in (ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.TOO_BIG):

@@ -263,6 +263,25 @@ class Supervisor:
                 results.append(self._settle(entry[1], entry[0]))
         return results
 
+    def count_refused(self, target: str, code: ErrorCode, message: str, request_id: str, status: int = 0) -> bool:
+        """Count and log an HTTP request that a server answered itself before handing it
+        over (a body over ``max_body`` found while streaming it, a body too slow, the
+        facet's queue full on the server's side), as this supervisor's own refusals are:
+        metered with its status, a breach logged at most once a second. It touches only
+        in-memory meters and the log queue (leaf locks, no SQLite), so a server may call
+        it on its event loop. ``status`` is the one answered when it is not ``code``'s own
+        (408 for a slow body: ``timeout`` is 504 for a slow guest). Counts nothing, and
+        returns False, for a facet that does not exist: a client must not grow the meters
+        by naming facets."""
+        try:
+            app, facet = parsed = self._targets[target]
+        except BadRequest:
+            return False
+        if parsed not in self.registry.created:
+            return False
+        self._refuse(app, facet, code, message, request_id, True, status)
+        return True
+
     def _request(self, target: str, body: bytes | str, http: HttpRequest | None) -> CallResult:
         admitted = self._admit(target, body, http)
         if isinstance(admitted, CallResult):
@@ -300,22 +319,23 @@ class Supervisor:
         quotas = self.quota_book.effective(app, facet)
         if http is not None and len(body) > quotas.max_body:
             message = f"the request body of {len(body)} bytes is over the max_body quota of {quotas.max_body} bytes"
-            return self._refuse(app, facet, ErrorCode.TOO_BIG, message, request_id, http)
+            return self._refuse(app, facet, ErrorCode.TOO_BIG, message, request_id, True)
         refusal = self.policy.admit_request(app, facet, quotas)
         if refusal is not None:
-            return self._refuse(app, facet, refusal.code, refusal.message, request_id, http)
+            return self._refuse(app, facet, refusal.code, refusal.message, request_id, http is not None)
         slot = registry.slots.get(parsed) or registry.slot(app, facet)
         # The input gate (gate.py): one thread at a time runs a facet's requests; at most
         # `queue` wait behind it, and they then run together as one commit group.
         waiting = slot.gate.waiting
         if quotas.queue and waiting >= quotas.queue:
             message = f"{target} already has {waiting} requests waiting (queue={quotas.queue})"
-            return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id, http)
+            return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id, http is not None)
         return Request(body, request_id, quotas, http), slot
 
     def _overloaded(self, slot: FacetSlot, request: Request, message: str) -> CallResult:
         """The answer to a request that gave up waiting at its facet's gate."""
-        return self._refuse(slot.app, slot.name, ErrorCode.OVERLOADED, message, request.request_id, request.http)
+        http = request.http is not None
+        return self._refuse(slot.app, slot.name, ErrorCode.OVERLOADED, message, request.request_id, http)
 
     def _settle(self, slot: FacetSlot, request: Request) -> CallResult:
         """Count, log and hand out an answered request (after its COMMIT)."""

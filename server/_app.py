@@ -27,7 +27,7 @@ from runtime import BadRequest, CallResult, ErrorCode, Supervisor, parse_facet_t
 from runtime.http import HttpRequest, status_for
 
 from ._limits import Limits
-from ._responses import NOSNIFF, send_error
+from ._responses import NOSNIFF, new_request_id, send_error
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -89,6 +89,7 @@ class PublicApp:
         self._in_flight: dict[str, int] = {}
         self._lanes: dict[str, _Lane] = {}
         self._fetch_many = sup.fetch_many
+        self._count_refused = sup.count_refused
         self._quotas = sup.quotas
 
     def close(self) -> None:
@@ -124,9 +125,9 @@ class PublicApp:
         if declared is not None and (declared < 0 or declared > max_body + self._limits.discard_body):
             # Refused unread: the client may see a reset instead of the answer (it sent too much).
             refusal = _Refused(413, ErrorCode.TOO_BIG, _too_big(max_body)) if declared >= 0 else _BAD_LENGTH
-            await send_error(send, *refusal, close=True)
+            await send_error(send, *refusal, self._counted(target, refusal), close=True)
             return
-        body = await self._read_body(receive, send, max_body)
+        body = await self._read_body(receive, send, target, max_body)
         if body is None:
             return  # answered (413, 408) or the client left
         queue = quotas.queue
@@ -134,7 +135,8 @@ class PublicApp:
         count = in_flight.get(target, 0)
         if queue and count > queue:  # one running and `queue` waiting: its gate would refuse too
             message = f"{target} already has {count} requests in flight (queue={queue})"
-            await send_error(send, 503, ErrorCode.OVERLOADED, message)
+            refused = _Refused(503, ErrorCode.OVERLOADED, message)
+            await send_error(send, *refused, self._counted(target, refused))
             return
         request = HttpRequest(
             method=scope["method"],
@@ -217,7 +219,14 @@ class PublicApp:
         rest = parts[3].decode("latin-1") if len(parts) == 4 else ""
         return target, "/" + (unquote(rest) if "%" in rest else rest), f"/{app}/{facet}"
 
-    async def _read_body(self, receive: Receive, send: Send, max_body: int) -> bytes | None:
+    def _counted(self, target: str, refused: _Refused) -> str:
+        """A request id for a refusal the server answers itself, counted in the facet's
+        meters (and logged, throttled) as the supervisor's own refusals are."""
+        request_id = new_request_id()
+        self._count_refused(target, refused.code, refused.message, request_id, refused.status)
+        return request_id
+
+    async def _read_body(self, receive: Receive, send: Send, target: str, max_body: int) -> bytes | None:
         """The whole body, read chunk by chunk; None once answered (413: over ``max_body``;
         408: a chunk slower than ``body_timeout``) or when the client left.
 
@@ -235,7 +244,8 @@ class PublicApp:
                 async with asyncio.timeout(timeout):
                     message = await receive()
             except TimeoutError:
-                await send_error(send, 408, ErrorCode.TIMEOUT, f"no body data for {timeout:g} s", close=True)
+                refused = _Refused(408, ErrorCode.TIMEOUT, f"no body data for {timeout:g} s")
+                await send_error(send, *refused, self._counted(target, refused), close=True)
                 return None
             if message["type"] != "http.request":
                 return None  # http.disconnect: nobody to answer
@@ -246,7 +256,8 @@ class PublicApp:
                 chunks.clear()
                 if more and size <= budget:
                     continue
-                await send_error(send, 413, ErrorCode.TOO_BIG, _too_big(max_body), close=more)
+                refused = _Refused(413, ErrorCode.TOO_BIG, _too_big(max_body))
+                await send_error(send, *refused, self._counted(target, refused), close=more)
                 return None
             if chunk:
                 chunks.append(chunk)

@@ -238,3 +238,16 @@ def test_fetch_many_gives_up_on_a_gate_held_too_long(probe):
 def test_fetch_many_takes_only_http_requests(sup):
     with pytest.raises(TypeError):
         sup.fetch_many("counter/a", [b"body"])  # type: ignore[list-item]
+
+
+def test_count_refused_counts_a_server_refusal_of_an_existing_facet_only(probe):
+    probe.fetch("probe/a", HttpRequest("GET", body=answer({"status": 200})))
+    assert probe.count_refused("probe/a", ErrorCode.TOO_BIG, "body over max_body", "s-1")
+    assert probe.count_refused("probe/a", ErrorCode.TIMEOUT, "no body data", "s-2", status=408)
+    assert probe.count_refused("probe/a", ErrorCode.OVERLOADED, "lane full", "s-3")
+    usage = probe.usage("probe/a")
+    assert (usage["requests"], usage["http_2xx"], usage["http_4xx"], usage["http_5xx"]) == (4, 1, 2, 1)
+    assert usage["errors"] == {"too_big": 1, "timeout": 1, "overloaded": 1}
+    assert not probe.count_refused("probe/never-created", ErrorCode.TOO_BIG, "x", "s-4")
+    assert not probe.count_refused("not a target", ErrorCode.TOO_BIG, "x", "s-5")
+    assert "probe/never-created" not in {f.target for f in probe.facet_list()}

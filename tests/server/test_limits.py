@@ -105,12 +105,15 @@ def test_malformed_http_is_400_json(served: Served) -> None:
 
 
 def test_a_body_slower_than_the_body_timeout_is_408(served: Served) -> None:
+    assert request(served.port, "POST", "/probe/slow", b"Efirst").body == b"first"
     with connect(served.port) as sock:
         sock.sendall(b"POST /probe/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nE12")
         answer = parse_raw(read_all(sock))
     assert (answer.status, answer.error_code()) == (408, "timeout")
     assert answer.header("connection") == "close"
     assert request(served.port, "POST", "/probe/slow", b"Efine").body == b"fine"
+    usage = served.sup.usage("probe/slow")  # counted as the client's fault (4xx), not a timeout's 504
+    assert (usage["http_2xx"], usage["http_4xx"], usage["http_5xx"]) == (2, 1, 0)
 
 
 @pytest.fixture

@@ -59,9 +59,13 @@ def test_body_over_max_body_is_413_declared_or_streamed(served: Served) -> None:
     streamed = request(served.port, "POST", "/probe/big", b"E" + b"x" * 5000, chunked=True)
     for reply in (declared, streamed):
         assert (reply.status, reply.error_code()) == (413, "too_big")
+    usage = served.sup.usage("probe/big")  # the server's own 413s are counted as the facet's
+    assert (usage["requests"], usage["http_2xx"], usage["http_4xx"]) == (3, 1, 2)
     # The default is 1 MiB.
     assert request(served.port, "POST", "/probe/default", b"E" + b"x" * (1024 * 1024)).status == 413
     assert request(served.port, "POST", "/probe/default", b"E" + b"x" * 1000).status == 200
+    usage = served.sup.usage("probe/default")  # refused before it existed: no meter for a name
+    assert (usage["requests"], usage["http_4xx"]) == (1, 0)
 
 
 def test_a_declared_body_far_over_the_limit_is_refused_unread(served: Served) -> None:
@@ -97,6 +101,8 @@ def test_a_facet_past_its_queue_is_503_on_the_loop_and_holds_only_one_thread(ser
         release.set()
         assert [first.result().body, second.result().body] == [b"held", b"waiting"]
     assert served.app.in_flight("probe/runaway") == 0
+    usage = served.sup.usage("probe/runaway")  # the loop's 503 is in the facet's meters
+    assert (usage["http_2xx"], usage["http_5xx"], usage["errors"]) == (2, 1, {"overloaded": 1})
     assert arrived.acquire(timeout=30)  # the second was admitted once the first was done
     assert not arrived.acquire(blocking=False)  # the refused one never reached a thread
 
