@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 from runtime import Supervisor
-from server import Limits, Listen, ServerThread
 
 from .control_api import ControlAPI
 
@@ -76,6 +75,10 @@ class ControlServer:
         self.api = ControlAPI(sup, readonly=readonly)
         try:
             # At most 256 operator connections (each command runs on the API's own pool).
+            # Imported here: every `facets COMMAND` imports this module, and only an owner
+            # that serves needs uvicorn.
+            from server import Limits, Listen, ServerThread
+
             limits = Limits(connections=256, drain_timeout=GRACE)
             self._runner = ServerThread(self.api, Listen(path=str(self.path)), limits=limits, name="facets-control")
             self._runner.start()

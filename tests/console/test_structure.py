@@ -97,3 +97,15 @@ def test_the_app_screens_palette_and_widgets_have_no_import_cycle():
 
 def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+
+
+def test_the_cli_imports_the_http_server_only_for_the_commands_that_serve():
+    # Every `facets COMMAND` imports console.cli; uvicorn and server/ cost ~35-50 ms of it.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import console.cli, sys; print(sorted(m for m in ('server', 'uvicorn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
