@@ -291,22 +291,20 @@ class FacetSlot:
             assert guest is not None  # _ensure_instance made one or raised
             try:
                 http = request.http
-                answer: HttpResponse | None
-                if http is not None and guest.serves_http:
-                    envelope = http.envelope()
-                    raw = guest.handle(envelope, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx, http=True)
-                    if ctx.poison is not None:
-                        raise GuestFault(*ctx.poison)
+                whole = http is not None and guest.serves_http  # facet_http gets the whole request
+                body = http.envelope() if whole and http is not None else request.body
+                response = guest.handle(body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx, http=whole)
+                if ctx.poison is not None:
+                    raise GuestFault(*ctx.poison)
+                answer: HttpResponse | None = None
+                if whole:
                     try:  # checked before COMMIT: a bad answer rolls back like a trap
-                        answer = decode_response(raw)
+                        answer = decode_response(response)
                     except BadHttpResponse as exc:
                         raise GuestFault(ErrorCode.BAD_RESPONSE, f"facet_http answered badly: {exc}") from None
                     response = answer.body
-                else:
-                    response = guest.handle(request.body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
-                    if ctx.poison is not None:
-                        raise GuestFault(*ctx.poison)
-                    answer = None if http is None else body_only_response(response)
+                elif http is not None:
+                    answer = body_only_response(response)
                 if usage.cold_start or (
                     ctx.counters.rows_written and started - self._storage_measured > STORAGE_GAUGE_PERIOD
                 ):

@@ -554,16 +554,15 @@ class GuestInstance:
     def handle(self, body: bytes, *, fuel: int, timeout_ms: int, host: HostHandler | None, http: bool = False) -> bytes:
         """Run one request through ``facet_alloc`` + ``facet_handle`` (``http``: ``facet_http``,
         which the caller checked the module exports) and return the response bytes."""
-        if http:
-            return self._enter(self._handle_request, body, self._http, fuel=fuel, timeout_ms=timeout_ms, host=host)
-        return self._enter(self._handle_request, body, fuel=fuel, timeout_ms=timeout_ms, host=host)
+        entry = self._http if http else self._handle
+        return self._enter(self._handle_request, body, entry, fuel=fuel, timeout_ms=timeout_ms, host=host)
 
     @property
     def serves_http(self) -> bool:
         """True when the module exports ``facet_http``."""
         return self._http is not None
 
-    def _handle_request(self, body: bytes, entry: Any = None) -> bytes:
+    def _handle_request(self, body: bytes, entry: Any) -> bytes:
         raw, ctx, length = self._raw, self._ctx, len(body)
         raw[0].i32 = length
         self._call(ctx, self._alloc, raw, 1)
@@ -584,7 +583,7 @@ class GuestInstance:
                 ) from None
         raw[0].i32 = ptr
         raw[1].i32 = length
-        self._call(ctx, entry or self._handle, raw, 2)
+        self._call(ctx, entry, raw, 2)
         resp_ptr, resp_len = abi.unpack(raw[0].i64)
         try:
             return self.read(resp_ptr, resp_len)

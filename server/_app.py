@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
-from runtime import BadRequest, CallResult, ErrorCode, Supervisor, parse_facet_target
-from runtime.http import HttpRequest, status_for
+from runtime import BadRequest, CallResult, ErrorCode, HttpRequest, Supervisor, parse_facet_target, status_for
 
 from ._limits import Limits
 from ._responses import NOSNIFF, new_request_id, send_error

@@ -15,8 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from runtime import ErrorCode
-from runtime.http import error_body
+from runtime import ErrorCode, error_body
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -60,12 +59,6 @@ def error_headers(
     return headers
 
 
-def error_payload(code: ErrorCode | str, message: str, request_id: str) -> bytes:
-    """The JSON error body, with only what a client may see of ``message`` (``error_body``
-    keeps a fault's details out: they are in the facet's log)."""
-    return error_body(code, message, request_id)
-
-
 async def send_error(
     send: Send,
     status: int,
@@ -78,7 +71,7 @@ async def send_error(
 ) -> None:
     """Answer with the JSON error body on an ASGI ``send``."""
     request_id = request_id or new_request_id()
-    body = error_payload(code, message, request_id)
+    body = error_body(code, message, request_id)  # only what a client may see of a fault
     headers = error_headers(request_id, status, len(body), close=close, rate=rate)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -88,7 +81,7 @@ def raw_error(status: int, reason: str, code: ErrorCode | str, message: str) -> 
     """A whole HTTP/1.1 error response, for the protocol to write before any ASGI app
     runs (malformed request, headers too large, header timeout); it closes the connection."""
     request_id = new_request_id()
-    body = error_payload(code, message, request_id)
+    body = error_body(code, message, request_id)  # only what a client may see of a fault
     lines = [f"HTTP/1.1 {status} {reason}".encode()]
     lines += [name + b": " + value for name, value in error_headers(request_id, status, len(body), close=True)]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
