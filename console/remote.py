@@ -81,6 +81,20 @@ class ControlClient:
             sock.close()
         return True
 
+    def answers(self, timeout: float) -> bool:
+        """Whether the owner answers ``GET /control/owner`` within ``timeout`` seconds: a
+        stopped (SIGSTOP) owner still accepts connections, so ``reachable`` cannot tell."""
+        conn = UnixHTTPConnection(self.path, timeout=timeout)
+        try:
+            conn.request("GET", "/control/owner")
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out, a broken answer
+            return False
+        finally:
+            conn.close()
+
     def _post(self, route: str, payload: dict[str, Any]) -> http.client.HTTPResponse:
         conn = UnixHTTPConnection(self.path)  # no timeout: the owner bounds each command (its quotas)
         body = dumps(payload, ensure_ascii=True).encode("ascii")

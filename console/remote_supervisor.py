@@ -33,7 +33,6 @@ console shows the owner's live meters, quotas and logs, the one truth of the dir
 
 from __future__ import annotations
 
-import http.client
 import os
 import threading
 import time
@@ -61,7 +60,7 @@ from runtime import (
 from runtime.storage import FacetReader
 
 from .commands import CommandError, UsageError, failure, parse
-from .remote import ControlClient, RemoteError, UnixHTTPConnection, owner_client
+from .remote import ControlClient, RemoteError, owner_client
 
 #: Seconds between two polls of the owner's logs while a view subscribes: the owner's own
 #: log writer hands out batches about as often (it lets a batch build up before writing).
@@ -144,7 +143,7 @@ class RemoteSupervisor:
             return
         if client is not None and info is not None:
             self._client, self.owner = client, info
-            self.problem = None if _answers(client.path) else f"does not answer (no reply in {PING_TIMEOUT:g} s)"
+            self.problem = None if client.answers(PING_TIMEOUT) else f"does not answer (no reply in {PING_TIMEOUT:g} s)"
         elif info is None:
             self.problem = "is gone: no process owns the data directory"
         elif info.pid != self.owner.pid:
@@ -336,20 +335,6 @@ class RemoteSupervisor:
 
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         return self._rpc("query", target, sql, params)
-
-
-def _answers(path: str) -> bool:
-    """Whether the owner on the control socket ``path`` answers ``GET /control/owner`` in time."""
-    conn = UnixHTTPConnection(path, timeout=PING_TIMEOUT)
-    try:
-        conn.request("GET", "/control/owner")
-        response = conn.getresponse()
-        response.read()
-        return response.status == 200
-    except (OSError, http.client.HTTPException):  # refused, reset, timed out, a broken answer
-        return False
-    finally:
-        conn.close()
 
 
 def attach(data_dir: Path, *, readonly: bool = False) -> RemoteSupervisor | None:
