@@ -27,7 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.command import Provider
 from textual.screen import Screen
 
-from runtime import DataDirBusy, Supervisor, SupervisorSettings, default_data_dir, neutralize
+from runtime import Supervisor, default_data_dir, neutralize
 from server import Listen
 
 from .commands import run_line
@@ -37,7 +37,7 @@ from .ingress import Ingress
 from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .remote import ControlClient, open_or_route
-from .remote_supervisor import RemoteSupervisor, attach
+from .remote_supervisor import RemoteSupervisor
 from .samples import load_samples
 from .screens.apps import AppsScreen
 from .screens.billing import BillingScreen
@@ -230,33 +230,20 @@ def run_console(
     the control socket; ``serve``: and HTTP, ``ingress``). ``durability``: the embedded
     supervisor's (None: the default)."""
     data_dir = Path(data) if data else default_data_dir()
-    remote = attach(data_dir, readonly=readonly)
-    if remote is not None:
-        _run_attached(remote, readonly=readonly, serve=serve)
+    # The owner's socket if one serves it (an owner that serves none yet: wait OWNER_WAIT for
+    # it to serve or go), else the directory opened here; read-only opens take no lock.
+    routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT, durability=durability)
+    if isinstance(routed, ControlClient):
+        assert routed.owner is not None
+        remote = RemoteSupervisor(data_dir, routed, routed.owner, readonly=readonly)
+        try:
+            FacetsConsole(remote, readonly=readonly, serve=serve).run()
+        finally:
+            remote.close()
         return
-    try:
-        # Read-only, the supervisor itself writes nothing (no adoption, no flushes, no mkdir).
-        sup = Supervisor(
-            data_dir, readonly=readonly, role="console", durability=durability or SupervisorSettings.durability
-        )
-    except DataDirBusy:  # owned by a process that serves no socket (yet): wait for it (remote.py)
-        routed = open_or_route(data_dir, role="console", readonly=readonly, wait=OWNER_WAIT, durability=durability)
-        if isinstance(routed, ControlClient):
-            assert routed.owner is not None
-            _run_attached(
-                RemoteSupervisor(data_dir, routed, routed.owner, readonly=readonly), readonly=readonly, serve=serve
-            )
-            return
-        sup = routed
+    sup = routed
     with sup:
         if samples and not readonly:
             load_samples(sup)
         with serve_control(sup) or contextlib.nullcontext():  # `facets COMMAND` elsewhere comes here
             FacetsConsole(sup, readonly=readonly, serve=serve).run()
-
-
-def _run_attached(remote: RemoteSupervisor, *, readonly: bool, serve: Listen | None) -> None:
-    try:
-        FacetsConsole(remote, readonly=readonly, serve=serve).run()
-    finally:
-        remote.close()
