@@ -9,8 +9,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 ABI_VERSION = 1
+
+# -- ABI v2: components (sample_apps/wit/facets.wit) -------------------------------------
+#: The component ABI's version; core modules stay on ABI_VERSION (v1), side by side.
+COMPONENT_ABI_VERSION = 2
+SAMPLE_APPS_DIR = Path(__file__).resolve().parent.parent / "sample_apps"
+#: The WIT world every component app is built against, and the guest SDKs.
+WIT_DIR = SAMPLE_APPS_DIR / "wit"
+WIT_WORLD = "app"
+SDK_DIR = SAMPLE_APPS_DIR / "sdk"
+#: The one interface a component may import (besides WASI, which is stubbed: see
+#: ``runtime.components``), and the one it must export.
+HOST_INTERFACE = "facets:app/host@2.0.0"
+GUEST_INTERFACE = "facets:app/guest@2.0.0"
+#: The guest interface's functions.
+GUEST_FUNCTIONS = ("init", "call", "fetch")
 
 IMPORT_MODULE = "facet"
 

@@ -10,6 +10,8 @@ Exceptions raised by the Python API::
     ├── BadRequest              bad_request: malformed name, body, argument
     ├── NotFound                not_found: no such app or facet
     ├── BadModule               bad_module: not wasm, or breaks the facet ABI
+    │   ├── BuildFailed         a JS/TS/Python source did not build (``.file``, ``.line``)
+    │   └── ToolchainMissing    the toolchain for that language is not installed
     ├── QuotaError              bad_quota: a quota value or key was refused
     └── DataDirBusy             refused: another process owns the data directory
                                 (``runtime.owner``; ``.owner`` says who)
@@ -99,6 +101,23 @@ class NotFound(FacetsError):
 
 class BadModule(FacetsError):
     code = ErrorCode.BAD_MODULE
+
+
+class BuildFailed(BadModule):
+    """A guest toolchain refused the source (``runtime.toolchain``): a syntax error, a
+    missing import. ``file`` and ``line`` locate it when the toolchain said where (the
+    path as the operator gave it, 1-based line); ``output`` is the toolchain's own text,
+    neutralised and cut."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+        self.output = output
+
+
+class ToolchainMissing(BadModule):
+    """The toolchain a source file needs is not installed (``make install`` installs both)."""
 
 
 class QuotaError(FacetsError):
