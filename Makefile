@@ -10,6 +10,10 @@ STAMP := $(VENV)/.installed-stamp
 # wrk for the http section of make bench. `make run` needs neither.
 CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 WRK_STAMP := $(VENV)/.wrk-stamp
+# The JavaScript guest toolchain (componentize-js, esbuild), project-local in node_modules,
+# exactly as package-lock.json pins it (runtime/_build_js.py runs it from there).
+NODE_STAMP := node_modules/.facets-stamp
+NPM_STAMP := $(VENV)/.npm-stamp
 
 .PHONY: run test check install lock apps bench clean
 
@@ -18,10 +22,10 @@ WRK_STAMP := $(VENV)/.wrk-stamp
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,guests]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 # $(call debian_package,COMMAND,PACKAGE,WHAT NEEDS IT): apt-get install PACKAGE unless COMMAND
 # is on PATH; as root directly, else through sudo. A fresh image often has no package lists,
@@ -51,12 +55,19 @@ $(CHROMIUM_STAMP):
 $(WRK_STAMP):
 	$(call debian_package,wrk,wrk,make bench)
 
+$(NPM_STAMP):
+	$(call debian_package,npm,npm,the JavaScript guest toolchain)
+
+$(NODE_STAMP): package.json package-lock.json $(NPM_STAMP)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The console on the default data directory, serving the apps over HTTP on 127.0.0.1:8800
 # (the header shows the URL; a port in use is shown there and the console runs on).
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/facets console --serve
 
-test: check $(CHROMIUM_STAMP)
+test: check $(CHROMIUM_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 # Lint, format and type checks; zero findings is the bar (configured in pyproject.toml).
@@ -71,17 +82,17 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	.lock-venv/bin/python -m pip install --quiet -e '.[test,guests]'
 	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt
 	rm -rf .lock-venv
 	@echo "constraints.txt refreshed: review 'git diff constraints.txt', then make test"
 
-bench: $(STAMP) $(WRK_STAMP)
+bench: $(STAMP) $(WRK_STAMP) $(NODE_STAMP)
 	$(PY) bench/run.py
 
 apps: $(STAMP)
 	$(PY) sample_apps/build.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .lock-venv
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .lock-venv
