@@ -20,15 +20,19 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
-from runtime import FacetsError, Supervisor, SupervisorSettings, default_data_dir
+from runtime import FacetsError, Supervisor, SupervisorSettings, default_data_dir, is_source
+from runtime.apps import precompile
 
+from . import progress
 from .commands import (
+    LOAD_PROGRESS,
     SPECS,
     Command,
     CommandError,
@@ -270,10 +274,32 @@ def _run_one(data: str | None, line: str, cmd: Command, *, readonly: bool) -> di
     """Run one command here, or send it to the data directory's owner (``remote``)."""
     data_dir = Path(data) if data else default_data_dir()
     target = open_or_route(data_dir, role="command", readonly=readonly, durability=chosen_durability())
+    building = cmd.name == "load" and not readonly and is_source(cmd.args[0])
     if isinstance(target, ControlClient):
+        if building:  # built and compiled here, with progress; the owner then finds the caches warm
+            _with_progress(lambda report: precompile(cmd.args[0], progress=report))
         return target.command(line, readonly=readonly)
     with target as sup:
+        if building:
+            return _with_progress(lambda report: Reply(line, run_with_progress(sup, cmd, report, readonly=readonly)))
         return Reply(line, run(sup, cmd, readonly=readonly))
+
+
+def run_with_progress(sup: Any, cmd: Command, report: Any, *, readonly: bool) -> Any:
+    """``run`` with ``report`` receiving the command's build progress (``LOAD_PROGRESS``)."""
+    token = LOAD_PROGRESS.set(report)
+    try:
+        return run(sup, cmd, readonly=readonly)
+    finally:
+        LOAD_PROGRESS.reset(token)
+
+
+def _with_progress(work: Callable[[Any], Any]) -> Any:
+    reporter = progress.for_terminal()
+    if isinstance(reporter, progress.BarProgress):
+        with reporter:
+            return work(reporter)
+    return work(reporter)
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:

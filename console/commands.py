@@ -22,6 +22,7 @@ into ``{"cmd", "ok", ...}`` replies (a ``Reply``: a dict that keeps its typed re
 from __future__ import annotations
 
 import calendar
+import contextvars
 import re
 import sqlite3
 import time
@@ -33,7 +34,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from runtime import ErrorCode, FacetsError, QuotaError, Supervisor, neutralize, parse_quota
+from runtime import BuildProgress, ErrorCode, FacetsError, QuotaError, Supervisor, neutralize, parse_quota
 from runtime.billing import format_bill
 from runtime.logs import LEVELS
 
@@ -363,6 +364,18 @@ class Loaded(Result):
     sha256: str
     exports: list[str]
     imports: list[str]
+    kind: str = "module"
+    language: str = "wasm"
+    toolchain: str = ""
+    size: int = 0
+
+
+#: Where a running ``load`` reports build and compile progress (``BuildProgress``): set by
+#: whoever runs the command (the CLI's progress bar or JSON lines, a script's output, the
+#: console's Apps view); None reports nothing.
+LOAD_PROGRESS: contextvars.ContextVar[Callable[[BuildProgress], None] | None] = contextvars.ContextVar(
+    "load_progress", default=None
+)
 
 
 @dataclass
@@ -526,15 +539,25 @@ class Help(Result):
 @command(
     "load",
     "load PATH [as NAME]",
-    "load or upgrade an app from a .wasm or .wat file",
+    "load or upgrade an app: .wasm (module or component), .wat, or .js/.ts/.py (built into a component)",
     (1, 3),
     result=Loaded,
     writes=True,
 )
 def _load(sup: Supervisor, cmd: Command) -> Loaded:
     name = cmd.args[2] if len(cmd.args) == 3 else None
-    version = sup.load_app(cmd.args[0], name)
-    return Loaded(version.app, version.version, version.sha256, list(version.exports), list(version.imports))
+    version = sup.load_app(cmd.args[0], name, progress=LOAD_PROGRESS.get())
+    return Loaded(
+        version.app,
+        version.version,
+        version.sha256,
+        list(version.exports),
+        list(version.imports),
+        version.kind,
+        version.language,
+        version.toolchain,
+        version.size,
+    )
 
 
 @command("call", "call APP/FACET [BODY]", "send one request", (1, 2), result=Called, writes=True)

@@ -1,5 +1,9 @@
 """The headless script runner: one command per line in, one JSON object per line out.
 
+A ``load`` that builds a JS/TS/Python app also writes progress lines before its result,
+``{"progress": {"step", "detail", "fraction", "elapsed", "cached"}, "cmd": LINE}``: a
+reader tells them from results by the ``progress`` key (results have ``ok``).
+
 Exit status: 0 when every command succeeded, 1 when any failed (the script
 goes on unless ``fail_fast``), 2 for a usage error: the script file is
 missing, or a line cannot be parsed. The whole script is parsed before the
@@ -16,8 +20,21 @@ from typing import IO, Any
 
 from runtime import Supervisor
 
-from .commands import Command, CommandError, Exported, Imported, Reply, Result, UsageError, failure, parse, run
+from .commands import (
+    LOAD_PROGRESS,
+    Command,
+    CommandError,
+    Exported,
+    Imported,
+    Reply,
+    Result,
+    UsageError,
+    failure,
+    parse,
+    run,
+)
 from .format import dumps
+from .progress import JsonProgress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -90,11 +107,15 @@ def run_script(
             parsed.append(cmd)
     status = EXIT_OK
     for cmd in parsed:
+        # a load's build progress: {"progress": {...}, "cmd": LINE} lines before its result
+        token = LOAD_PROGRESS.set(JsonProgress(out, line=cmd.line) if cmd.name == "load" else None)
         try:
             result: dict[str, Any] = Reply(cmd.line, run_at(sup, cmd, readonly=readonly, cwd=cwd))
         except CommandError as exc:
             result = failure(cmd.line, exc)
             status = EXIT_FAILED
+        finally:
+            LOAD_PROGRESS.reset(token)
         _emit(out, result)
         if fail_fast and status != EXIT_OK:
             break

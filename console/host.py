@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from runtime import AppInfo, AppVersion, CallResult, FacetChanges, FacetInfo, LogRecord, Quotas
 from runtime.storage import FacetReader
+from runtime.toolchain import Progress
 
 
 class ConsoleSupervisor(Protocol):
@@ -33,7 +34,9 @@ class ConsoleSupervisor(Protocol):
 
     def app_versions(self, app: str) -> list[AppVersion]: ...
 
-    def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion: ...
+    def load_app(
+        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+    ) -> AppVersion: ...
 
     def facet_list(self, app: str | None = None) -> list[FacetInfo]: ...
 

@@ -57,7 +57,9 @@ from runtime import (
     Quotas,
     parse_facet_target,
 )
+from runtime.apps import precompile
 from runtime.storage import FacetReader
+from runtime.toolchain import Progress, is_source
 
 from .commands import CommandError, UsageError, failure, parse
 from .remote import ControlClient, RemoteError, owner_client
@@ -203,7 +205,11 @@ class RemoteSupervisor:
     def app_versions(self, app: str) -> list[AppVersion]:
         return self._rpc("app_versions", app)
 
-    def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion:
+    def load_app(
+        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+    ) -> AppVersion:
+        if is_source(path):  # built and compiled here, with progress; the owner finds the caches warm
+            precompile(path, progress=progress)
         # the owner's working directory is not this one: the path goes absolute
         return self._rpc("load_app", os.path.abspath(path), name)
 

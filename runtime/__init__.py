@@ -21,14 +21,26 @@ never imports the console.
   ``browse`` (facet databases, read-only);
 * the rest: ``housekeeper`` (the background thread: usage flushes, idle evictions,
   retention), ``events`` (the supervisor's own log records), ``settings``, and
-  beneath them ``apps``, ``abi``, ``wasm``, ``hostcalls``, ``storage``, ``control``,
+  beneath them ``apps``, ``toolchain`` (building JS/TS/Python sources into components),
+  ``abi``, ``wasm`` and ``components`` (the two seams: core modules, components),
+  ``hostcalls``, ``storage``, ``control``,
   ``quotas``, ``policy``, ``metering``, ``billing``, ``logs``, ``changes``, ``faults``,
   ``errors``, ``types``, and ``owner`` (one process owns a data directory: its file lock).
 """
 
 from .abi import ABI_VERSION
 from .apps import AppVersion
-from .errors import BadModule, BadRequest, DataDirBusy, ErrorCode, FacetsError, NotFound, QuotaError
+from .errors import (
+    BadModule,
+    BadRequest,
+    BuildFailed,
+    DataDirBusy,
+    ErrorCode,
+    FacetsError,
+    NotFound,
+    QuotaError,
+    ToolchainMissing,
+)
 from .http import HttpRequest, HttpResponse, error_body, public_message, status_for
 from .logs import LogRecord, neutralize
 from .owner import OwnerInfo, owner_of
@@ -37,6 +49,7 @@ from .quotas import QUOTA_KEYS, Quotas, parse_quota
 from .registry import parse_facet_target
 from .settings import SupervisorSettings, default_data_dir
 from .supervisor import Supervisor
+from .toolchain import BuildProgress, Built, is_source
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
 from .wasm import EngineSettings
 
@@ -47,6 +60,9 @@ __all__ = [
     "AppVersion",
     "BadModule",
     "BadRequest",
+    "BuildFailed",
+    "BuildProgress",
+    "Built",
     "CallResult",
     "DataDirBusy",
     "EngineSettings",
@@ -66,9 +82,11 @@ __all__ = [
     "Refusal",
     "Supervisor",
     "SupervisorSettings",
+    "ToolchainMissing",
     "Usage",
     "default_data_dir",
     "error_body",
+    "is_source",
     "neutralize",
     "owner_of",
     "parse_facet_target",

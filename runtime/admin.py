@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import toolchain
 from .apps import AppStore, AppVersion
 from .errors import ErrorCode, FacetsError
 from .registry import parse_facet_target
@@ -65,16 +66,40 @@ class Admin:
             raise FacetsError(f"{what} refused: the supervisor was opened read-only", ErrorCode.REFUSED)
 
     # -- apps -------------------------------------------------------------------
-    def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion:
+    def load_app(
+        self, path: str | os.PathLike[str], name: str | None = None, *, progress: toolchain.Progress | None = None
+    ) -> AppVersion:
         self.refuse_if_readonly("loading an app")
+        name = name or AppStore.default_name(path)
+        if toolchain.is_source(path):  # JS, TypeScript, Python: build a component first
+            built = toolchain.build(path, progress=progress)
+            return self.load_app_bytes(
+                built.component,
+                name,
+                source=str(path),
+                language=built.language,
+                toolchain_version=built.toolchain,
+                progress=progress,
+            )
         data = AppStore.read_source(path)
-        return self.load_app_bytes(data, name or AppStore.default_name(path), source=str(path))
+        return self.load_app_bytes(data, name, source=str(path), progress=progress)
 
-    def load_app_bytes(self, data: bytes | str, name: str, source: str = "") -> AppVersion:
+    def load_app_bytes(
+        self,
+        data: bytes | str,
+        name: str,
+        source: str = "",
+        *,
+        language: str | None = None,
+        toolchain_version: str = "",
+        progress: toolchain.Progress | None = None,
+    ) -> AppVersion:
         self.refuse_if_readonly("loading an app")
         if isinstance(data, str):
             data = data.encode("utf-8")
-        version, is_new = self._apps.load(data, name, source=source)
+        version, is_new = self._apps.load(
+            data, name, source=source, language=language, toolchain_version=toolchain_version, progress=progress
+        )
         if is_new:
             what = "loaded" if version.version == 1 else f"upgraded to version {version.version}"
             self._log(name, "", "info", f"app {name} {what} (sha256 {version.sha256[:12]})")

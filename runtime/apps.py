@@ -1,11 +1,14 @@
 """The content-addressed app store and the compiled-module cache.
 
-``load`` takes a ``.wasm`` binary or ``.wat`` text, checks it against the facet
-ABI, stores the bytes once as ``DATA/modules/<sha256>.wasm`` and records a new
-version of the app (loading the same bytes again is a no-op). Compiled code is
-cached beside it as ``<sha256>.<engine-key>.cwasm``, keyed by wasmtime version
-and engine settings, written atomically and only by the supervisor, so a cold
-start deserializes (~25 us) instead of compiling (~1 ms and up).
+``load`` takes a ``.wasm`` binary (a core module or a component) or ``.wat`` text,
+checks it against the facet ABI (v1 for modules, v2 for components), stores the bytes
+once as ``DATA/modules/<sha256>.wasm`` and records a new version of the app (loading
+the same bytes again is a no-op). Compiled code is cached beside it as
+``<sha256>.<engine-key>.cwasm``, keyed by wasmtime version and engine settings, written
+atomically and only by the supervisor, so a cold start deserializes (~25 us for a
+module, 1-6 ms for a component) instead of compiling (~1 ms and up; 9 s for a 12 MB
+JS component). A component's compiled artifact is also kept in the user's build cache
+(``runtime.toolchain``), so a new data directory or a later process compiles nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import toolchain
 from .abi import is_valid_name
+from .components import ComponentRuntime, PreparedComponent, is_component
 from .control import ControlDB
 from .errors import BadModule, BadRequest, NotFound
 from .wasm import Prepared, WasmRuntime
@@ -39,6 +44,13 @@ class AppVersion:
     imports: tuple[str, ...]
     loaded_at: float
     source: str
+    #: "module" (a core module, ABI v1) or "component" (ABI v2).
+    kind: str = "module"
+    #: What it was written in, as far as the loader knows: "javascript", "typescript",
+    #: "python" (built here), "wat", or "wasm" (a binary from elsewhere).
+    language: str = "wasm"
+    #: The toolchain that built it here ("componentize-js 0.23.0, esbuild 0.25.0"), or "".
+    toolchain: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,15 +62,24 @@ class AppVersion:
             "imports": list(self.imports),
             "loaded_at": self.loaded_at,
             "source": self.source,
+            "kind": self.kind,
+            "language": self.language,
+            "toolchain": self.toolchain,
         }
 
 
 @dataclass
 class LoadedModule:
-    """A compiled, linked module ready to instantiate."""
+    """A compiled, linked module (or component) ready to instantiate."""
 
     version: AppVersion
-    pre: Prepared  # opaque outside the seam
+    pre: Prepared | PreparedComponent  # opaque outside the seams
+    runtime: WasmRuntime | ComponentRuntime
+
+    def instantiate(self, *, fuel: int, memory_limit: int, timeout_ms: int) -> Any:
+        """A new instance in its own store (``GuestInstance`` or ``ComponentInstance``,
+        which ``FacetSlot`` drives alike); raises ``GuestFault``."""
+        return self.runtime.instantiate(self.pre, fuel=fuel, memory_limit=memory_limit, timeout_ms=timeout_ms)  # type: ignore[arg-type]
 
 
 def _row_to_version(row: dict[str, Any]) -> AppVersion:
@@ -71,6 +92,9 @@ def _row_to_version(row: dict[str, Any]) -> AppVersion:
         imports=tuple(row["imports"]),
         loaded_at=row["loaded_at"],
         source=row["source"],
+        kind=row.get("kind") or "module",
+        language=row.get("language") or ("wat" if str(row["source"]).endswith(".wat") else "wasm"),
+        toolchain=row.get("toolchain") or "",
     )
 
 
@@ -85,8 +109,9 @@ class AppStore:
             self._dir.mkdir(parents=True, exist_ok=True)
         self._control = control
         self._wasm = wasm
+        self._components_runtime: ComponentRuntime | None = None
         self._lock = threading.Lock()
-        self._pre_by_sha: dict[str, Prepared] = {}
+        self._pre_by_sha: dict[str, Prepared | PreparedComponent] = {}
         self._loaded: dict[str, LoadedModule] = {}
         self._current: dict[str, AppVersion] = {}
         for name in control.app_names():
@@ -123,7 +148,23 @@ class AppStore:
             raise BadModule("neither a wasm binary (no \\0asm header) nor WAT text")
         return self._wasm.wat_to_wasm(text)
 
-    def load(self, data: bytes, name: str, source: str = "") -> tuple[AppVersion, bool]:
+    @property
+    def components(self) -> ComponentRuntime:
+        """The component seam, made on first use (a linker with WASI and the host)."""
+        if self._components_runtime is None:
+            self._components_runtime = ComponentRuntime(self._wasm)
+        return self._components_runtime
+
+    def load(
+        self,
+        data: bytes,
+        name: str,
+        source: str = "",
+        *,
+        language: str | None = None,
+        toolchain_version: str = "",
+        progress: toolchain.Progress | None = None,
+    ) -> tuple[AppVersion, bool]:
         """Validate and store ``data`` as the newest version of ``name``.
 
         Returns the version and whether it is new (False: these exact bytes
@@ -133,37 +174,121 @@ class AppStore:
             raise BadRequest(f"bad app name {name!r}: expected [a-z0-9][a-z0-9_-]{{0,62}}")
         if len(data) > MAX_MODULE_BYTES:
             raise BadModule(f"module is {len(data):,} bytes; modules are limited to {MAX_MODULE_BYTES:,}")
+        if is_component(data):
+            return self._load_component(data, name, source, language or "wasm", toolchain_version, progress)
         wasm = self.to_wasm(data)
         sha = hashlib.sha256(wasm).hexdigest()
         module = self._wasm.compile(wasm)
         shape = self._wasm.inspect(module)
         with self._lock:
-            current = self._current.get(name)
             # The directory may have been deleted under us (restored data dir, an operator):
             # loading the same bytes again is how its files are put back.
             self._dir.mkdir(parents=True, exist_ok=True)
             self._store_file(self._dir / f"{sha}.wasm", wasm)
             if not self._cache_path(sha).exists():
                 self._store_file(self._cache_path(sha), self._wasm.serialize(module))
-            if current is not None and current.sha256 == sha:
-                return current, False
-            version = AppVersion(
-                app=name,
-                version=(current.version + 1) if current else 1,
-                sha256=sha,
-                size=len(wasm),
-                exports=shape.exports,
-                imports=shape.imports,
-                loaded_at=time.time(),
-                source=source,
-            )
-            row = version.as_dict()
-            self._control.add_app_version(row)
-            self._current[name] = version
             if sha not in self._pre_by_sha:
                 self._pre_by_sha[sha] = self._wasm.prepare(module)
-            self._loaded.pop(name, None)
-            return version, True
+            kind_language = language or ("wasm" if data.startswith(_WASM_MAGIC) else "wat")
+            return self._add_version(
+                name, sha, len(wasm), shape.exports, shape.imports, source, "module", kind_language, ""
+            )
+
+    def _load_component(
+        self,
+        data: bytes,
+        name: str,
+        source: str,
+        language: str,
+        toolchain_version: str,
+        progress: toolchain.Progress | None,
+    ) -> tuple[AppVersion, bool]:
+        sha = hashlib.sha256(data).hexdigest()
+        component = self._compiled_component(sha, data, progress)
+        shape = self.components.inspect(component)
+        with self._lock:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._store_file(self._dir / f"{sha}.wasm", data)
+            if sha not in self._pre_by_sha:
+                self._pre_by_sha[sha] = self.components.prepare(component, shape)
+            return self._add_version(
+                name, sha, len(data), shape.exports, shape.imports, source, "component", language, toolchain_version
+            )
+
+    def _compiled_component(self, sha: str, data: bytes, progress: toolchain.Progress | None) -> Any:
+        """The compiled component, from this data directory's cache, else the user's shared
+        cache (copied into this one), else compiled now (and written to both). Reading a
+        31 MB artifact takes 1-6 ms; serializing one again takes ~0.3 s, so files are copied."""
+        own = self._cache_path(sha)
+        shared = toolchain.cache_dir() / "compiled" / own.name
+        for path in (own, shared):
+            if not path.is_file():
+                continue
+            component = self.components.deserialize_file(str(path))
+            if component is None:
+                continue
+            if path is shared and not self._readonly:
+                try:
+                    self._dir.mkdir(parents=True, exist_ok=True)
+                    self._store_file(own, path.read_bytes())
+                except OSError:
+                    pass  # the shared cache is read again next time
+            if progress is not None:
+                progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0, cached=True))
+            return component
+        artifact = toolchain.run_with_progress(
+            lambda: self.components.serialize(self.components.compile(data)),
+            step="compile",
+            detail=f"wasmtime {len(data) / 1e6:.1f} MB",
+            estimate="compile",
+            progress=progress,
+            timings=toolchain.Timings(toolchain.cache_dir()),
+        )
+        for path in (shared, own):
+            if path is own and self._readonly:
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._store_file(path, artifact)
+            except OSError:
+                pass  # the next process compiles again: slower, still correct
+        if progress is not None:
+            progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0))
+        return self.components.deserialize(artifact)
+
+    def _add_version(
+        self,
+        name: str,
+        sha: str,
+        size: int,
+        exports: tuple[str, ...],
+        imports: tuple[str, ...],
+        source: str,
+        kind: str,
+        language: str,
+        toolchain_version: str,
+    ) -> tuple[AppVersion, bool]:
+        """Record a new version (the store's lock held); the current one if ``sha`` is it."""
+        current = self._current.get(name)
+        if current is not None and current.sha256 == sha:
+            return current, False
+        version = AppVersion(
+            app=name,
+            version=(current.version + 1) if current else 1,
+            sha256=sha,
+            size=size,
+            exports=exports,
+            imports=imports,
+            loaded_at=time.time(),
+            source=source,
+            kind=kind,
+            language=language,
+            toolchain=toolchain_version,
+        )
+        self._control.add_app_version(version.as_dict())
+        self._current[name] = version
+        self._loaded.pop(name, None)
+        return version, True
 
     @staticmethod
     def _store_file(path: Path, data: bytes) -> None:
@@ -205,13 +330,26 @@ class AppStore:
         with self._lock:
             pre = self._pre_by_sha.get(version.sha256)
             if pre is None:
-                module = self._wasm.deserialize_file(str(self._cache_path(version.sha256)))
-                if module is None:  # missing or from another engine build: recompile once
-                    module = self._wasm.compile(self._read_module(version))
-                    self._cache(version.sha256, module)
-                pre = self._pre_by_sha[version.sha256] = self._wasm.prepare(module)
-            loaded = self._loaded[app] = LoadedModule(version, pre)
+                pre = self._pre_by_sha[version.sha256] = self._prepare_stored(version)
+            runtime: WasmRuntime | ComponentRuntime = (
+                self.components if isinstance(pre, PreparedComponent) else self._wasm
+            )
+            loaded = self._loaded[app] = LoadedModule(version, pre, runtime)
             return loaded
+
+    def _prepare_stored(self, version: AppVersion) -> Prepared | PreparedComponent:
+        """Prepare a stored version from the compiled cache, recompiling once when the cache
+        is missing or from another engine build."""
+        if version.kind == "component":
+            component = self.components.deserialize_file(str(self._cache_path(version.sha256)))
+            if component is None:
+                component = self._compiled_component(version.sha256, self._read_module(version), None)
+            return self.components.prepare(component, self.components.inspect(component))
+        module = self._wasm.deserialize_file(str(self._cache_path(version.sha256)))
+        if module is None:
+            module = self._wasm.compile(self._read_module(version))
+            self._cache(version.sha256, module)
+        return self._wasm.prepare(module)
 
     def _read_module(self, version: AppVersion) -> bytes:
         """The stored bytes of ``version``; ``BadModule`` naming the file when they are gone
@@ -243,3 +381,41 @@ class AppStore:
             self._store_file(cache, self._wasm.serialize(module))
         except OSError:
             pass
+
+
+def precompile(path: str | os.PathLike[str], *, progress: toolchain.Progress | None = None) -> toolchain.Built:
+    """Build a JS/TS/Python source and compile the component into the user's shared cache,
+    without a data directory: what a ``facets load`` sent to another process's supervisor
+    does first, here, where its progress can be shown (the owner then finds both caches
+    warm). Compiled with the default engine settings, the ones ``facets`` runs with."""
+    built = toolchain.build(path, progress=progress)
+    from .wasm import EngineSettings
+
+    wasm = WasmRuntime(EngineSettings())
+    try:
+        components = ComponentRuntime(wasm)
+        key = EngineSettings().cache_key()
+        sha = hashlib.sha256(built.component).hexdigest()
+        shared = toolchain.cache_dir() / "compiled" / f"{sha}.{key}.cwasm"
+        if shared.is_file() and components.deserialize_file(str(shared)) is not None:
+            if progress is not None:
+                progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0, cached=True))
+            return built
+        artifact = toolchain.run_with_progress(
+            lambda: components.serialize(components.compile(built.component)),
+            step="compile",
+            detail=f"wasmtime {len(built.component) / 1e6:.1f} MB",
+            estimate="compile",
+            progress=progress,
+            timings=toolchain.Timings(toolchain.cache_dir()),
+        )
+        try:
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            AppStore._store_file(shared, artifact)
+        except OSError:
+            pass
+        if progress is not None:
+            progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0))
+        return built
+    finally:
+        wasm.close()

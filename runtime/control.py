@@ -109,6 +109,10 @@ class ControlDB:
                 pk=("app", "version"),
                 if_not_exists=True,
             )
+            versions = db.table("app_versions")
+            for column in ("kind", "language", "toolchain"):  # added with ABI v2 (components)
+                if column not in versions.columns_dict:
+                    versions.add_column(column, str)
             db.table("facets").create(
                 {"app": str, "name": str, "created_at": float}, pk=("app", "name"), if_not_exists=True
             )

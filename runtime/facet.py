@@ -180,7 +180,7 @@ class FacetSlot:
         if guest is not None:
             return None
         usage.cold_start = True
-        guest = wasm.instantiate(module.pre, fuel=quotas.fuel, memory_limit=quotas.memory, timeout_ms=quotas.timeout_ms)
+        guest = module.instantiate(fuel=quotas.fuel, memory_limit=quotas.memory, timeout_ms=quotas.timeout_ms)
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
         begin, end, undo = self._steps(nested)

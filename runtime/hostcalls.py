@@ -130,6 +130,10 @@ class RequestContext:
                 ErrorCode.BAD_REQUEST,
                 'sql request is nested too deeply (parameters are JSON scalars or a {"$blob": ...} object)',
             ) from None
+        return self._reply(guest, self._run_sql(request))
+
+    def _run_sql(self, request: Any) -> dict[str, Any]:
+        """The JSON answer to one parsed sql request (both ABIs' ``sql`` end here)."""
         self.counters.sql_calls += 1
         try:
             statement, params = self._parse_sql_request(request)
@@ -138,20 +142,42 @@ class RequestContext:
             self.counters.rows_read += failure.rows_read  # a scan that failed late still read them
             if failure.fatal and self.poison is None:
                 self.poison = (failure.code, failure.message)
-            return self._reply(guest, {"ok": False, "error": {"code": str(failure.code), "message": failure.message}})
+            return {"ok": False, "error": {"code": str(failure.code), "message": failure.message}}
         self.counters.rows_read += result.rows_read
         self.counters.rows_written += result.rows_written
-        return self._reply(
-            guest,
-            {
-                "ok": True,
-                "columns": result.columns,
-                "rows": result.rows,
-                "rows_read": result.rows_read,
-                "rows_written": result.rows_written,
-                "last_insert_rowid": result.last_insert_rowid,
-            },
-        )
+        return {
+            "ok": True,
+            "columns": result.columns,
+            "rows": result.rows,
+            "rows_read": result.rows_read,
+            "rows_written": result.rows_written,
+            "last_insert_rowid": result.last_insert_rowid,
+        }
+
+    def sql_text(self, statement: str, params: str) -> bytes:
+        """ABI v2's ``sql(statement, params)``: params are a JSON array's text ("" for none);
+        params that are not JSON are answered ``bad_request`` like any wrong request."""
+        if params:
+            try:
+                parsed: Any = json.loads(params)
+            except (ValueError, RecursionError) as exc:
+                self.counters.sql_calls += 1
+                message = f"params are not JSON: {exc}" if isinstance(exc, ValueError) else "params nest too deeply"
+                failure = {"ok": False, "error": {"code": str(ErrorCode.BAD_REQUEST), "message": message}}
+                return _ENCODE(failure).encode()
+        else:
+            parsed = None
+        return _ENCODE(self._run_sql({"sql": statement, "params": parsed})).encode()
+
+    def log_text(self, level: int, message: bytes) -> None:
+        """ABI v2's ``log``: the same budget, cut and neutralisation as v1's."""
+        self._record_log(level, message)
+
+    def random_bytes(self, length: int) -> bytes:
+        """ABI v2's ``random(len)``."""
+        if length > MAX_RANDOM_BYTES:
+            raise HostAbort(ErrorCode.BAD_REQUEST, f"random: at most {MAX_RANDOM_BYTES} bytes per call")
+        return os.urandom(length)
 
     @staticmethod
     def _parse_sql_request(request: Any) -> tuple[str, list[Any]]:
@@ -180,7 +206,9 @@ class RequestContext:
         return statement, params
 
     def log(self, guest: GuestInstance, level: int, ptr: int, length: int) -> None:
-        raw = self._read(guest, ptr, length, "log message")
+        self._record_log(level, self._read(guest, ptr, length, "log message"))
+
+    def _record_log(self, level: int, raw: bytes) -> None:
         budget = self.log_limit - self.counters.log_bytes
         if budget <= 0 or self.log_records_left <= 0:
             self.counters.logs_truncated += 1
@@ -205,7 +233,7 @@ class RequestContext:
             )
         )
 
-    def now_ms(self, guest: GuestInstance) -> int:
+    def now_ms(self, guest: object) -> int:
         return int(time.time() * 1000)
 
     def random(self, guest: GuestInstance, ptr: int, length: int) -> None:

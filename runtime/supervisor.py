@@ -49,6 +49,7 @@ from .residency import Residency
 from .serving import Serving
 from .settings import SupervisorSettings
 from .storage import FacetReader
+from .toolchain import Progress
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
 from .wasm import WasmRuntime
 
@@ -170,9 +171,14 @@ class Supervisor:
             self.owner.release()
 
     # -- apps (loading them: admin.py) ------------------------------------------------
-    def load_app(self, path: str | os.PathLike[str], name: str | None = None) -> AppVersion:
-        """Load a ``.wasm`` or ``.wat`` file as a new version of app ``name`` (default: the file's stem)."""
-        return self.admin.load_app(path, name)
+    def load_app(
+        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+    ) -> AppVersion:
+        """Load a file as a new version of app ``name`` (default: the file's stem): a ``.wasm``
+        module or component, ``.wat`` text, or a JavaScript (``.js``, ``.mjs``), TypeScript
+        (``.ts``) or Python (``.py``) source, built into a component first (cached by
+        content; ``progress`` receives ``BuildProgress`` reports while it builds and compiles)."""
+        return self.admin.load_app(path, name, progress=progress)
 
     def load_app_bytes(self, data: bytes | str, name: str, source: str = "") -> AppVersion:
         return self.admin.load_app_bytes(data, name, source)

@@ -214,14 +214,8 @@ class WasmRuntime:
 
     def __init__(self, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings()
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        config.max_wasm_stack = self.settings.max_wasm_stack
-        config.memory_reservation = self.settings.memory_reservation
-        config.memory_guard_size = self.settings.memory_guard_size
-        config.parallel_compilation = False
-        self.engine = wasmtime.Engine(config)
+        self.engine = wasmtime.Engine(self._config(parallel=False))
+        self._compiler: wasmtime.Engine | None = None
         self.cache_key = self.settings.cache_key()
         self._ticks: dict[int, int] = {}
         self._linker = wasmtime.Linker(self.engine)
@@ -247,6 +241,25 @@ class WasmRuntime:
         self._ticker = _Ticker(self.engine, self.settings.epoch_tick_ms / 1000)
         self._ticker.start()
 
+    def _config(self, *, parallel: bool) -> wasmtime.Config:
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        config.max_wasm_stack = self.settings.max_wasm_stack
+        config.memory_reservation = self.settings.memory_reservation
+        config.memory_guard_size = self.settings.memory_guard_size
+        # Core modules are small and compiled where a request waits: one thread is enough.
+        config.parallel_compilation = parallel
+        return config
+
+    def compiler_engine(self) -> wasmtime.Engine:
+        """An engine with the same settings and parallel compilation, for big components
+        (``runtime.components``); what it compiles is handed over serialized, as the
+        compiled cache stores it (an artifact from an engine of the same settings)."""
+        if self._compiler is None:
+            self._compiler = wasmtime.Engine(self._config(parallel=True))
+        return self._compiler
+
     def close(self) -> None:
         self._ticker.stop()
 
@@ -258,14 +271,14 @@ class WasmRuntime:
         try:
             return wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            raise BadModule(f"not a valid WebAssembly module: {_first_line(exc)}") from None
+            raise BadModule(f"not a valid WebAssembly module: {first_line(exc)}") from None
 
     @staticmethod
     def wat_to_wasm(text: str) -> bytes:
         try:
             return bytes(wasmtime.wat2wasm(text))
         except wasmtime.WasmtimeError as exc:
-            raise BadModule(f"cannot parse WAT text: {_first_line(exc)}") from None
+            raise BadModule(f"cannot parse WAT text: {first_line(exc)}") from None
 
     def serialize(self, module: wasmtime.Module) -> bytes:
         return bytes(module.serialize())
@@ -538,9 +551,9 @@ class GuestInstance:
             # traps on out-of-memory) is reported as memory_limit.
             if self._memory is not None and self.memory_size + _GROWTH_STEP > self.memory_limit:
                 return GuestFault(
-                    ErrorCode.MEMORY_LIMIT, f"memory limit of {self.memory_limit} bytes reached ({_first_line(exc)})"
+                    ErrorCode.MEMORY_LIMIT, f"memory limit of {self.memory_limit} bytes reached ({first_line(exc)})"
                 )
-            return GuestFault(ErrorCode.TRAP, f"guest trapped: {_first_line(exc)}")
+            return GuestFault(ErrorCode.TRAP, f"guest trapped: {first_line(exc)}")
         if isinstance(exc, wasmtime.WasmtimeError):
             return _untyped_error(exc, during)
         return GuestFault(ErrorCode.INTERNAL, f"{during} failed: {exc!r}")
@@ -848,8 +861,8 @@ def _untyped_error(exc: wasmtime.WasmtimeError, during: str) -> GuestFault:
     reports what stops a guest as traps; anything else is reported as a trap too.
     """
     if during == "instantiation":
-        return GuestFault(ErrorCode.MEMORY_LIMIT, f"instantiation refused: {_first_line(exc)}")
-    return GuestFault(ErrorCode.TRAP, f"{during} failed: {_first_line(exc)}")
+        return GuestFault(ErrorCode.MEMORY_LIMIT, f"instantiation refused: {first_line(exc)}")
+    return GuestFault(ErrorCode.TRAP, f"{during} failed: {first_line(exc)}")
 
 
 def _func_type_is(ty: object, params: tuple[str, ...], results: tuple[str, ...]) -> bool:
@@ -858,7 +871,7 @@ def _func_type_is(ty: object, params: tuple[str, ...], results: tuple[str, ...])
     return [str(p) for p in ty.params] == list(params) and [str(r) for r in ty.results] == list(results)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The informative line of a wasmtime error: the root cause, not the backtrace header."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:

@@ -15,11 +15,27 @@ from textual.containers import Horizontal
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, Label, Static
 
-from runtime import FacetsError
+from runtime import BuildProgress, FacetsError, neutralize
 
-from ..format import plain
+from ..format import human_bytes, plain
 from ..widgets.console_table import ConsoleTable
 from .base import ConsoleScreen
+
+#: What ``load`` takes: modules and components, WAT, and sources built into components.
+LOADABLE_SUFFIXES = (".wasm", ".wat", ".js", ".mjs", ".ts", ".mts", ".py")
+
+
+def progress_text(report: BuildProgress, width: int = 24) -> Text:
+    """One line for a running build or compile: what runs, a bar, the percentage, seconds."""
+    what = "building" if report.step == "build" else "compiling"
+    fraction = report.fraction or 0.0
+    filled = round(fraction * width)
+    line = Text()
+    line.append(neutralize(f"{what} {report.detail} "), style="bold")
+    line.append("█" * filled, style="green")
+    line.append("░" * (width - filled), style="dim")
+    line.append(f" {fraction * 100:3.0f}%  {report.elapsed:.1f}s")
+    return line
 
 
 class PathSuggester(Suggester):
@@ -39,7 +55,7 @@ class PathSuggester(Suggester):
             return None
         for name in names:
             full = directory / name
-            if full.is_dir() or name.endswith((".wasm", ".wat")):
+            if full.is_dir() or name.endswith(LOADABLE_SUFFIXES):
                 suggestion = value[: len(value) - len(prefix)] + name + ("/" if full.is_dir() else "")
                 return suggestion if suggestion != value else None
         return None
@@ -81,7 +97,10 @@ class AppsScreen(ConsoleScreen):
             ("version", "version"),
             ("versions", "versions"),
             ("facets", "facets"),
-            ("imports", "imports"),
+            ("language", "language"),
+            ("kind", "kind"),
+            ("toolchain", "toolchain"),
+            ("size", "size"),
             ("exports", "exports"),
             ("sha", "sha256"),
         ):
@@ -120,8 +139,12 @@ class AppsScreen(ConsoleScreen):
                 v.version,
                 info.versions,
                 info.facets,
-                plain(", ".join(v.imports) or "-"),
-                plain(", ".join(e for e in v.exports if e.startswith("facet_"))),
+                plain(v.language),
+                plain(v.kind),
+                plain(v.toolchain or "-"),
+                human_bytes(v.size),
+                # the module's own names: plain text, escapes shown
+                plain(", ".join(e for e in v.exports if e.startswith(("facet_", "facets:")))),
                 plain(v.sha256[:12]),
                 key=info.name,
             )
@@ -184,13 +207,20 @@ class AppsScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, group="apps-load")
     def _load(self, path: str, name: str | None) -> None:
+        def report(progress: BuildProgress) -> None:  # from this worker: the screen redraws on its loop
+            self.app.call_from_thread(self._progress, progress)
+
         try:
-            version = self.sup.load_app(path, name)
+            version = self.sup.load_app(path, name, progress=report)
         except FacetsError as exc:
             self.app.call_from_thread(self._loaded, plain(f"{exc.code}: {exc.message}", style="red"), False)
             return
         message = f"{version.app} is at version {version.version} ({version.sha256[:12]})"
         self.app.call_from_thread(self._loaded, plain(message, style="green"), True)
+
+    def _progress(self, report: BuildProgress) -> None:
+        if self.is_attached:
+            self.query_one("#apps-status", Static).update(progress_text(report))
 
     def _loaded(self, message: Text, ok: bool) -> None:
         if not self.is_attached:

@@ -177,13 +177,12 @@ def test_export_bomb_is_refused_before_compiling(sup, no_compiling):
     [
         (facet_module(body_padding=abi.MAX_FUNCTION_BYTES), "function body"),
         (facet_module(body_padding=abi.MAX_CODE_BYTES), "bytes of code"),
-        (b"\x00asm\x0d\x00\x01\x00", "component, not a core module"),
         (b"\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff\x0f", "runs past the end"),
         (b"\x00asm\x01\x00\x00\x00\x01\x06\xff\xff\xff\xff\xff\x01", "integer longer than 32 bits"),
         # one memory, flags 0x08 (custom page size), minimum 1, page size 2**4294967295
         (b"\x00asm\x01\x00\x00\x00\x05\x08\x01\x08\x01\xff\xff\xff\xff\x0f", "page size"),
     ],
-    ids=["function-body", "code-size", "component", "section-past-end", "long-leb", "page-size"],
+    ids=["function-body", "code-size", "section-past-end", "long-leb", "page-size"],
 )
 def test_other_load_limits_and_malformed_headers(sup, no_compiling, module, words):
     with pytest.raises(BadModule, match=words):
