@@ -50,6 +50,18 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 # answer ({"errors": [...]} or {"code": "...", "map": "..."}) on stdout.
 _BUNDLER = r"""
 const path = require("path");
+// Only files under the app's directory and the SDK's are read: an app cannot make the
+// build read (and show in an error) any other file of the machine.
+const confine = (roots) => ({
+  name: "facets-confine",
+  setup(build) {
+    build.onLoad({ filter: /.*/ }, (args) => {
+      const inside = roots.some((r) => args.path === r || args.path.startsWith(r + path.sep));
+      if (!inside) return { errors: [{ text: `cannot import ${args.path}: outside the app's directory` }] };
+      return undefined;
+    });
+  },
+});
 let job = "";
 process.stdin.setEncoding("utf8");
 process.stdin.on("data", (d) => { job += d; });
@@ -75,6 +87,7 @@ process.stdin.on("end", async () => {
       legalComments: "none",
       charset: "utf8",
       logLevel: "silent",
+      plugins: [confine(j.roots)],
     });
     const out = {};
     for (const f of r.outputFiles) out[f.path.endsWith(".map") ? "map" : "code"] = f.text;
@@ -162,6 +175,7 @@ def _bundle(source: Path, scratch: Path) -> tuple[str, str]:
         "resolve_dir": str(source.resolve().parent),
         "sdk": str(SDK_FILE),
         "host_module": HOST_MODULE,
+        "roots": [str(source.resolve().parent), str(SDK_FILE.parent)],
     }
     try:
         proc = subprocess.run(

@@ -92,6 +92,11 @@ if (globalThis.crypto) {
   };
 }
 
+// The component has no network (componentize-js's fetch would trap the whole request).
+globalThis.fetch = async function fetch() {
+  throw new TypeError("fetch is not available: a facet has no network");
+};
+
 function show(value) {
   if (typeof value === "string") return value;
   if (value instanceof Error) return value.stack ? `${value}\n${value.stack}` : String(value);
