@@ -440,13 +440,18 @@ export const raw = (text) => new Raw(String(text));
 
 // -- the guest exports ----------------------------------------------------------------------
 
+const MAX_STACK_LINES = 20;
+
 function failure(error) {
   // A result's err must be a string (anything else traps in componentize-js).
   if (error instanceof Error) {
-    const stack = error.stack ? `\n${error.stack}` : "";
-    return `${error.name || "Error"}: ${error.message}${stack}`;
+    let stack = (error.stack || "").split("\n").filter((l) => l && !l.includes("initializer.js"));
+    if (stack.length > MAX_STACK_LINES) {
+      stack = [...stack.slice(0, MAX_STACK_LINES), `... ${stack.length - MAX_STACK_LINES} more frames`];
+    }
+    return [`${error.name || "Error"}: ${error.message}`, ...stack].join("\n").slice(0, 8192);
   }
-  return `uncaught: ${show(error)}`;
+  return `uncaught: ${show(error)}`.slice(0, 8192);
 }
 
 function toResponse(value) {
