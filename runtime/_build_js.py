@@ -290,7 +290,13 @@ def _componentize_failure(source: Path, text: str, source_map: str) -> BuildFail
     top = _TOP_LEVEL.search(output)
     if top is None:
         return BuildFailed(f"componentize-js failed: {_first_line(output)}", file=str(source), output=output)
-    line = _original_line(source_map, int(top.group(1)), source)
+    # The first position in the app's own code: the throw itself, or the app's frame that
+    # called into the SDK (e.g. Date.now() at top level).
+    line = None
+    for m in _BUNDLE_POSITION.finditer(output, top.start()):
+        line = _original_line(source_map, int(m.group(1)), source)
+        if line is not None:
+            break
     return BuildFailed(
         f"the app's top-level code threw while the component was pre-initialised: {top.group(3).strip()[:500]}",
         file=str(source),
@@ -300,6 +306,9 @@ def _componentize_failure(source: Path, text: str, source_map: str) -> BuildFail
 
 
 _TOP_LEVEL = re.compile(r"Exception while evaluating top-level script\s*\n\S*?bundle\.js:(\d+):(\d+) ([^\n]*)")
+
+
+_BUNDLE_POSITION = re.compile(r"bundle\.js:(\d+):\d+")
 
 
 def _first_line(text: str) -> str:

@@ -39,6 +39,7 @@ TS_APP = """\
 interface Note { id: number; text: string }
 
 const greeting: string = "hello";
+console.log("top-level output is dropped, not a failed build");
 
 function render(notes: Note[]): string {
   return notes.map((n: Note) => `${n.id}:${n.text}`).join(",");
@@ -156,6 +157,20 @@ def test_top_level_code_that_throws_fails_the_build_with_its_message(tmp_path: P
     assert "top-level boom" in caught.value.message
     assert caught.value.file == str(source)
     assert caught.value.line == 4
+
+
+@needs_toolchain
+def test_top_level_use_of_the_clock_fails_the_build_at_the_users_line(tmp_path: Path):
+    # The host is not there at build time: the SDK says so rather than freezing the build's time.
+    source = write(
+        tmp_path / "app.js", "const x = 1;\nconst started = Date.now();\nexport default { call: () => 'x' };\n"
+    )
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with pytest.raises(BuildFailed) as caught:
+        _build_js.build(source, workdir)
+    assert "Date.now()" in caught.value.message and "top-level" in caught.value.message
+    assert (caught.value.file, caught.value.line) == (str(source), 2)
 
 
 @needs_toolchain
