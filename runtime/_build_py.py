@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import tokenize
 import traceback
 from pathlib import Path
@@ -64,8 +65,11 @@ _linecache.cache[_NAME] = (len(_SOURCE), None, _SOURCE.splitlines(True), _NAME)
 _app = _types.ModuleType({module!r})
 _app.__file__ = _NAME
 _sys.modules[{module!r}] = _app
-exec(compile(_SOURCE, _NAME, "exec", dont_inherit=True), _app.__dict__)
-Guest = _facets_guest.make_guest(_app)
+try:
+    exec(compile(_SOURCE, _NAME, "exec", dont_inherit=True), _app.__dict__)
+    Guest = _facets_guest.make_guest(_app)
+except BaseException as _exc:
+    raise _facets_guest.AppImportError(_facets_guest.describe(_exc)) from None
 """
 
 
@@ -132,7 +136,10 @@ def _module_name(source: Path) -> str:
 
 
 def _clean(text: str) -> str:
-    """Toolchain output made safe to show: controls escaped line by line, cut."""
+    """Toolchain output made safe to show: controls escaped line by line, cut. What
+    componentize-py says after "Caused by:" (the guest's own traceback) is what counts."""
+    if "\nCaused by:\n" in text:
+        text = textwrap.dedent(text.split("\nCaused by:\n", 1)[1]).strip("\n")
     lines = [neutralize(line) for line in text[-OUTPUT_LIMIT:].splitlines()]
     return "\n".join(lines)
 

@@ -127,9 +127,25 @@ def _leave() -> None:
     _stderr.flush()
 
 
+def _is_platform(filename: str) -> bool:
+    return filename.endswith(("facets/_guest.py", "facets/__init__.py", "facets_entry.py"))
+
+
+def describe(exc: BaseException) -> str:
+    """The traceback of `exc` from the app's first frame on (the SDK's own are left out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and _is_platform(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class AppImportError(Exception):
+    """Importing the app failed (at build time): the message is the app's traceback."""
+
+
 def _failure(exc: BaseException) -> Err:
     try:
-        text = "".join(traceback.format_exception(exc))
+        text = describe(exc)
     except BaseException:  # e.g. MemoryError while formatting
         text = f"{type(exc).__name__} (the traceback could not be formatted)"
     try:
