@@ -3,8 +3,6 @@ the guest SDK into a component; build errors name the user's file and line."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from runtime import _build_py
