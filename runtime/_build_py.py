@@ -197,6 +197,11 @@ def build(source: Path, workdir: Path) -> bytes:
     out = workdir / "app.wasm"
     home = workdir / "home"
     home.mkdir()
+    # Without VIRTUAL_ENV, componentize-py appends the site-packages of the Python running
+    # it to the app's path, so a module installed on this machine would be bundled (and
+    # the build would depend on more than inputs()). An empty one: stdlib and SDK only.
+    no_packages = workdir / "venv"
+    (no_packages / "lib" / "python3.14" / "site-packages").mkdir(parents=True)
     command = [
         str(executable()),
         "-d",
@@ -212,7 +217,13 @@ def build(source: Path, workdir: Path) -> bytes:
         "-o",
         str(out),
     ]
-    env = {"PATH": os.defpath, "HOME": str(home), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": os.defpath,
+        "HOME": str(home),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "VIRTUAL_ENV": str(no_packages),
+    }
     try:
         proc = subprocess.run(
             command,

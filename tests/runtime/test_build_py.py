@@ -120,14 +120,16 @@ def test_exception_at_import_names_the_file_and_line(tmp_path):
     assert 'File "raises.py", line 8' in caught.value.output  # the whole traceback, the caller too
 
 
-def test_app_without_handlers_is_refused(tmp_path):
+def test_packages_of_the_building_python_are_not_bundled(tmp_path):
+    """Only the stdlib and the SDK: pytest is installed where the builder runs, not in the app."""
     toolchain_or_skip()
-    source = tmp_path / "idle.py"
-    source.write_text("X = 1\n")
+    source = tmp_path / "needs.py"
+    source.write_text("import pytest\n\n\ndef call(body, env):\n    return body\n")
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(BuildFailed, match="neither fetch"):
+    with pytest.raises(BuildFailed, match="No module named 'pytest'") as caught:
         _build_py.build(source, work)
+    assert caught.value.line == 1
 
 
 def test_inputs_are_deterministic_and_follow_the_source(tmp_path):
