@@ -157,21 +157,19 @@ def _syntax_error(source: Path, exc: SyntaxError) -> BuildFailed:
 def _failure(source: Path, output: str) -> BuildFailed:
     """What componentize-py's failure says, located in the user's file when it can be."""
     name = re.escape(source.name)
-    lines = [int(m.group(1)) for m in re.finditer(rf'File "{name}", line (\d+)', output)]
+    # After "Caused by:" comes what the guest raised; before it, componentize-py's own frames.
+    said = output.split("\nCaused by:\n", 1)[-1]
+    lines = [int(m.group(1)) for m in re.finditer(rf'File "{name}", line (\d+)', said)]
+    line = lines[-1] if lines else None  # the innermost frame in the user's file
     # The exception line: the last "Name: message" line of the traceback.
     message = ""
-    for raw in reversed(output.splitlines()):
+    for raw in reversed(said.splitlines()):
         stripped = raw.strip()
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Warning|Interrupt)\b.*", stripped):
             message = stripped
             break
     if not message:
-        message = next((s.strip() for s in reversed(output.splitlines()) if s.strip()), "componentize-py failed")
-    line = lines[-1] if lines else None
-    if line is None:
-        m = re.search(rf'File "{name}", line (\d+)|{name}, line (\d+)', output)
-        if m:
-            line = int(m.group(1) or m.group(2))
+        message = next((s.strip() for s in reversed(said.splitlines()) if s.strip()), "componentize-py failed")
     where = f"{source.name}:{line}" if line else source.name
     return BuildFailed(f"{where}: {neutralize(message[:500])}", file=str(source), line=line, output=_clean(output))
 
@@ -180,6 +178,10 @@ def build(source: Path, workdir: Path) -> bytes:
     """The component's bytes, built in the empty scratch directory ``workdir``."""
     toolchain()
     _, text = _read(source)
+    # The host's compile() first, for the file and line. When the host's Python is older
+    # than the guest's, its SyntaxError may be syntax the guest knows (PEP 695 generics,
+    # PEP 701 f-strings, PEP 758 except lists): then the guest's own compile decides, and
+    # its SyntaxError comes back from componentize-py with file and line like any other.
     try:
         compile(text, source.name, "exec", dont_inherit=True)
     except SyntaxError as exc:
