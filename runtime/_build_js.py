@@ -132,7 +132,64 @@ def toolchain() -> str:
     cjs = _package_version(nm / "@bytecodealliance" / "componentize-js")
     esb = _package_version(nm / "esbuild")
     _node()
-    return f"componentize-js {cjs}, esbuild {esb}"
+    patched = "+facets-utf8" if ensure_fast_strings(nm) else ""
+    return f"componentize-js {cjs}{patched}, esbuild {esb}"
+
+
+# componentize-js's bindings lower every string a guest hands the host (a response, a log
+# line, SQL text) with a function that first counts its UTF-8 length in a JS loop over
+# charCodeAt. StarlingMonkey interprets it (no JIT): ~2,570 fuel per byte, 0.34 s per MB,
+# measured here, so a 100 KB page cost 257M fuel. The loop's text lives in the splicer's
+# data section; it is replaced by one of the same length that lets the native TextEncoder
+# count, after which the function's own encodeInto writes the bytes as before (the
+# ``codepoints`` it also returned is read nowhere in the generated bindings).
+_SPLICER = Path("@bytecodealliance") / "componentize-js" / "lib" / "spidermonkey-embedding-splicer.core.wasm"
+_SLOW_LENGTH = b"""// Compute the exact allocation size up front. Some older preview1
+                          // adapters only support an initial allocation, not a subsequent shrink.
+                          let len = 0;
+                          let codepoints = 0;
+                          for (let i = 0; i < s.length; i++) {
+                              const ch = s.charCodeAt(i);
+                              codepoints++;
+                              if (ch < 0x80) { len += 1; }
+                              else if (ch < 0x800) { len += 2; }
+                              else if (ch >= 0xd800 && ch <= 0xdbff &&
+                                       i + 1 < s.length &&
+                                       (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+                                  len += 4;
+                                  i++;
+                              } else { len += 3; }
+                          }"""
+_FAST_LENGTH = (
+    b"// facets: UTF-8 length counted natively (runtime/_build_js.py)\n"
+    b"let len = (globalThis.__facetsUtf8 || (globalThis.__facetsUtf8 = new TextEncoder())).encode(s).length;\n"
+    b"let codepoints = s.length; // returned, never read by the bindings"
+)
+_FAST_LENGTH = _FAST_LENGTH + b" " * (len(_SLOW_LENGTH) - len(_FAST_LENGTH))
+assert len(_FAST_LENGTH) == len(_SLOW_LENGTH)
+
+
+def ensure_fast_strings(node_modules: Path) -> bool:
+    """Patch the installed splicer's string lowering (see above) once; True when the installed
+    splicer has the fast version. Same length, so no offset in the module moves; written to
+    a temporary file and renamed. An unknown splicer (another version) is left alone."""
+    path = node_modules / _SPLICER
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if _FAST_LENGTH in data:
+        return True
+    if data.count(_SLOW_LENGTH) != 1:
+        return False
+    tmp = path.with_name(path.name + f".facets-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.replace(_SLOW_LENGTH, _FAST_LENGTH))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _minimal_env(workdir: Path) -> dict[str, str]:

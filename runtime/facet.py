@@ -321,6 +321,11 @@ class FacetSlot:
                 if not done:
                     undo()
         except GuestFault as fault:
+            if ctx is not None and ctx.poison is not None and fault.code == ErrorCode.TRAP:
+                # A host call decided the request's fate (storage_full, timeout inside SQL...)
+                # and the guest then failed on its answer (an SDK raises it as an exception):
+                # the decision is the cause (hostcalls.py: "however the guest goes on").
+                fault = GuestFault(*ctx.poison)
             self.guest = None  # the instance's state is suspect: start fresh next time
             self.failed = True
             self.last_error = fault.code

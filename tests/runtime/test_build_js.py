@@ -80,6 +80,25 @@ def test_toolchain_names_the_installed_versions():
 
 
 @needs_toolchain
+def test_the_splicers_string_lowering_is_patched_once_and_in_place(tmp_path):
+    """The patch keeps the splicer's length (no offset moves), is applied once, and leaves an
+    unknown splicer alone."""
+    installed = _build_js._node_modules() / _build_js._SPLICER
+    nm = tmp_path / "node_modules"
+    copy = nm / _build_js._SPLICER
+    copy.parent.mkdir(parents=True)
+    original = installed.read_bytes().replace(_build_js._FAST_LENGTH, _build_js._SLOW_LENGTH)
+    copy.write_bytes(original)
+    assert _build_js.ensure_fast_strings(nm) is True
+    patched = copy.read_bytes()
+    assert len(patched) == len(original) and patched != original
+    assert _build_js._FAST_LENGTH in patched and _build_js._SLOW_LENGTH not in patched
+    assert _build_js.ensure_fast_strings(nm) is True and copy.read_bytes() == patched  # idempotent
+    copy.write_bytes(b"\x00asm unknown splicer")
+    assert _build_js.ensure_fast_strings(nm) is False and copy.read_bytes() == b"\x00asm unknown splicer"
+
+
+@needs_toolchain
 def test_builds_a_component(hostile_component: bytes):
     assert hostile_component.startswith(COMPONENT_HEADER)
 

@@ -29,7 +29,22 @@ def apps(sup):
     return sup
 
 
-def test_todo_protocol(apps):
+#: The samples with a twin in another language: the protocol tests run against both.
+TWINS = {"todo": APPS / "todo" / "todo.js", "guestbook": APPS / "guestbook" / "guestbook.py"}
+
+
+@pytest.fixture(params=["zig", "components"])
+def twin_apps(apps, request):
+    """The samples, with todo and guestbook either as their Zig modules or as their JS and
+    Python twins (components, built from source on first use, then from the build cache)."""
+    if request.param == "components":
+        for name, source in TWINS.items():
+            assert apps.load_app(source, name).kind == "component"
+    return apps
+
+
+def test_todo_protocol(twin_apps):
+    apps = twin_apps
     a = ask(apps, "todo/alice", {"op": "add", "list": "home", "title": "milk"})
     assert a == {"id": 1, "list": "home", "title": "milk", "position": 1, "done": False}
     ask(apps, "todo/alice", {"op": "add", "list": "home", "title": "eggs"})
@@ -63,7 +78,8 @@ def test_todo_protocol(apps):
         assert "error" in ask(apps, "todo/alice", bad), bad
 
 
-def test_guestbook_paging(apps):
+def test_guestbook_paging(twin_apps):
+    apps = twin_apps
     for i in range(45):
         ask(apps, "guestbook/lobby", {"op": "sign", "name": f"guest{i}", "message": f"hello {i}"})
     page = ask(apps, "guestbook/lobby", {"op": "list"})
@@ -148,7 +164,8 @@ def test_counter_zig_protocol(apps):
     assert "error" in ask(apps, "counter/c", {"op": "incr", "by": 10**9})
 
 
-def test_facets_of_one_app_are_isolated(apps):
+def test_facets_of_one_app_are_isolated(twin_apps):
+    apps = twin_apps
     ask(apps, "todo/alice", {"op": "add", "list": "home", "title": "alice's"})
     ask(apps, "todo/bob", {"op": "add", "list": "home", "title": "bob's"})
     assert [i["title"] for i in ask(apps, "todo/alice", {"op": "list", "list": "home"})["items"]] == ["alice's"]

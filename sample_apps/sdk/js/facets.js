@@ -442,8 +442,21 @@ export const raw = (text) => new Raw(String(text));
 
 const MAX_STACK_LINES = 20;
 
+// Failures the platform reports by their own code (the WIT's guest interface): SpiderMonkey
+// throws the string "out of memory" when a memory.grow is refused, and stops a runaway
+// recursion with an InternalError before the wasm stack runs out.
+function codedFailure(error) {
+  if (error === "out of memory") return { code: "memory_limit", message: "out of memory" };
+  if (typeof InternalError !== "undefined" && error instanceof InternalError && /recursion/.test(error.message)) {
+    return { code: "stack_overflow", message: `${error.name}: ${error.message}` };
+  }
+  return null;
+}
+
 function failure(error) {
   // A result's err must be a string (anything else traps in componentize-js).
+  const coded = codedFailure(error);
+  if (coded !== null) return JSON.stringify(coded);
   if (error instanceof Error) {
     let stack = (error.stack || "").split("\n").filter((l) => l && !l.includes("initializer.js"));
     if (stack.length > MAX_STACK_LINES) {

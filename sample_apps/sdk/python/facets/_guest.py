@@ -143,6 +143,12 @@ class AppImportError(Exception):
     """Importing the app failed (at build time): the message is the app's traceback."""
 
 
+#: Failures the platform reports by their own code (the WIT's guest interface): CPython's
+#: allocator turns a refused memory.grow into MemoryError, and its recursion limit stops a
+#: runaway recursion as RecursionError before the wasm stack runs out.
+_CODED = ((MemoryError, "memory_limit"), (RecursionError, "stack_overflow"))
+
+
 def _failure(exc: BaseException) -> Err:
     try:
         text = describe(exc)
@@ -152,6 +158,12 @@ def _failure(exc: BaseException) -> Err:
         _leave()
     except BaseException:  # the log is gone; the error still answers
         pass
+    for kind, code in _CODED:
+        if isinstance(exc, kind):
+            try:
+                return Err(json.dumps({"code": code, "message": text[-4096:]}))
+            except BaseException:
+                return Err('{"code": "' + code + '", "message": ""}')
     return Err(text)
 
 
