@@ -27,7 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.command import Provider
 from textual.screen import Screen
 
-from runtime import Supervisor, default_data_dir, neutralize
+from runtime import FacetsError, Supervisor, default_data_dir, neutralize
 from server import Listen
 
 from .commands import run_line
@@ -38,7 +38,7 @@ from .messages import OpenFacet, RunCommand
 from .palette import ConsoleCommands
 from .remote import ControlClient, open_or_route
 from .remote_supervisor import RemoteSupervisor
-from .samples import load_samples
+from .samples import SAMPLES, load_component_samples, load_samples, missing_component_samples
 from .screens.apps import AppsScreen
 from .screens.billing import BillingScreen
 from .screens.facet_detail import FacetDetailScreen
@@ -87,11 +87,14 @@ class FacetsConsole(App):
         readonly: bool = False,
         traffic_rate: float = 200.0,
         serve: Listen | None = None,
+        component_samples: list[tuple[str, Path]] | None = None,
     ) -> None:
         """``sup``: a ``Supervisor`` (embedded) or a ``RemoteSupervisor`` (attached);
         ``serve``: where to run the public HTTP listener in this process (None: none; an
-        attached console serves none: its owner runs the requests)."""
+        attached console serves none: its owner runs the requests); ``component_samples``: the
+        JS/Python samples to build and load on a worker once the console runs."""
         super().__init__()
+        self._component_samples = component_samples or []
         self.sup = sup
         self.readonly = readonly
         # The generator only sends `call`s, which a RemoteSupervisor answers as Supervisor does.
@@ -110,6 +113,23 @@ class FacetsConsole(App):
             self._start_ingress()
         if isinstance(self.sup, RemoteSupervisor):
             self.set_interval(self.OWNER_CHECK_SECONDS, self._check_owner)
+        if self._component_samples and isinstance(self.sup, Supervisor):
+            self._build_component_samples()
+
+    @work(thread=True, exclusive=True, group="component-samples")
+    def _build_component_samples(self) -> None:
+        """The JS and Python samples, built off the event loop: the console stays usable, and
+        the Apps view lists them when they are in."""
+        assert isinstance(self.sup, Supervisor)
+        names = ", ".join(name for name, _ in self._component_samples)
+        self.call_from_thread(self.notify, f"building the component samples ({names}) in the background")
+        try:
+            loaded = load_component_samples(self.sup, self._component_samples)
+        except FacetsError as exc:
+            message = neutralize(f"component samples not loaded: {exc.code}: {exc.message}")
+            self.call_from_thread(self.notify, message, severity="warning", markup=False)
+            return
+        self.call_from_thread(self.notify, f"loaded {', '.join(loaded)}")
 
     def _show_title(self) -> None:
         parts = [f"Facets · {neutralize(str(self.sup.data_dir))}"]
@@ -243,7 +263,11 @@ def run_console(
         return
     sup = routed
     with sup:
+        components: list[tuple[str, Path]] = []
         if samples and not readonly:
-            load_samples(sup)
+            fresh = load_samples(sup)
+            # the JS/Python twins: in a fresh directory, or one that had its samples before them
+            if fresh or {name for name, _ in SAMPLES} <= {info.name for info in sup.app_list()}:
+                components = missing_component_samples(sup)
         with serve_control(sup) or contextlib.nullcontext():  # `facets COMMAND` elsewhere comes here
-            FacetsConsole(sup, readonly=readonly, serve=serve).run()
+            FacetsConsole(sup, readonly=readonly, serve=serve, component_samples=components).run()

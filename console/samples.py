@@ -7,9 +7,10 @@ tables with rows, logs and meters at once.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from runtime import Supervisor
+from runtime import BuildProgress, Supervisor
 
 SAMPLE_APPS = Path(__file__).resolve().parent.parent / "sample_apps"
 #: (app name, file) in load order; the WAT counter is the ABI's hello world.
@@ -21,6 +22,18 @@ SAMPLES = (
     ("shortener", SAMPLE_APPS / "shortener" / "shortener.wasm"),
     ("poll", SAMPLE_APPS / "poll" / "poll.wasm"),
     ("hits", SAMPLE_APPS / "hits" / "hits.wasm"),
+)
+
+#: The samples' JavaScript and Python twins, built from source into components: the first
+#: time 10-30 s each (the console builds them in the background), then from the cache.
+COMPONENT_SAMPLES = (
+    ("todo-js", SAMPLE_APPS / "todo" / "todo.js"),
+    ("guestbook-py", SAMPLE_APPS / "guestbook" / "guestbook.py"),
+)
+COMPONENT_SEED_REQUESTS: tuple[tuple[str, object], ...] = (
+    ("todo-js/carol", {"op": "add", "list": "errands", "title": "post the parcel"}),
+    ("todo-js/carol", {"op": "add", "list": "errands", "title": "buy stamps"}),
+    ("guestbook-py/lobby", {"op": "sign", "name": "guido", "message": "Hello from a Python component."}),
 )
 
 SEED_REQUESTS: tuple[tuple[str, object], ...] = (
@@ -66,3 +79,24 @@ def load_samples(sup: Supervisor, *, seed: bool = True) -> bool:
                 for _ in range(3):
                     sup.call(link, json.dumps({"op": "resolve", "id": entry["id"]}))
     return True
+
+
+def missing_component_samples(sup: Supervisor) -> list[tuple[str, Path]]:
+    """The component samples not loaded yet (all of them in a data directory that had none)."""
+    have = {info.name for info in sup.app_list()}
+    return [(name, path) for name, path in COMPONENT_SAMPLES if name not in have]
+
+
+def load_component_samples(
+    sup: Supervisor, samples: list[tuple[str, Path]], progress: Callable[[BuildProgress], None] | None = None
+) -> list[str]:
+    """Build and load ``samples`` and seed their facets; returns the names loaded. Slow the
+    first time (a build and a compile each): the console runs it on a worker thread."""
+    loaded = []
+    for name, path in samples:
+        sup.load_app(path, name, progress=progress)
+        loaded.append(name)
+    for target, body in COMPONENT_SEED_REQUESTS:
+        if target.split("/")[0] in loaded:
+            sup.call(target, json.dumps(body))
+    return loaded
