@@ -210,7 +210,7 @@ class AppStore:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._store_file(self._dir / f"{sha}.wasm", data)
             if sha not in self._pre_by_sha:
-                self._pre_by_sha[sha] = self.components.prepare(component, shape)
+                self._pre_by_sha[sha] = self.components.prepare(component, shape, data)
             return self._add_version(
                 name, sha, len(data), shape.exports, shape.imports, source, "component", language, toolchain_version
             )
@@ -341,10 +341,11 @@ class AppStore:
         """Prepare a stored version from the compiled cache, recompiling once when the cache
         is missing or from another engine build."""
         if version.kind == "component":
+            data = self._read_module(version)
             component = self.components.deserialize_file(str(self._cache_path(version.sha256)))
             if component is None:
-                component = self._compiled_component(version.sha256, self._read_module(version), None)
-            return self.components.prepare(component, self.components.inspect(component))
+                component = self._compiled_component(version.sha256, data, None)
+            return self.components.prepare(component, self.components.inspect(component), data)
         module = self._wasm.deserialize_file(str(self._cache_path(version.sha256)))
         if module is None:
             module = self._wasm.compile(self._read_module(version))

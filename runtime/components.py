@@ -60,7 +60,7 @@ from wasmtime import component as wcomponent
 
 from . import abi
 from .errors import BadModule, ErrorCode
-from .wasm import GuestFault, HostAbort, WasmRuntime, first_line
+from .wasm import GuestFault, HostAbort, WasmRuntime, _limits, _Reader, first_line
 
 _COMPONENT_VERSION = b"\x0d\x00\x01\x00"
 #: WASI p2 interfaces a component may import (satisfied by wasmtime's WASI with an empty
@@ -207,6 +207,9 @@ class PreparedComponent:
 
     component: wcomponent.Component
     uses_wasi: bool
+    #: Linear memory its core modules declare (``declared_memory``): refused before
+    #: instantiating when over the quota, and what its instances count as memory.
+    memory_min: int = 0
 
 
 #: Codes a guest's ``err`` may claim (``{"code": ..., "message": ...}``): the two failures
@@ -230,6 +233,54 @@ def guest_error(name: str, text: str) -> GuestFault:
                 ErrorCode(claimed["code"]), f"{name} failed: {message if isinstance(message, str) else ''}"
             )
     return GuestFault(ErrorCode.TRAP, f"{name} failed: {text or 'an error without a message'}")
+
+
+def declared_memory(data: bytes) -> int:
+    """Bytes of linear memory a component's core modules declare initially (nested
+    components included): what an instance holds at least. The component API shows no
+    memory of a live instance, so this is what its facet is counted at (the memory budget,
+    ``usage.memory``); CPython's is 13 MiB, of which ~5.5 MB become resident after a request
+    (bench/README.md, section components). Malformed input counts 0: the compiler has
+    refused it already."""
+    try:
+        return _declared(data, 8, len(data), depth=0)
+    except (BadModule, IndexError):
+        return 0
+
+
+def _declared(data: bytes, pos: int, end: int, depth: int) -> int:
+    if depth > 8:  # components nest components; a bound, not a limit anyone meets
+        return 0
+    total = 0
+    reader = _Reader(data, pos, end)
+    while reader.pos < reader.end:
+        section = reader.byte()
+        size = reader.uleb()
+        start, stop = reader.pos, reader.pos + size
+        if section == 1:  # a core module: its memory section
+            total += _module_memory(data, start + 8, stop)
+        elif section == 4:  # a nested component
+            total += _declared(data, start + 8, stop, depth + 1)
+        reader.pos = stop
+    return total
+
+
+def _module_memory(data: bytes, pos: int, end: int) -> int:
+    reader = _Reader(data, pos, end)
+    while reader.pos < reader.end:
+        section = reader.byte()
+        size = reader.uleb()
+        stop = reader.pos + size
+        if section == 5:
+            body = _Reader(data, reader.pos, stop)
+            total = 0
+            for _ in range(min(body.uleb(), 8)):
+                flags, minimum = _limits(body, "memory")
+                page = 1 << body.uleb() if flags & 0x08 else 65_536
+                total += minimum * page
+            return total
+        reader.pos = stop
+    return 0
 
 
 def is_component(data: bytes) -> bool:
@@ -315,8 +366,9 @@ class ComponentRuntime:
         del guest
         return ComponentShape(imports=imports, exports=exports, uses_wasi=uses_wasi)
 
-    def prepare(self, component: wcomponent.Component, shape: ComponentShape) -> PreparedComponent:
-        return PreparedComponent(component, shape.uses_wasi)
+    def prepare(self, component: wcomponent.Component, shape: ComponentShape, data: bytes) -> PreparedComponent:
+        """``data``: the component's bytes, for what it declares (``declared_memory``)."""
+        return PreparedComponent(component, shape.uses_wasi, declared_memory(data))
 
     # -- instances --------------------------------------------------------------------
     def instantiate(
@@ -324,13 +376,19 @@ class ComponentRuntime:
     ) -> ComponentInstance:
         """A new store with its limits, and the component instantiated in it; ``GuestFault``
         when instantiation fails (a memory quota below what it needs, a trap in its start)."""
+        if prepared.memory_min > memory_limit:
+            raise GuestFault(
+                ErrorCode.MEMORY_LIMIT,
+                f"instantiation refused: the component's initial memory of {prepared.memory_min:,} bytes "
+                f"is over the memory quota of {memory_limit:,} bytes",
+            )
         store = wasmtime.Store(self.engine)
         _set_limits(store, memory_limit)
         store.set_fuel(fuel)
         store.set_epoch_deadline(self._wasm.deadline_ticks(timeout_ms))
         if prepared.uses_wasi:
             store.set_wasi(wasmtime.WasiConfig())  # no files, env, args, sockets; stdio discarded
-        guest = ComponentInstance(self._wasm, store, memory_limit)
+        guest = ComponentInstance(self._wasm, store, memory_limit, prepared.memory_min)
         instance = capi.wasmtime_component_instance_t()
         started = time.monotonic()
         _active.guest = guest
@@ -368,8 +426,9 @@ class ComponentInstance:
     #: A component always has ``fetch`` (the SDKs route it to ``call`` when the app has none).
     serves_http = True
 
-    def __init__(self, runtime: WasmRuntime, store: wasmtime.Store, memory_limit: int) -> None:
+    def __init__(self, runtime: WasmRuntime, store: wasmtime.Store, memory_limit: int, declared: int = 0) -> None:
         self._runtime = runtime
+        self._declared = declared
         self._store = store  # owned: a call with any other store's context aborts the process
         self._ctx = store._context()
         self.memory_limit = memory_limit
@@ -413,9 +472,10 @@ class ComponentInstance:
 
     @property
     def memory_size(self) -> int:
-        """Linear memory is not visible through the component API (its core memories are
-        internal); 0 here, and the store's limiter still enforces ``memory_limit``."""
-        return 0
+        """The linear memory the component declares (``declared_memory``): a live instance's
+        memories are internal to it, invisible through the component API, so its growth is
+        not seen here (the store's limiter still enforces ``memory_limit`` on it)."""
+        return self._declared
 
     # -- calls --------------------------------------------------------------------------
     def call_init(self, *, fuel: int, timeout_ms: int, host: ComponentHost | None) -> None:

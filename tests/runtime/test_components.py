@@ -51,6 +51,8 @@ def test_a_component_answers_and_writes(hostile):
     assert result.ok and result.response == b"ok"
     assert not result.usage.cold_start
     assert result.usage.rows_written == 1 and result.usage.sql_calls == 1 and result.usage.fuel > 0
+    # counted at the memory its core modules declare (a live component's memory is not visible)
+    assert result.usage.memory > 1_000_000
     assert hits(hostile) == 2
     info = {a.name: a for a in hostile.app_list()}["hostile"]
     assert info.version.kind == "component" and info.version.size > 1_000_000
@@ -97,6 +99,7 @@ def test_a_memory_quota_below_the_components_initial_memory_refuses_instantiatio
     hostile.set_quotas("hostile/small", memory="1MiB")
     result = hostile.call("hostile/small", "ok")
     assert result.error == ErrorCode.MEMORY_LIMIT, result.message
+    assert "initial memory" in result.message
     assert hostile.query("hostile/small", "SELECT count(*) FROM sqlite_master")["rows"] == [[0]]
 
 
@@ -244,3 +247,14 @@ def test_a_later_process_reuses_the_build_and_the_compiled_cache(tmp_path, sup):
     assert steps["build"]["cached"] is True and steps["compile"]["cached"] is True, progress
     with Supervisor(tmp_path / "other") as other:
         assert other.call("hostile/z", "ok").response == b"ok"
+
+
+def test_declared_memory_sums_the_core_modules_and_nested_components():
+    from runtime.components import declared_memory
+
+    text = """(component
+      (core module (memory 3))
+      (core module (memory 1 5))
+      (component (core module (memory 2))))"""
+    assert declared_memory(bytes(wasmtime.wat2wasm(text))) == 6 * 65_536
+    assert declared_memory(b"\x00asm\x0d\x00\x01\x00\x01\xff") == 0  # malformed: counts nothing
