@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import wasmtime  # noqa: E402
+from components_bench import components_section  # noqa: E402
 from http_bench import http_section  # noqa: E402
 
 from bare_host import BareHost  # noqa: E402
@@ -488,6 +489,56 @@ TARGETS = [
     ("HTTP, 1 connection", ("http", "c1", "ratio_rps"), "{:.2f}x plain", ">= 0.7x", lambda v: v >= 0.7),
     ("HTTP, 256 connections", ("http", "c256", "ratio_rps"), "{:.2f}x plain", ">= 0.7x", lambda v: v >= 0.7),
     (
+        "JS component, warm request with one write, p50",
+        ("components", "js", "warm_p50_us"),
+        "{:.0f} us",
+        "<= 100 us (goal 60)",
+        lambda v: v <= 100,
+    ),
+    (
+        "Python component, warm request with one write, p50",
+        ("components", "python", "warm_p50_us"),
+        "{:.0f} us",
+        "<= 150 us",
+        lambda v: v <= 150,
+    ),
+    ("JS component, cold start p50", ("components", "js", "cold_p50_ms"), "{:.2f} ms", "<= 3 ms", lambda v: v <= 3),
+    (
+        "Python component, cold start p50",
+        ("components", "python", "cold_p50_ms"),
+        "{:.2f} ms",
+        "<= 5 ms",
+        lambda v: v <= 5,
+    ),
+    (
+        "JS component, RSS per warm instance",
+        ("components", "js", "rss_per_warm_instance_mb"),
+        "{:.2f} MB",
+        "<= 2.5 MB",
+        lambda v: v <= 2.5,
+    ),
+    (
+        "Python component, RSS per warm instance",
+        ("components", "python", "rss_per_warm_instance_mb"),
+        "{:.2f} MB",
+        "<= 6 MB",
+        lambda v: v <= 6,
+    ),
+    (
+        "JS component, 1 MiB body each way (POST /echo)",
+        ("components", "js", "echo_1mib_ms"),
+        "{:.1f} ms",
+        "< 2 ms (1 ms each way)",
+        lambda v: v < 2,
+    ),
+    (
+        "Python component, 1 MiB body each way (POST /echo)",
+        ("components", "python", "echo_1mib_ms"),
+        "{:.1f} ms",
+        "< 2 ms (1 ms each way)",
+        lambda v: v < 2,
+    ),
+    (
         "healthy p99 beside a hammered runaway",
         ("http", "runaway", "p99_ratio"),
         "{:.2f}x alone",
@@ -551,6 +602,7 @@ def main() -> int:
             "console",
             "table",
             "http",
+            "components",
         ]
     )
     started = time.perf_counter()
@@ -603,6 +655,7 @@ def main() -> int:
         # Servers in subprocesses driven by wrk: last, so nothing of theirs runs beside the
         # in-process sections. 2 s per wrk run: 3 rounds take about a minute.
         section("http", lambda: http_section(tmp, 1 if quick else 3, 1 if quick else 2))
+        section("components", lambda: components_section(tmp, quick))
     results["elapsed_s"] = time.perf_counter() - started
     out = Path(args.out)
     if args.only and not args.child and out.exists():
