@@ -35,6 +35,9 @@ def hostile(sup, request):
     assert version.kind == "component"
     assert version.language == {"js": "javascript", "py": "python"}[request.param]
     assert version.toolchain.startswith({"js": "componentize-js", "py": "componentize-py"}[request.param])
+    # Requests that are not about time get plenty of it: a cold start's migrations commit
+    # to a new database, and a busy disk once held that fsync past the 2 s default.
+    sup.set_quotas("hostile", timeout_ms="30s")
     sup.language = request.param
     return sup
 

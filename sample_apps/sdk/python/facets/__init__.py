@@ -126,10 +126,50 @@ def _value(value: object) -> object:
     return value
 
 
+# CPython in a component runs json slowly: one json.dumps of three parameters cost ~34k
+# fuel and one json.loads of a write's answer ~42k, against ~20k for a whole empty request
+# (measured here). The two shapes nearly every write has take a faster path: parameters
+# that are integers or plain ASCII text are written by hand, and a write's answer (no
+# columns, no rows: the host writes its keys in this order, compact) is read with split.
+_WRITE_ANSWER = '{"ok":true,"columns":[],"rows":[],"rows_read":'
+
+
+def _encode_params(params: tuple[object, ...]) -> str:
+    parts = []
+    for value in params:
+        kind = type(value)
+        if kind is int:
+            parts.append(str(value))
+        elif kind is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            parts.append('"' + value + '"')
+        else:
+            return json.dumps([_param(p) for p in params], allow_nan=False, separators=(",", ":"))
+    return "[" + ",".join(parts) + "]"
+
+
+def _decode_answer(text: str) -> dict[str, Any]:
+    if text.startswith(_WRITE_ANSWER):
+        rest = text[len(_WRITE_ANSWER) : -1].split(",")
+        if len(rest) == 3 and rest[1].startswith('"rows_written":') and rest[2].startswith('"last_insert_rowid":'):
+            try:
+                return {
+                    "ok": True,
+                    "columns": [],
+                    "rows": [],
+                    "rows_read": int(rest[0]),
+                    "rows_written": int(rest[1][15:]),
+                    "last_insert_rowid": int(rest[2][20:]),
+                }
+            except ValueError:
+                pass
+    answer = json.loads(text)
+    return answer if isinstance(answer, dict) else {"ok": False, "error": {"message": "unreadable answer"}}
+
+
 def _run(statement: str, params: tuple[object, ...]) -> dict[str, Any]:
     host = _need_host("env.sql()")
-    encoded = json.dumps([_param(p) for p in params], allow_nan=False, separators=(",", ":")) if params else ""
-    answer = json.loads(host.sql(statement, encoded))
+    encoded = _encode_params(params) if params else ""
+    answer = _decode_answer(host.sql(statement, encoded))
     if not answer.get("ok"):
         error = answer.get("error") or {}
         raise SqlError(str(error.get("code", "sql_error")), str(error.get("message", "")))
