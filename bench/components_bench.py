@@ -144,16 +144,11 @@ def first_loads(language: str, source: Path, tmp: Path) -> dict[str, Any]:
     return timings
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def rss_child(language: str, count: int) -> dict[str, Any]:
     """In this (fresh) interpreter: warm ``count`` facets and measure RSS per instance."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import rss_bytes  # the suite's own reading of VmRSS
+
     with tempfile.TemporaryDirectory() as tmp, Supervisor(tmp, durability="process", max_warm=count + 10) as sup:
         sup.load_app(SOURCES[language], "app")
         sup.set_quotas("app", NOT_BINDING)

@@ -192,6 +192,23 @@ def ensure_fast_strings(node_modules: Path) -> bool:
     return True
 
 
+def _run_node(cmd: list[str], workdir: Path, stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A toolchain step: a minimal environment, ``workdir`` as its directory, its output
+    captured (never the terminal), at most ``TIMEOUT`` seconds (``TimeoutExpired``)."""
+    return subprocess.run(
+        cmd,
+        input=stdin_text,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=_minimal_env(workdir),
+        cwd=workdir,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL if stdin_text is None else None,
+    )
+
+
 def _minimal_env(workdir: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -238,18 +255,7 @@ def _bundle(source: Path, scratch: Path) -> tuple[str, str]:
         "roots": [str(source.resolve().parent), str(SDK_FILE.parent)],
     }
     try:
-        proc = subprocess.run(
-            [_node(), "-e", _BUNDLER],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env=_minimal_env(scratch),
-            cwd=scratch,
-            timeout=TIMEOUT,
-            stdin=None,
-        )
+        proc = _run_node([_node(), "-e", _BUNDLER], scratch, stdin_text=json.dumps(job))
     except subprocess.TimeoutExpired as e:
         raise BuildFailed(f"esbuild took over {TIMEOUT} s", file=str(source)) from e
     try:
@@ -320,17 +326,7 @@ def build(source: Path, workdir: Path) -> bytes:
     cmd = [_node(), str(cli), str(bundle), "-w", str(WIT_DIR), "-n", WIT_WORLD, "-d", *DISABLED_FEATURES]
     cmd += ["-o", str(out)]
     try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env=_minimal_env(workdir),
-            cwd=workdir,
-            timeout=TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = _run_node(cmd, workdir)
     except subprocess.TimeoutExpired as e:
         raise BuildFailed(f"componentize-js took over {TIMEOUT} s", file=str(source)) from e
     if proc.returncode != 0 or not out.is_file():

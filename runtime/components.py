@@ -60,7 +60,18 @@ from wasmtime import component as wcomponent
 
 from . import abi
 from .errors import BadModule, ErrorCode
-from .wasm import GuestFault, HostAbort, WasmRuntime, _limits, _Reader, first_line
+from .wasm import (
+    _NO_FINALIZER,
+    GuestFault,
+    HostAbort,
+    WasmRuntime,
+    _get_fuel,
+    _limits,
+    _Reader,
+    _set_epoch_deadline,
+    _set_fuel,
+    first_line,
+)
 
 _COMPONENT_VERSION = b"\x0d\x00\x01\x00"
 #: WASI p2 interfaces a component may import (satisfied by wasmtime's WASI with an empty
@@ -80,9 +91,6 @@ _Val2 = _Val * 2
 _func_call = capi._wasmtime_component_func_call
 _post_return = capi._wasmtime_component_func_post_return
 _val_delete = capi._wasmtime_component_val_delete
-_set_fuel = capi._wasmtime_context_set_fuel
-_get_fuel = capi._wasmtime_context_get_fuel
-_set_epoch_deadline = capi._wasmtime_context_set_epoch_deadline
 _error_new = capi._wasmtime_error_new
 _vallist_new_uninit = capi._wasmtime_component_vallist_new_uninit
 _UBytePtr = ctypes.POINTER(ctypes.c_ubyte)
@@ -126,69 +134,65 @@ def _string(val: Any) -> bytes:
     return ctypes.string_at(name.data, name.size) if name.size else b""
 
 
-def _sql(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    guest: ComponentInstance | None = getattr(_active, "guest", None)
-    try:
-        if guest is None or guest.host is None:
-            raise HostAbort(ErrorCode.INTERNAL, "sql called outside a request")
-        answer = guest.host.sql_text(_string(args[0]).decode(), _string(args[1]).decode())
-        out = results[0]
-        out.kind = _STRING
-        _byte_vec_new(ctypes.byref(out.of.string), len(answer), answer)
-        return 0
-    except BaseException as exc:
-        return _fail(guest, "sql", exc)
+HostBody = Callable[[Any, Any, Any], None]
 
 
-def _log(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    guest: ComponentInstance | None = getattr(_active, "guest", None)
-    try:
-        if guest is None or guest.host is None:
-            raise HostAbort(ErrorCode.INTERNAL, "log called outside a request")
-        guest.host.log_text(args[0].of.u8, _string(args[1]))
-        return 0
-    except BaseException as exc:
-        return _fail(guest, "log", exc)
+def _host_function(name: str, needs_host: bool = True) -> Callable[[HostBody], Any]:
+    """A raw linker callback around ``body(guest, args, results)``: the instance being
+    entered comes from the thread-local, and nothing raised ever reaches wasmtime (it
+    becomes an error that traps the guest, the reason recorded on the instance)."""
+
+    def wrap(body: HostBody) -> Any:
+        def callback(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
+            guest: ComponentInstance | None = getattr(_active, "guest", None)
+            try:
+                if needs_host and (guest is None or guest.host is None):
+                    raise HostAbort(ErrorCode.INTERNAL, f"{name} called outside a request")
+                body(guest, args, results)
+                return 0
+            except BaseException as exc:
+                return _fail(guest, name, exc)
+
+        return capi.wasmtime_component_func_callback_t(callback)
+
+    return wrap
 
 
-def _now_ms(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    guest: ComponentInstance | None = getattr(_active, "guest", None)
-    try:
-        out = results[0]
-        out.kind = _U64
-        out.of.u64 = int(time.time() * 1000)
-        return 0
-    except BaseException as exc:
-        return _fail(guest, "now-ms", exc)
+@_host_function("sql")
+def _sql(guest: Any, args: Any, results: Any) -> None:
+    answer = guest.host.sql_text(_string(args[0]).decode(), _string(args[1]).decode())
+    out = results[0]
+    out.kind = _STRING
+    _byte_vec_new(ctypes.byref(out.of.string), len(answer), answer)
 
 
-def _random(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
-    guest: ComponentInstance | None = getattr(_active, "guest", None)
-    try:
-        if guest is None or guest.host is None:
-            raise HostAbort(ErrorCode.INTERNAL, "random called outside a request")
-        data = guest.host.random_bytes(args[0].of.u32)
-        out = results[0]
-        out.kind = _LIST
-        _vallist_new_uninit(ctypes.byref(out.of.list), len(data))
-        items = out.of.list.data
-        for index, byte in enumerate(data):  # a list<u8> is one val per byte (see the top)
-            item = items[index]
-            item.kind = _U8
-            item.of.u8 = byte
-        return 0
-    except BaseException as exc:
-        return _fail(guest, "random", exc)
+@_host_function("log")
+def _log(guest: Any, args: Any, results: Any) -> None:
+    guest.host.log_text(args[0].of.u8, _string(args[1]))
 
 
-_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None)
+@_host_function("now-ms", needs_host=False)
+def _now_ms(guest: Any, args: Any, results: Any) -> None:
+    out = results[0]
+    out.kind = _U64
+    out.of.u64 = int(time.time() * 1000)
+
+
+@_host_function("random")
+def _random(guest: Any, args: Any, results: Any) -> None:
+    data = guest.host.random_bytes(args[0].of.u32)
+    out = results[0]
+    out.kind = _LIST
+    _vallist_new_uninit(ctypes.byref(out.of.list), len(data))
+    items = out.of.list.data
+    for index, byte in enumerate(data):  # a list<u8> is one val per byte (see the top)
+        item = items[index]
+        item.kind = _U8
+        item.of.u8 = byte
+
+
 #: The callbacks must outlive every linker that uses them: keep them here.
-_HOST_FUNCTIONS = {
-    "sql": capi.wasmtime_component_func_callback_t(_sql),
-    "log": capi.wasmtime_component_func_callback_t(_log),
-    "now-ms": capi.wasmtime_component_func_callback_t(_now_ms),
-    "random": capi.wasmtime_component_func_callback_t(_random),
-}
+_HOST_FUNCTIONS = {"sql": _sql, "log": _log, "now-ms": _now_ms, "random": _random}
 
 
 @dataclass(frozen=True)
