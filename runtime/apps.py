@@ -26,7 +26,7 @@ from .abi import is_valid_name
 from .components import ComponentRuntime, PreparedComponent, is_component
 from .control import ControlDB
 from .errors import BadModule, BadRequest, NotFound
-from .wasm import Prepared, WasmRuntime
+from .wasm import EngineSettings, Prepared, WasmRuntime
 
 MAX_MODULE_BYTES = 64 * 1024 * 1024
 _WASM_MAGIC = b"\x00asm"
@@ -236,24 +236,8 @@ class AppStore:
             if progress is not None:
                 progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0, cached=True))
             return component
-        artifact = toolchain.run_with_progress(
-            lambda: self.components.serialize(self.components.compile(data)),
-            step="compile",
-            detail=f"wasmtime {len(data) / 1e6:.1f} MB",
-            estimate="compile",
-            progress=progress,
-            timings=toolchain.Timings(toolchain.cache_dir()),
-        )
-        for path in (shared, own):
-            if path is own and self._readonly:
-                continue
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._store_file(path, artifact)
-            except OSError:
-                pass  # the next process compiles again: slower, still correct
-        if progress is not None:
-            progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0))
+        paths = [shared] if self._readonly else [shared, own]
+        artifact = _compile_into(self.components, data, paths, progress)
         return self.components.deserialize(artifact)
 
     def _add_version(
@@ -397,14 +381,37 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def _compile_into(
+    components: ComponentRuntime, data: bytes, paths: list[Path], progress: toolchain.Progress | None
+) -> bytes:
+    """Compile a component (its progress reported), write the artifact to each of ``paths``
+    (best effort: without one the next process compiles again, slower but correct) and
+    return it."""
+    artifact = toolchain.run_with_progress(
+        lambda: components.compile_artifact(data),
+        step="compile",
+        detail=f"wasmtime {len(data) / 1e6:.1f} MB",
+        estimate="compile",
+        progress=progress,
+        timings=toolchain.Timings(toolchain.cache_dir()),
+    )
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            AppStore._store_file(path, artifact)
+        except OSError:
+            pass
+    if progress is not None:
+        progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0))
+    return artifact
+
+
 def precompile(path: str | os.PathLike[str], *, progress: toolchain.Progress | None = None) -> toolchain.Built:
     """Build a JS/TS/Python source and compile the component into the user's shared cache,
     without a data directory: what a ``facets load`` sent to another process's supervisor
     does first, here, where its progress can be shown (the owner then finds both caches
     warm). Compiled with the default engine settings, the ones ``facets`` runs with."""
     built = toolchain.build(path, progress=progress)
-    from .wasm import EngineSettings
-
     wasm = WasmRuntime(EngineSettings())
     try:
         components = ComponentRuntime(wasm)
@@ -415,21 +422,7 @@ def precompile(path: str | os.PathLike[str], *, progress: toolchain.Progress | N
             if progress is not None:
                 progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0, cached=True))
             return built
-        artifact = toolchain.run_with_progress(
-            lambda: components.serialize(components.compile(built.component)),
-            step="compile",
-            detail=f"wasmtime {len(built.component) / 1e6:.1f} MB",
-            estimate="compile",
-            progress=progress,
-            timings=toolchain.Timings(toolchain.cache_dir()),
-        )
-        try:
-            shared.parent.mkdir(parents=True, exist_ok=True)
-            AppStore._store_file(shared, artifact)
-        except OSError:
-            pass
-        if progress is not None:
-            progress(toolchain.BuildProgress("compile", "wasmtime", 1.0, 0.0))
+        _compile_into(components, built.component, [shared], progress)
         return built
     finally:
         wasm.close()

@@ -310,13 +310,14 @@ class ComponentRuntime:
                     raise wasmtime.WasmtimeError._from_ptr(error)
 
     # -- compiling ----------------------------------------------------------------
-    def compile(self, data: bytes) -> wcomponent.Component:
-        """Compile a component's bytes; ``BadModule`` when they are not one.
+    def compile_artifact(self, data: bytes) -> bytes:
+        """Compile a component's bytes into a compiled artifact (what ``deserialize`` and the
+        compiled cache take); ``BadModule`` when they are not a component.
 
         Compiling is done by a second engine with the same settings and parallel
-        compilation (a 12-18 MB component took 16 s on one core, 9 s on two here), then
-        handed to the supervisor's engine as a serialized artifact, which is exactly what
-        the compiled cache stores anyway.
+        compilation (a 12-18 MB component took 16 s on one core, 9 s on two here): what it
+        makes is handed to the supervisor's engine serialized, which is exactly what the
+        compiled cache stores anyway.
         """
         if not is_component(data):
             raise BadModule("not a WebAssembly component (no component header)")
@@ -324,11 +325,9 @@ class ComponentRuntime:
             raise BadModule(f"component is {len(data):,} bytes; components are limited to {MAX_COMPONENT_BYTES:,}")
         compiler = self._wasm.compiler_engine()
         try:
-            compiled = wcomponent.Component(compiler, data)
-            artifact = bytes(compiled.serialize())
+            return bytes(wcomponent.Component(compiler, data).serialize())
         except wasmtime.WasmtimeError as exc:
             raise BadModule(f"not a valid WebAssembly component: {first_line(exc)}") from None
-        return self.deserialize(artifact)
 
     def serialize(self, component: wcomponent.Component) -> bytes:
         return bytes(component.serialize())

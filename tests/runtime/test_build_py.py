@@ -3,6 +3,8 @@ the guest SDK into a component; build errors name the user's file and line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runtime import _build_py
@@ -79,24 +81,32 @@ def test_initial_memory_fits_the_default_memory_quota(guestbook_component):
     assert max(minimums) * PAGE <= 32 * 1024 * 1024
 
 
-def test_syntax_error_names_the_file_and_line(tmp_path):
+def build_failure(tmp_path, name: str, text: str) -> tuple[Path, BuildFailed]:
+    """Build ``text`` as app ``name``, which must fail; its source path and the failure."""
     toolchain_or_skip()
-    source = tmp_path / "broken.py"
-    source.write_text("import facets\n\n\ndef call(body, env):\n    return body +\n")
+    source = tmp_path / name
+    source.write_text(text)
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(BuildFailed) as caught:
         _build_py.build(source, work)
-    assert caught.value.file == str(source)
-    assert caught.value.line == 5
-    assert "SyntaxError" in str(caught.value)
-    assert "broken.py" in str(caught.value)
+    return source, caught.value
+
+
+def test_syntax_error_names_the_file_and_line(tmp_path):
+    source, failure = build_failure(
+        tmp_path, "broken.py", "import facets\n\n\ndef call(body, env):\n    return body +\n"
+    )
+    assert failure.file == str(source)
+    assert failure.line == 5
+    assert "SyntaxError" in str(failure)
+    assert "broken.py" in str(failure)
 
 
 def test_exception_at_import_names_the_file_and_line(tmp_path):
-    toolchain_or_skip()
-    source = tmp_path / "raises.py"
-    source.write_text(
+    source, failure = build_failure(
+        tmp_path,
+        "raises.py",
         "SETTINGS = {}\n"
         "\n"
         "\n"
@@ -108,28 +118,19 @@ def test_exception_at_import_names_the_file_and_line(tmp_path):
         "\n"
         "\n"
         "def call(body, env):\n"
-        "    return body\n"
+        "    return body\n",
     )
-    work = tmp_path / "work"
-    work.mkdir()
-    with pytest.raises(BuildFailed) as caught:
-        _build_py.build(source, work)
-    assert caught.value.file == str(source)
-    assert caught.value.line == 5  # where the KeyError was raised, in the user's file
-    assert "KeyError" in str(caught.value) and "limit" in str(caught.value)
-    assert 'File "raises.py", line 8' in caught.value.output  # the whole traceback, the caller too
+    assert failure.file == str(source)
+    assert failure.line == 5  # where the KeyError was raised, in the user's file
+    assert "KeyError" in str(failure) and "limit" in str(failure)
+    assert 'File "raises.py", line 8' in failure.output  # the whole traceback, the caller too
 
 
 def test_packages_of_the_building_python_are_not_bundled(tmp_path):
     """Only the stdlib and the SDK: pytest is installed where the builder runs, not in the app."""
-    toolchain_or_skip()
-    source = tmp_path / "needs.py"
-    source.write_text("import pytest\n\n\ndef call(body, env):\n    return body\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    with pytest.raises(BuildFailed, match="No module named 'pytest'") as caught:
-        _build_py.build(source, work)
-    assert caught.value.line == 1
+    _, failure = build_failure(tmp_path, "needs.py", "import pytest\n\n\ndef call(body, env):\n    return body\n")
+    assert "No module named 'pytest'" in str(failure)
+    assert failure.line == 1
 
 
 def test_inputs_are_deterministic_and_follow_the_source(tmp_path):
