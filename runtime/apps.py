@@ -112,7 +112,8 @@ class AppStore:
         self._components_runtime: ComponentRuntime | None = None
         self._lock = threading.Lock()
         self._pre_by_sha: dict[str, Prepared | PreparedComponent] = {}
-        self._loaded: dict[str, LoadedModule] = {}
+        #: (app, version) -> its module, compiled and linked (each version a facet runs).
+        self._loaded: dict[tuple[str, int], LoadedModule] = {}
         self._current: dict[str, AppVersion] = {}
         for name in control.app_names():
             latest = control.latest_version(name)
@@ -271,7 +272,6 @@ class AppStore:
         )
         self._control.add_app_version(version.as_dict())
         self._current[name] = version
-        self._loaded.pop(name, None)
         return version, True
 
     @staticmethod
@@ -305,20 +305,32 @@ class AppStore:
         self.current(app)
         return [_row_to_version(r) for r in self._control.app_versions(app)]
 
-    def module(self, app: str) -> LoadedModule:
-        """The current version of ``app``, compiled and linked (from memory, the cache, or compiled)."""
-        loaded = self._loaded.get(app)
+    def version(self, app: str, version: int) -> AppVersion:
+        """One stored version of ``app``; ``NotFound`` if it has none such."""
+        current = self.current(app)
+        if version == current.version:
+            return current
+        for candidate in self.versions(app):
+            if candidate.version == version:
+                return candidate
+        raise NotFound(f"{app} has no version {version}")
+
+    def module(self, app: str, version: int = 0) -> LoadedModule:
+        """Version ``version`` of ``app`` (0: the latest), compiled and linked (from memory,
+        the cache, or compiled)."""
+        loaded = self._loaded.get((app, version))
         if loaded is not None:
             return loaded
-        version = self.current(app)
+        stored = self.version(app, version) if version else self.current(app)
         with self._lock:
-            pre = self._pre_by_sha.get(version.sha256)
+            pre = self._pre_by_sha.get(stored.sha256)
             if pre is None:
-                pre = self._pre_by_sha[version.sha256] = self._prepare_stored(version)
+                pre = self._pre_by_sha[stored.sha256] = self._prepare_stored(stored)
             runtime: WasmRuntime | ComponentRuntime = (
                 self.components if isinstance(pre, PreparedComponent) else self._wasm
             )
-            loaded = self._loaded[app] = LoadedModule(version, pre, runtime)
+            loaded = LoadedModule(stored, pre, runtime)
+            self._loaded[(app, stored.version)] = loaded
             return loaded
 
     def _prepare_stored(self, version: AppVersion) -> Prepared | PreparedComponent:

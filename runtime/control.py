@@ -1,4 +1,5 @@
-"""The supervisor's own database: apps, versions, facets, quotas, usage and logs.
+"""The supervisor's own database: apps, versions, facets, quotas, usage and logs, and the
+facets' lives beyond a request: supervision records, pending alarms, rollouts and pins.
 
 One SQLite file (``DATA/control.sqlite3``) behind one connection and a lock,
 schema managed with sqlite-utils. Request paths never write here directly:
@@ -156,6 +157,39 @@ class ControlDB:
                 pk=("app", "facet", "resolution", "bucket"),
                 if_not_exists=True,
             )
+            facets = db.table("facets")
+            if "version" not in facets.columns_dict:  # added with rollouts: the version it migrated to
+                facets.add_column("version", int)
+            # Supervision records (runtime.supervision): one row per faulting facet.
+            db.table("health").create(
+                {
+                    "app": str,
+                    "facet": str,
+                    "state": str,
+                    "faults": int,
+                    "since": float,
+                    "retry_at": float,
+                    "last_faults": str,
+                },
+                pk=("app", "facet"),
+                if_not_exists=True,
+            )
+            # Pending alarms (runtime.alarms): at most one per facet. ``due_ms`` is when it is
+            # delivered next: ``at_ms``, or later for a retry (``attempt`` > 0).
+            db.table("alarms").create(
+                {"app": str, "facet": str, "at_ms": int, "due_ms": int, "attempt": int, "set_at": float},
+                pk=("app", "facet"),
+                if_not_exists=True,
+            )
+            # Rollouts (runtime.rollout): per app, the version everyone runs, and a canary.
+            db.table("rollouts").create(
+                {"app": str, "active": int, "pinned": int, "canary": int, "canary_percent": float},
+                pk="app",
+                if_not_exists=True,
+            )
+            db.table("facet_pins").create(
+                {"app": str, "facet": str, "version": int}, pk=("app", "facet"), if_not_exists=True
+            )
             db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
             db.table("meta").upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
@@ -200,6 +234,9 @@ class ControlDB:
     def remove_facet(self, app: str, facet: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM facets WHERE app = ? AND name = ?", [app, facet])
+            conn.execute("DELETE FROM health WHERE app = ? AND facet = ?", [app, facet])
+            conn.execute("DELETE FROM alarms WHERE app = ? AND facet = ?", [app, facet])
+            conn.execute("DELETE FROM facet_pins WHERE app = ? AND facet = ?", [app, facet])
             conn.execute("DELETE FROM quotas WHERE scope = ?", [f"{app}/{facet}"])
             conn.execute("DELETE FROM usage WHERE app = ? AND facet = ?", [app, facet])
             conn.execute("DELETE FROM usage_series WHERE app = ? AND facet = ?", [app, facet])
@@ -348,6 +385,111 @@ class ControlDB:
                     [resolution, now // resolution - kept],
                 )
             return conn.total_changes - before
+
+    # -- supervision, alarms, rollouts -------------------------------------------------
+    def _has(self, table: str) -> bool:
+        """Whether ``table`` exists: a read-only open of an older directory lacks the newer ones."""
+        return self.db.table(table).exists()
+
+    def health_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if not self._has("health"):
+                return []
+            rows = list(self.db.table("health").rows)
+        for row in rows:
+            row["last_faults"] = json.loads(row["last_faults"] or "[]")
+        return rows
+
+    def save_health(self, app: str, facet: str, row: dict[str, Any] | None) -> None:
+        """Store a facet's supervision record (None: it is healthy again)."""
+        if self.readonly:
+            return
+        with self.transaction() as conn:
+            if row is None:
+                conn.execute("DELETE FROM health WHERE app = ? AND facet = ?", [app, facet])
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO health(app, facet, state, faults, since, retry_at, last_faults)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        app,
+                        facet,
+                        row["state"],
+                        row["faults"],
+                        row["since"],
+                        row["retry_at"],
+                        json.dumps(row["last_faults"]),
+                    ],
+                )
+
+    def alarm_rows(self) -> list[tuple[str, str, int, int, int]]:
+        """Every pending alarm: (app, facet, at_ms, due_ms, attempt)."""
+        with self._lock:
+            if not self._has("alarms"):
+                return []
+            return [tuple(r) for r in self._conn.execute("SELECT app, facet, at_ms, due_ms, attempt FROM alarms")]
+
+    def save_alarm(self, app: str, facet: str, at_ms: int, due_ms: int, attempt: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO alarms(app, facet, at_ms, due_ms, attempt, set_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [app, facet, at_ms, due_ms, attempt, time.time()],
+            )
+
+    def save_alarms(self, rows: list[tuple[str, str, int, int, int]]) -> None:
+        """Many alarms in one transaction (a bulk set, a test or bench of 100,000)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO alarms(app, facet, at_ms, due_ms, attempt, set_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(*row, now) for row in rows],
+            )
+
+    def delete_alarm(self, app: str, facet: str, at_ms: int | None = None) -> bool:
+        """Remove the facet's alarm (only if it is still the one at ``at_ms``, when given)."""
+        with self.transaction() as conn:
+            if at_ms is None:
+                cur = conn.execute("DELETE FROM alarms WHERE app = ? AND facet = ?", [app, facet])
+            else:
+                cur = conn.execute("DELETE FROM alarms WHERE app = ? AND facet = ? AND at_ms = ?", [app, facet, at_ms])
+            return cur.rowcount > 0
+
+    def rollout_rows(self) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+        """(per-app rollouts, facet pins as (app, facet, version))."""
+        with self._lock:
+            if not self._has("rollouts"):
+                return [], []
+            rollouts = list(self.db.table("rollouts").rows)
+            pins = [tuple(r) for r in self._conn.execute("SELECT app, facet, version FROM facet_pins")]
+        return rollouts, pins
+
+    def save_rollout(self, app: str, active: int, pinned: bool, canary: int | None, canary_percent: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO rollouts(app, active, pinned, canary, canary_percent) VALUES (?, ?, ?, ?, ?)",
+                [app, active, int(pinned), canary, canary_percent],
+            )
+
+    def save_pin(self, app: str, facet: str, version: int | None) -> None:
+        with self.transaction() as conn:
+            if version is None:
+                conn.execute("DELETE FROM facet_pins WHERE app = ? AND facet = ?", [app, facet])
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO facet_pins(app, facet, version) VALUES (?, ?, ?)", [app, facet, version]
+                )
+
+    def facet_versions(self) -> dict[tuple[str, str], int]:
+        """The version each facet last migrated to (its ``facet_init`` committed on it)."""
+        with self._lock:
+            if "version" not in self.db.table("facets").columns_dict:
+                return {}
+            rows = self._conn.execute("SELECT app, name, version FROM facets WHERE version IS NOT NULL")
+            return {(app, name): version for app, name, version in rows}
+
+    def set_facet_version(self, app: str, facet: str, version: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE facets SET version = ? WHERE app = ? AND name = ?", [version, app, facet])
 
     def close(self) -> None:
         with self._lock:

@@ -22,6 +22,8 @@ A failed *request* never raises: ``Supervisor.call`` returns a
 Which interface emits which code::
 
     Supervisor.call / CallResult.error   the request outcomes: fuel_exhausted ... internal
+                                         backoff, quarantined: refused by supervision after
+                                         repeated faults (``runtime.supervision``)
     Supervisor.fetch                     the same, and too_big (a body over max_body); each
                                          maps to one HTTP status (``runtime.http.status_for``)
     the ``sql`` host call (to the guest) sql_error, not_authorized, too_big
@@ -66,6 +68,9 @@ class ErrorCode(StrEnum):
     FACET_LIMIT = "facet_limit"
     BAD_QUOTA = "bad_quota"
     INTERNAL = "internal"
+    # Supervision (runtime.supervision): refused at once, nothing instantiated
+    BACKOFF = "backoff"
+    QUARANTINED = "quarantined"
     # Codes of the `sql` host call
     SQL_ERROR = "sql_error"
     NOT_AUTHORIZED = "not_authorized"

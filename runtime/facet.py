@@ -34,8 +34,12 @@ from .http import BadHttpResponse, HttpResponse, body_only_response, decode_resp
 from .logs import LogRecord
 from .quotas import Quotas
 from .storage import FacetDB
+from .supervision import Health
 from .types import CallResult, Usage
-from .wasm import GuestFault, GuestInstance, WasmRuntime
+from .wasm import GuestFault, GuestInstance
+
+#: ``(app, version) -> LoadedModule``: ``AppStore.module``.
+Modules = Callable[[str, int], LoadedModule]
 
 #: Seconds between two measurements of a busy facet's database size. A gauge for the
 #: console and the meters; the quota itself is enforced by SQLite on every write.
@@ -67,6 +71,19 @@ class FacetSlot:
         #: ``memory`` as counted in the supervisor's memory budget (guarded by its warm lock).
         self.counted_memory = 0
         self._storage_measured = float("-inf")
+        #: The supervision record while the facet faults (``runtime.supervision``); None
+        #: when healthy, the one test the request path makes.
+        self.health: Health | None = None
+        #: The version this facet runs (``runtime.rollout``), as of rollout ``assigned_epoch``.
+        self.assigned = 0
+        self.assigned_epoch = 0
+        #: The version whose ``facet_init`` last committed on this database (None: never,
+        #: as far as the control database knows), and a version whose migration failed
+        #: (the facet stays on ``migrated`` while that is its version).
+        self.migrated: int | None = None
+        self.blocked: int | None = None
+        #: ``migrated`` changed and is not stored yet (``Serving`` stores it).
+        self.migrated_changed = False
 
     @property
     def lock(self) -> threading.Lock:
@@ -80,6 +97,9 @@ class FacetSlot:
 
     @property
     def state(self) -> str:
+        health = self.health
+        if health is not None and health.state != "ok":
+            return health.state  # backoff, quarantined
         if self.busy:
             return "busy"
         if self.failed:
@@ -151,7 +171,6 @@ class FacetSlot:
 
     def _ensure_instance(
         self,
-        wasm: WasmRuntime,
         module: LoadedModule,
         quotas: Quotas,
         request_id: str,
@@ -162,9 +181,20 @@ class FacetSlot:
         """Instantiate if needed, then run ``facet_init`` in its own transaction (or, in a
         commit group, its own savepoint).
 
-        Returns the init's context (for its logs) or None when the warm
-        instance was reused. Raises ``GuestFault``.
+        ``module`` is the version the facet should run. Moving to it from the version it
+        ran before is a migration: if the new version's instantiation or ``facet_init``
+        fails, its transaction is rolled back, the reason logged, and the facet stays on
+        (and this request runs on) the version before, until its version changes again or
+        an operator resets it (``blocked``). Returns the init's context (for its logs) or
+        None when the warm instance was reused. Raises ``GuestFault``.
         """
+        target = module.version.version
+        previous = self.migrated
+        if self.blocked is not None and target != self.blocked:
+            self.blocked = None  # its version changed again (a rollback, a new load): try that
+        if target == self.blocked and previous is not None:
+            module = self._modules(self.app, previous)  # its migration failed: stay put
+        version = module.version.version
         guest = self.guest
         if guest is not None:
             if guest.memory_size > quotas.memory:
@@ -172,14 +202,41 @@ class FacetSlot:
                 # applied at the next instantiation, i.e. now.
                 self._event(events, request_id, "info", "memory quota below current memory: re-instantiating")
                 self.guest = guest = None
-            elif self.guest_version != module.version.version:
-                self._event(events, request_id, "info", f"upgrading to version {module.version.version}")
+            elif self.guest_version != version:
+                self._event(events, request_id, "info", f"moving from version {self.guest_version} to {version}")
                 self.guest = guest = None
             elif guest.memory_limit != quotas.memory:
                 guest.set_memory_limit(quotas.memory)
         if guest is not None:
             return None
         usage.cold_start = True
+        try:
+            return self._start(module, quotas, request_id, usage, nested, events)
+        except Exception as exc:
+            if previous is None or previous == version:  # not a migration: the facet fails
+                raise
+            code = exc.code if isinstance(exc, GuestFault) else failure_code(exc)
+            message = exc.message if isinstance(exc, GuestFault) else f"{type(exc).__name__}: {exc}"
+            self.blocked = version
+            self._event(
+                events,
+                request_id,
+                "error",
+                f"migration from version {previous} to {version} failed ({code}): {message}; "
+                f"rolled back, the facet stays on version {previous}",
+            )
+        return self._start(self._modules(self.app, previous), quotas, request_id, usage, nested, events)
+
+    def _start(
+        self,
+        module: LoadedModule,
+        quotas: Quotas,
+        request_id: str,
+        usage: Usage,
+        nested: bool,
+        events: list[LogRecord],
+    ) -> RequestContext:
+        """Instantiate ``module`` and run its ``facet_init`` in a transaction of its own."""
         guest = module.instantiate(fuel=quotas.fuel, memory_limit=quotas.memory, timeout_ms=quotas.timeout_ms)
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
@@ -195,21 +252,29 @@ class FacetSlot:
             end()
         except BaseException:
             undo()
+            events.extend(ctx.logs)  # what the failed init logged is the operator's best clue
             raise
         finally:
             usage.rows_read += ctx.counters.rows_read
             usage.rows_written += ctx.counters.rows_written
+        version = module.version.version
         self.guest = guest
-        self.guest_version = module.version.version
-        self._event(events, request_id, "info", f"instantiated version {module.version.version}")
+        self.guest_version = version
+        if self.migrated != version:
+            self.migrated = version
+            self.migrated_changed = True
+        self._event(events, request_id, "info", f"instantiated version {version}")
         return ctx
 
-    def run(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request]) -> None:
+    def run(self, module: LoadedModule, group: list[Request], modules: Modules) -> None:
         """Run ``group`` (oldest first) and set each request's ``result`` and ``logs``.
 
         One request is one transaction. Several form a commit group: one transaction,
         a savepoint per request, one COMMIT, and no result is final before it.
+        ``module`` is the version the facet should run; ``modules(app, version)`` gives
+        the one it ran before, should its migration fail.
         """
+        self._modules = modules
         self.busy = True
         try:
             try:
@@ -218,14 +283,14 @@ class FacetSlot:
                 fail_all(group, ErrorCode.INTERNAL, f"cannot open database: {exc}")
                 return
             if len(group) == 1:
-                self._run_one(wasm, module, group[0], db, nested=False)
+                self._run_one(module, group[0], db, nested=False)
             else:
-                self._run_group(wasm, module, group, db)
+                self._run_group(module, group, db)
         finally:
             self.busy = False
             self.last_used = time.monotonic()
 
-    def _run_group(self, wasm: WasmRuntime, module: LoadedModule, group: list[Request], db: FacetDB) -> None:
+    def _run_group(self, module: LoadedModule, group: list[Request], db: FacetDB) -> None:
         try:
             db.begin()
         except Exception as exc:  # e.g. the database is locked or unreadable
@@ -233,14 +298,14 @@ class FacetSlot:
             return
         released: list[Request] = []  # answered by the guest; durable at the COMMIT
         for index, request in enumerate(group):
-            self._run_one(wasm, module, request, db, nested=True)
+            self._run_one(module, request, db, nested=True)
             if not db.in_transaction:
                 # The request's statement rolled back the whole transaction (see
                 # FacetDB.execute_guest): the requests before it lost their writes. None of
                 # them was answered yet, so each runs again, alone, on a fresh instance.
                 self.guest = None
                 for again in released + group[index + 1 :]:
-                    self._run_one(wasm, module, again, db, nested=False)
+                    self._run_one(module, again, db, nested=False)
                 return
             if request.result is not None and request.result.ok:
                 released.append(request)
@@ -268,7 +333,7 @@ class FacetSlot:
             usage.wall_ms += share  # the COMMIT, shared by those it made durable
             usage.commit_group = len(released)
 
-    def _run_one(self, wasm: WasmRuntime, module: LoadedModule, request: Request, db: FacetDB, nested: bool) -> None:
+    def _run_one(self, module: LoadedModule, request: Request, db: FacetDB, nested: bool) -> None:
         """Run one request in a transaction of its own or (``nested``) in a savepoint of the
         open one; set its ``result`` and ``logs``."""
         started = time.perf_counter()
@@ -279,7 +344,7 @@ class FacetSlot:
         quotas, request_id = request.quotas, request.request_id
         ctx = None
         try:
-            init_ctx = self._ensure_instance(wasm, module, quotas, request_id, usage, nested, events)
+            init_ctx = self._ensure_instance(module, quotas, request_id, usage, nested, events)
             if init_ctx is not None:
                 logs.extend(init_ctx.logs)
                 usage.log_bytes += init_ctx.counters.log_bytes
@@ -341,6 +406,8 @@ class FacetSlot:
         else:
             self.failed = False
             request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage, http=answer)
+        # The version that ran it (after a failed migration, the one the facet stayed on).
+        request.result.version = self.guest_version if self.guest is not None else module.version.version
         self._finish(request.result, ctx, logs, events, started)
 
     def _finish(

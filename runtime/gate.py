@@ -60,6 +60,8 @@ class Request:
     """One request on its way through a facet's gate; ``result`` is set once it is answered."""
 
     __slots__ = (
+        "alarm",
+        "alarm_change",
         "body",
         "done",
         "http",
@@ -73,8 +75,14 @@ class Request:
         "woken",
     )
 
-    def __init__(self, body: bytes, request_id: str, quotas: Quotas, http: HttpRequest | None = None) -> None:
+    def __init__(
+        self, body: bytes, request_id: str, quotas: Quotas, http: HttpRequest | None = None, *, alarm: bool = False
+    ) -> None:
         self.body = body
+        #: An alarm's delivery (``runtime.alarms``): the guest's alarm handler runs, not a handler of requests.
+        self.alarm = alarm
+        #: The alarm change the guest made, applied after COMMIT (``hostcalls.UNCHANGED``: none).
+        self.alarm_change: object = None
         #: An HTTP request (``Supervisor.fetch``): ``body`` is its body, and the guest gets
         #: it through ``facet_http`` when it exports that.
         self.http = http

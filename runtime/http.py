@@ -62,6 +62,8 @@ _STATUS: dict[str, int] = {
     ErrorCode.TOO_BIG: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.OVERLOADED: 503,
+    ErrorCode.BACKOFF: 503,
+    ErrorCode.QUARANTINED: 503,
     ErrorCode.TIMEOUT: 504,
     ErrorCode.STORAGE_FULL: 507,
 }

@@ -17,6 +17,11 @@ What is counted, exactly:
 * ``log_bytes`` / ``logs_truncated``: guest log bytes kept, and log calls cut
   or dropped by the ``log_bytes`` quota.
 * ``cold_starts``: instantiations (first call, after eviction, after a failure, after an upgrade).
+* supervision and alarms (``Meters.count``, off the request path): ``faults`` (requests,
+  alarms and migrations that faulted: ``runtime.supervision.FAULT_CODES``), ``backoffs``,
+  ``quarantines``, ``recoveries`` and ``resets`` (transitions), ``alarms`` (deliveries,
+  each also counted as a request), ``alarm_failures`` (failed deliveries) and
+  ``alarms_abandoned`` (given up after the last retry).
 * gauges ``storage`` (database bytes) and ``memory`` (linear memory bytes), last seen.
 
 Durability: counters live in memory and are flushed to the control database
@@ -78,6 +83,15 @@ COUNTER_FIELDS = (
     "http_3xx",
     "http_4xx",
     "http_5xx",
+    # Supervision and alarms, counted by Meters.count.
+    "faults",
+    "backoffs",
+    "quarantines",
+    "recoveries",
+    "resets",
+    "alarms",
+    "alarm_failures",
+    "alarms_abandoned",
 )
 #: Status // 100 -> its counter.
 _STATUS_CLASS = {2: "http_2xx", 3: "http_3xx", 4: "http_4xx", 5: "http_5xx"}
@@ -290,6 +304,8 @@ class Meters:
         self.lock = self._lock
         self._facets: dict[tuple[str, str], Meter] = {}
         self._apps: dict[str, Meter] = {}
+        #: (app, version) -> [requests, errors] since this process started.
+        self._versions: dict[tuple[str, int], list[int]] = {}
         for (app, facet), state in (saved or {}).items():
             self._facets[(app, facet)] = Meter(state)
             self._add_to_aggregates(app, state)
@@ -324,10 +340,24 @@ class Meters:
         return fleet
 
     def record(
-        self, app: str, facet: str, usage: Usage, error: str | None, storage: int | None = None, status: int = 0
+        self,
+        app: str,
+        facet: str,
+        usage: Usage,
+        error: str | None,
+        storage: int | None = None,
+        status: int = 0,
+        version: int = 0,
     ) -> None:
         now = time.time()
         with self._lock:
+            if version:  # per app version: what a rollout is judged by
+                counts = self._versions.get((app, version))
+                if counts is None:
+                    counts = self._versions[(app, version)] = [0, 0]
+                counts[0] += 1
+                if error:
+                    counts[1] += 1
             meter = self._facets.get((app, facet))
             if meter is None:
                 meter = self._facets[(app, facet)] = Meter()
@@ -339,6 +369,26 @@ class Meters:
                 agg = self._apps[app] = Meter(rollups=())
             agg.storage += delta
             agg.record(usage, error, now, agg.storage, status)
+
+    def by_version(self, app: str) -> dict[int, tuple[int, int]]:
+        """Requests and errors per version of ``app`` since this process started."""
+        with self._lock:
+            return {v: (c[0], c[1]) for (a, v), c in self._versions.items() if a == app}
+
+    def count(self, app: str, facet: str, counter: str, n: int = 1) -> None:
+        """Add ``n`` to one counter of a facet (and its app): a transition, an alarm."""
+        with self._lock:
+            meter = self._facets.get((app, facet))
+            if meter is None:
+                meter = self._facets[(app, facet)] = Meter()
+            meter.counters[counter] += n
+            meter.dirty = True
+            meter._snapshot = None
+            agg = self._apps.get(app)
+            if agg is None:
+                agg = self._apps[app] = Meter(rollups=())
+            agg.counters[counter] += n
+            agg._snapshot = None
 
     def live_series(self, app: str | None, facet: str | None, field: str, points: int) -> list[float]:
         """The last ``points`` per-second buckets of ``field`` for a facet, an app (``facet``

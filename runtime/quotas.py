@@ -15,15 +15,23 @@ rate          requests per second (token bucket)     number, or ``off``
 queue         requests waiting for one facet         integer, or ``off``
 max_facets    facets per app                         integer, or ``off``
 max_body      bytes of an HTTP request body          512KiB, 64MiB, 1GB, integer
+crash_faults  consecutive faults that put a facet    integer, or ``off``
+              into backoff (``runtime.supervision``)
+backoff_ms    the first backoff delay; it doubles    250ms, 2s, or integer ms
+              with each further fault
+backoff_max_ms  the longest backoff delay            250ms, 5min, or integer ms
+quarantine_faults  consecutive faults after which    integer, or ``off``
+              it is quarantined until reset
 ============  =====================================  ==========================
 
 Every value is finite and within its key's accepted range (``accepted_range``:
 fuel 1 to 10**15, timeout_ms 1 to 600000, memory 64 KiB to 4 GiB, storage 8 KiB
 to 1 TiB, log_bytes 0 to 16 MiB, rate 0.001 to 1000000, queue 1 to 100000,
-max_facets 1 to 10000000, max_body 0 to 1 GiB); anything else (inf, NaN, 1e400, a negative number, a
+max_facets 1 to 10000000, max_body 0 to 1 GiB, crash_faults 1 to 10000, backoff_ms and
+backoff_max_ms 1 ms to 1 day, quarantine_faults 1 to 1000000); anything else (inf, NaN, 1e400, a negative number, a
 value past the range) is refused with a ``QuotaError`` naming the key and the range.
 
-``off`` (stored as 0) means unlimited. The value ``default`` removes the
+``off`` (stored as 0) means unlimited (for crash_faults and quarantine_faults: never). The value ``default`` removes the
 setting at that level so the next less specific level applies.
 
 Levels: the global defaults (target ``*``), per-app defaults (``APP``) and
@@ -58,7 +66,7 @@ _SIZE_UNITS = {
     "g": 1024**3,
 }
 _COUNT_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
-_DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
+_DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 
@@ -75,6 +83,10 @@ class Quotas:
     queue: int = 64
     max_facets: int = 10_000
     max_body: int = 1024 * 1024
+    crash_faults: int = 3
+    backoff_ms: int = 1_000
+    backoff_max_ms: int = 300_000
+    quarantine_faults: int = 10
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +104,10 @@ _KINDS = {
     "queue": "count_off",
     "max_facets": "count_off",
     "max_body": "size",
+    "crash_faults": "count_off",
+    "backoff_ms": "duration",
+    "backoff_max_ms": "duration",
+    "quarantine_faults": "count_off",
 }
 _FORMS = {
     "count": "a whole number such as 5000000 or 5M",
@@ -114,6 +130,10 @@ _FORMS = {
 #:   queue       1 .. 100,000 waiting requests; max_facets 1 .. 10,000,000 facets per app.
 #:   max_body    0 .. 1 GiB per HTTP request body: the server holds a whole body in memory
 #:               and copies it into the guest's (at most 4 GiB) before the guest runs.
+#:   crash_faults 1 .. 10,000 consecutive faults before a backoff; quarantine_faults 1 ..
+#:               1,000,000 before quarantine (runtime/supervision.py has the defaults' why).
+#:   backoff_ms, backoff_max_ms  1 ms .. 1 day: a facet refused for longer than a day is
+#:               better quarantined, where an operator sees it.
 _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "fuel": (Fraction(1), Fraction(10**15)),
     "timeout_ms": (Fraction(1), Fraction(10 * 60_000)),
@@ -124,6 +144,10 @@ _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "queue": (Fraction(1), Fraction(100_000)),
     "max_facets": (Fraction(1), Fraction(10_000_000)),
     "max_body": (Fraction(0), Fraction(1024**3)),
+    "crash_faults": (Fraction(1), Fraction(10_000)),
+    "backoff_ms": (Fraction(1), Fraction(86_400_000)),
+    "backoff_max_ms": (Fraction(1), Fraction(86_400_000)),
+    "quarantine_faults": (Fraction(1), Fraction(1_000_000)),
 }
 #: A value written by hand is short; a longer string is refused before it is parsed
 #: (Python refuses int() of more than 4,300 digits, and the message quotes the value).

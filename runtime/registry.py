@@ -103,6 +103,8 @@ class FacetRegistry:
         self._reserved: dict[str, int] = {}
         for row in control.facet_rows():
             self._register(row["app"], row["name"], row["created_at"])
+        #: The version each facet last migrated to, for its slot when it is made.
+        self._versions = control.facet_versions()
 
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
@@ -131,9 +133,9 @@ class FacetRegistry:
             with self.lock:
                 slot = self.slots.get(key)
                 if slot is None:
-                    slot = self.slots[key] = FacetSlot(
-                        app, facet, self.db_path(app, facet), durability=self._durability
-                    )
+                    slot = FacetSlot(app, facet, self.db_path(app, facet), durability=self._durability)
+                    slot.migrated = self._versions.get(key)
+                    self.slots[key] = slot
         return slot
 
     def close_all(self) -> None:
@@ -158,6 +160,7 @@ class FacetRegistry:
             Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
         with self.lock:
             self.slots.pop((app, facet), None)
+            self._versions.pop((app, facet), None)
             if self.created.pop((app, facet), None) is not None:
                 self.counts[app] -= 1
                 if not self.counts[app]:

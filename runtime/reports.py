@@ -25,8 +25,10 @@ from .registry import FacetRegistry, parse_facet_target
 from .types import AppInfo, FacetChanges, FacetInfo
 
 if TYPE_CHECKING:
+    from .alarms import AlarmScheduler
     from .apps import AppStore
     from .residency import Residency
+    from .rollout import Rollouts
 
 
 class Reports:
@@ -41,7 +43,11 @@ class Reports:
         log_sink: LogSink,
         prices: PriceSheet,
         flush_usage: Callable[[], None],
+        rollouts: Rollouts,
+        alarms: AlarmScheduler,
     ) -> None:
+        self._rollouts = rollouts
+        self._alarms = alarms
         self._meters = meters
         self._control = control
         self._apps = apps
@@ -54,10 +60,22 @@ class Reports:
     def app_list(self) -> list[AppInfo]:
         counts = self._registry.app_counts()
         apps = self._apps
-        return [
-            AppInfo(name=n, version=apps.current(n), versions=len(apps.versions(n)), facets=counts.get(n, 0))
-            for n in apps.names()
-        ]
+        infos = []
+        for name in apps.names():
+            rollout = self._rollouts.get(name)
+            infos.append(
+                AppInfo(
+                    name=name,
+                    version=apps.current(name),
+                    versions=len(apps.versions(name)),
+                    facets=counts.get(name, 0),
+                    active=self._rollouts.active(name),
+                    pinned=rollout.pinned,
+                    canary=rollout.canary,
+                    canary_percent=rollout.canary_percent if rollout.canary is not None else None,
+                )
+            )
+        return infos
 
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:
         if app is not None and not self._apps.has(app):
@@ -80,6 +98,10 @@ class Reports:
             slot = self._registry.slots.get(key)
             usage = self._meters.snapshot(*key)
             usage["memory"] = slot.memory_bytes() if slot is not None else 0
+            health = slot.health if slot is not None else None
+            assigned = self._rollouts.version_for(*key)
+            if slot is not None and slot.blocked == assigned and slot.migrated is not None:
+                assigned = slot.migrated  # its migration failed: it stays where it was
             infos.append(
                 FacetInfo(
                     app=key[0],
@@ -88,6 +110,10 @@ class Reports:
                     created_at=created_at,
                     usage=usage,
                     version=slot.guest_version if slot is not None and slot.guest is not None else None,
+                    assigned=assigned,
+                    retry_at=health.retry_at if health is not None and health.state == "backoff" else None,
+                    faults=health.faults if health is not None else 0,
+                    alarm_at=self._alarms.get(*key),
                 )
             )
         return infos

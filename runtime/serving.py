@@ -23,19 +23,29 @@ from .types import CallResult
 
 if TYPE_CHECKING:
     from .apps import AppStore
+    from .control import ControlDB
     from .events import SupervisorLog
     from .facet import FacetSlot
     from .metering import Meters
     from .residency import Residency
-    from .wasm import WasmRuntime
+    from .rollout import Rollouts
 
 
 class Serving:
     def __init__(
-        self, *, apps: AppStore, wasm: WasmRuntime, residency: Residency, meters: Meters, log: SupervisorLog
+        self,
+        *,
+        apps: AppStore,
+        rollouts: Rollouts,
+        control: ControlDB,
+        residency: Residency,
+        meters: Meters,
+        log: SupervisorLog,
     ) -> None:
         self._apps = apps
-        self._wasm = wasm
+        self._module = apps.module  # bound once: on every group's path
+        self._rollouts = rollouts
+        self._control = control
         self._residency = residency
         self._meters = meters
         self._log = log
@@ -47,14 +57,24 @@ class Serving:
         if slot.deleted:
             fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
             return
+        rollouts = self._rollouts
+        if slot.assigned_epoch != rollouts.epoch:  # a rollout changed: which version is this facet's?
+            slot.assigned = rollouts.version_for(slot.app, slot.name)
+            slot.assigned_epoch = rollouts.epoch
         try:
-            module = self._apps.module(slot.app)
+            module = self._module(slot.app, slot.assigned)
         except FacetsError as exc:
             fail_all(group, exc.code, exc.message)
             return
         if slot.db is None:
             self._residency.open_db(slot, group[-1].quotas)
-        slot.run(self._wasm, module, group)
+        slot.run(module, group, self._module)
+        if slot.migrated_changed and slot.migrated is not None:
+            slot.migrated_changed = False
+            try:
+                self._control.set_facet_version(slot.app, slot.name, slot.migrated)
+            except Exception as exc:  # the facet runs on; the next start re-runs its facet_init
+                self._log(slot.app, slot.name, "error", f"cannot store the facet's version: {exc!r}")
 
     def refuse(
         self,

@@ -23,16 +23,18 @@ import dataclasses
 import itertools
 import os
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .admin import Admin
+from .alarms import RETRY_DELAYS_S, Alarm, AlarmScheduler
 from .apps import AppStore, AppVersion
 from .browse import Browser
 from .control import ControlDB
-from .errors import BadRequest, ErrorCode
+from .errors import BadRequest, ErrorCode, FacetsError
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
@@ -46,12 +48,17 @@ from .quotas import QuotaBook, Quotas, parse_target, scope_of
 from .registry import FacetRegistry, TargetCache, parse_facet_target
 from .reports import Reports
 from .residency import Residency
+from .rollout import Rollout, Rollouts, parse_percent
 from .serving import Serving
 from .settings import SupervisorSettings
 from .storage import FacetReader
+from .supervision import HealthInfo, Supervision
 from .toolchain import Progress
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo
 from .wasm import WasmRuntime
+
+#: How often an alarm of a quarantined facet looks again (``reset`` wakes it at once).
+QUARANTINE_RECHECK_MS = 60_000
 
 
 class Supervisor:
@@ -104,6 +111,12 @@ class Supervisor:
         )
         if not readonly:
             registry.adopt_orphans()
+        self.rollouts = Rollouts(self.control, {name: self.apps.current(name).version for name in self.apps.names()})
+        self.supervision = Supervision(control=self.control, quota_book=self.quota_book, meters=self.meters, log=log)
+        for key, health in self.supervision.records.items():
+            if key in registry.created:  # the request path reads the record off the slot
+                registry.slot(*key).health = health
+        self.alarms = AlarmScheduler(self.control, self._dispatch_alarm, log)
         self.residency = Residency(settings, log=log)
         self.browser = Browser(registry)
         self.admin = Admin(
@@ -130,11 +143,21 @@ class Supervisor:
             log_sink=self.log_sink,
             prices=settings.price_sheet(self.data_dir),
             flush_usage=self._housekeeper.flush_usage,
+            rollouts=self.rollouts,
+            alarms=self.alarms,
         )
-        serving = Serving(apps=self.apps, wasm=self.wasm, residency=self.residency, meters=self.meters, log=log)
+        serving = Serving(
+            apps=self.apps,
+            rollouts=self.rollouts,
+            control=self.control,
+            residency=self.residency,
+            meters=self.meters,
+            log=log,
+        )
         self._run, self._refuse = serving.run, serving.refuse  # bound once: no lookups per request
         self._targets = TargetCache()  # "app/facet" -> parsed, checked once
         self._observes = type(self.policy).observe is not Policy.observe
+        self._supervision = self.supervision
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(3)
         self._pool = ThreadPoolExecutor(
@@ -147,6 +170,7 @@ class Supervisor:
             self._refusing = (ErrorCode.REFUSED, "requests are refused: the supervisor was opened read-only")
         else:
             self._housekeeper.start()
+            self.alarms.start()  # after everything it delivers through exists
 
     def __enter__(self) -> Supervisor:
         return self
@@ -160,6 +184,7 @@ class Supervisor:
             return
         self._closed = True
         self._refusing = (ErrorCode.OVERLOADED, "the supervisor is shut down")
+        self.alarms.stop()  # no new deliveries; those handed out finish with the pool
         self._pool.shutdown(wait=True)
         self._housekeeper.stop()
         self.registry.close_all()
@@ -172,16 +197,229 @@ class Supervisor:
 
     # -- apps (loading them: admin.py) ------------------------------------------------
     def load_app(
-        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: Progress | None = None,
+        canary: float | str | None = None,
     ) -> AppVersion:
         """Load a file as a new version of app ``name`` (default: the file's stem): a ``.wasm``
         module or component, ``.wat`` text, or a JavaScript (``.js``, ``.mjs``), TypeScript
         (``.ts``) or Python (``.py``) source, built into a component first (cached by
-        content; ``progress`` receives ``BuildProgress`` reports while it builds and compiles)."""
-        return self.admin.load_app(path, name, progress=progress)
+        content; ``progress`` receives ``BuildProgress`` reports while it builds and compiles).
 
-    def load_app_bytes(self, data: bytes | str, name: str, source: str = "") -> AppVersion:
-        return self.admin.load_app_bytes(data, name, source)
+        The new version becomes active for every facet (unless the app is pinned), or with
+        ``canary`` (a percentage, ``10`` or ``"10%"``) only for that share of facets, chosen
+        by a hash of their names; ``promote`` or ``rollback`` settles it (``runtime.rollout``)."""
+        percent = self._canary_percent(name or self.apps.default_name(path), canary)
+        version = self.admin.load_app(path, name, progress=progress)
+        self._loaded(version, percent)
+        return version
+
+    def load_app_bytes(
+        self, data: bytes | str, name: str, source: str = "", *, canary: float | str | None = None
+    ) -> AppVersion:
+        percent = self._canary_percent(name, canary)
+        version = self.admin.load_app_bytes(data, name, source)
+        self._loaded(version, percent)
+        return version
+
+    def _canary_percent(self, app: str, canary: float | str | None) -> float | None:
+        """``canary`` checked before anything is stored."""
+        if canary is None:
+            return None
+        percent = parse_percent(canary)
+        if not self.apps.has(app):
+            raise BadRequest(f"{app} has no version yet: its first version cannot be a canary")
+        return percent
+
+    def _loaded(self, version: AppVersion, canary_percent: float | None) -> None:
+        rollout = self.rollouts.get(version.app)
+        if canary_percent is not None and self.rollouts.active(version.app) == version.version:
+            raise BadRequest(
+                f"these bytes already are {version.app} version {version.version}, the active one: "
+                "load a different version as the canary"
+            )
+        if rollout.canary == version.version and canary_percent is None:
+            return  # the canary's bytes loaded again: it stays a canary (promote settles it)
+        self.rollouts.loaded(version.app, version.version, canary_percent)
+        self._note_rollout(version.app)
+
+    # -- rollouts (runtime.rollout) ----------------------------------------------------
+    def rollout(self, app: str) -> dict[str, Any]:
+        """Which version each facet of ``app`` runs, and requests and errors per version
+        (since this process started): what the operator judges a canary by."""
+        versions = [v.version for v in self.apps.versions(app)]
+        described = self.rollouts.describe(app)
+        runs: dict[int, int] = {}
+        warm: dict[int, int] = {}
+        for key in self.registry.listed(app):
+            assigned = self.rollouts.version_for(*key)
+            slot = self.registry.slots.get(key)
+            if slot is not None and slot.blocked == assigned and slot.migrated is not None:
+                assigned = slot.migrated  # its migration failed: it stays where it was
+            runs[assigned] = runs.get(assigned, 0) + 1
+            if slot is not None and slot.guest is not None:
+                warm[slot.guest_version] = warm.get(slot.guest_version, 0) + 1
+        counts = self.meters.by_version(app)
+        described["versions"] = [
+            {
+                "version": v,
+                "facets": runs.get(v, 0),
+                "warm": warm.get(v, 0),
+                "requests": counts.get(v, (0, 0))[0],
+                "errors": counts.get(v, (0, 0))[1],
+            }
+            for v in versions
+        ]
+        return described
+
+    def pin(self, target: str, version: int) -> dict[str, Any]:
+        """Pin ``APP`` (every facet not pinned on its own) or ``APP/FACET`` to ``version``."""
+        self._writable()
+        app, facet = self._rollout_target(target)
+        self.rollouts.pin(app, facet, int(version), [v.version for v in self.apps.versions(app)])
+        self._log(app, facet or "", "info", f"pinned {target} to version {version}")
+        self._note_rollout(app)
+        return self.rollout(app)
+
+    def unpin(self, target: str) -> bool:
+        """Remove a pin; an unpinned app runs its latest version again. False if none was set."""
+        self._writable()
+        app, facet = self._rollout_target(target)
+        removed = self.rollouts.unpin(app, facet)
+        if removed:
+            self._log(app, facet or "", "info", f"unpinned {target}")
+            self._note_rollout(app)
+        return removed
+
+    def promote(self, app: str) -> dict[str, Any]:
+        """Move every facet (but those pinned on their own) to the canary version."""
+        self._writable()
+        self.apps.current(app)
+        canary = self.rollouts.get(app).canary
+        self.rollouts.promote(app)
+        self._log(app, "", "info", f"promoted version {canary} to every facet")
+        self._note_rollout(app)
+        return self.rollout(app)
+
+    def rollback(self, app: str, version: int | None = None) -> dict[str, Any]:
+        """Return the canaries to the active version; with no canary (or ``version``
+        named), make an older version active (the one before, or ``version``)."""
+        self._writable()
+        known = [v.version for v in self.apps.versions(app)]
+        before: Rollout = self.rollouts.get(app)
+        after = self.rollouts.rollback(app, None if version is None else int(version), known)
+        if before.canary is not None and after.canary is None and version is None:
+            self._log(app, "", "warn", f"rolled back the canary version {before.canary}")
+        else:
+            self._log(app, "", "warn", f"rolled back to version {after.active}")
+        self._note_rollout(app)
+        return self.rollout(app)
+
+    def _rollout_target(self, target: str) -> tuple[str, str | None]:
+        app, sep, facet = target.partition("/")
+        if sep:
+            app, facet = parse_facet_target(target)
+            self.registry.known(target)
+            return app, facet
+        self.apps.current(app)
+        return app, None
+
+    def _note_rollout(self, app: str) -> None:
+        """Listings show versions: a rollout change is a change of every facet of ``app``."""
+        for key in self.registry.listed(app):
+            self.residency.touch(key)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise FacetsError("the supervisor was opened read-only", ErrorCode.REFUSED)
+
+    # -- alarms (runtime.alarms) ------------------------------------------------------
+    def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Pending alarms, soonest first: the fleet's (``None`` or ``*``), an ``APP``'s or
+        one ``APP/FACET``'s. Each: target, at_ms (asked for), due_ms (next delivery: later
+        for a retry or a facet backing off), attempt (failed deliveries so far)."""
+        app = facet = None
+        if target and target != "*":
+            if "/" in target:
+                app, facet = self.registry.known(target)
+            else:
+                self.apps.current(target)
+                app = target
+        return [alarm.as_dict() for alarm in self.alarms.pending(app, facet, limit=max(1, limit))]
+
+    def _dispatch_alarm(self, alarm: Alarm) -> None:
+        """On the scheduler's thread: hand a due alarm to the worker pool."""
+        if self._closed:
+            raise RuntimeError("the supervisor is shut down")
+        self._pool.submit(self._deliver, alarm)
+
+    def _deliver(self, alarm: Alarm) -> None:
+        """Run a due alarm's handler as a request of the facet's: its gate, its quotas, its
+        own transaction, metered and billed as a request; then tell the scheduler."""
+        app, facet = key = (alarm.app, alarm.facet)
+        scheduler = self.alarms
+        try:
+            if key not in self.registry.created or not self.apps.has(app):
+                scheduler.finished(alarm, ok=True)  # its facet is gone: nothing to wake
+                return
+            slot = self.registry.slot(app, facet)
+            health = slot.health
+            if health is not None and health.state == "quarantined":
+                scheduler.postpone(alarm, int(time.time() * 1000) + QUARANTINE_RECHECK_MS)
+                return
+            if health is not None and health.state == "backoff" and health.retry_at > time.time():
+                scheduler.postpone(alarm, int(health.retry_at * 1000) + 1)
+                return
+            request_id = f"{self._id_prefix}-{next(self._ids):x}"
+            request = Request(b"", request_id, self.quota_book.effective(app, facet), alarm=True)
+            gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
+            if gave_up is not None:
+                result = self._overloaded(slot, request, f"{app}/{facet} stayed busy for {gave_up:g} s")
+            else:
+                result = self._settle(slot, request)
+        except Exception as exc:  # a bug here must not lose the alarm: it is retried
+            self._log(app, facet, "error", f"alarm delivery failed: {exc!r}")
+            scheduler.finished(alarm, ok=False, reason=repr(exc))
+            return
+        self.meters.count(app, facet, "alarms")
+        if not result.ok:
+            self.meters.count(app, facet, "alarm_failures")
+            if alarm.attempt >= len(RETRY_DELAYS_S):
+                self.meters.count(app, facet, "alarms_abandoned")
+        scheduler.finished(alarm, ok=result.ok, reason=f"{result.error}: {result.message}")
+
+    # -- supervision (runtime.supervision) ---------------------------------------------
+    def health(self, target: str) -> HealthInfo | None:
+        """The facet's supervision record (None: healthy)."""
+        key = self.registry.known(target)
+        slot = self.registry.slots.get(key)
+        return self.supervision.info(slot) if slot is not None else None
+
+    def faulting(self) -> list[HealthInfo]:
+        """Every facet with a supervision record, the worst first."""
+        order = {"quarantined": 0, "backoff": 1, "ok": 2}
+        infos = []
+        for key in list(self.supervision.records):
+            slot = self.registry.slots.get(key)
+            info = self.supervision.info(slot) if slot is not None else None
+            if info is not None:
+                infos.append(info)
+        return sorted(infos, key=lambda i: (order.get(i.state, 3), -i.faults, i.target))
+
+    def reset(self, target: str) -> HealthInfo | None:
+        """Clear the facet's supervision record (backoff, quarantine, a failed migration):
+        its next request runs. Returns what was cleared (None: it was healthy)."""
+        self._writable()
+        key = self.registry.known(target)
+        slot = self.registry.slot(*key)
+        slot.blocked = None
+        cleared = self.supervision.reset(slot)
+        self.alarms.wake(*key)  # an alarm held back by the quarantine runs now
+        self.residency.touch(key)
+        return cleared
 
     def app_list(self) -> list[AppInfo]:
         return self.reports.app_list()
@@ -210,8 +448,13 @@ class Supervisor:
         return self.admin.evict(target)
 
     def delete(self, target: str) -> None:
-        """Delete a facet: its instance, its database files, its quotas and usage rows."""
+        """Delete a facet: its instance, its database files, its quotas, usage rows,
+        supervision record, pin and pending alarm."""
         self.admin.delete(target)
+        key = parse_facet_target(target)
+        self.supervision.forget(*key)
+        self.rollouts.forget_facet(*key)
+        self.alarms.forget(*key)
 
     def export_facet(self, target: str, path: str | os.PathLike[str]) -> int:
         """Copy the facet's database to ``path``, atomically, while it serves; never
@@ -330,6 +573,13 @@ class Supervisor:
         if refusal is not None:
             return self._refuse(app, facet, refusal.code, refusal.message, request_id, http is not None)
         slot = registry.slots.get(parsed) or registry.slot(app, facet)
+        if slot.health is not None:  # faulting (runtime.supervision): backoff refuses at once
+            supervised = self._supervision.admit(slot, request_id)
+            if supervised is not None:
+                assert supervised.error is not None
+                refused = self._refuse(app, facet, supervised.error, supervised.message, request_id, http is not None)
+                refused.retry_after = supervised.retry_after
+                return refused
         # The input gate (gate.py): one thread at a time runs a facet's requests; at most
         # `queue` wait behind it, and they then run together as one commit group.
         waiting = slot.gate.waiting
@@ -341,6 +591,8 @@ class Supervisor:
     def _overloaded(self, slot: FacetSlot, request: Request, message: str) -> CallResult:
         """The answer to a request that gave up waiting at its facet's gate."""
         http = request.http is not None
+        if slot.health is not None:
+            self._supervision.probe_lost(slot)
         return self._refuse(slot.app, slot.name, ErrorCode.OVERLOADED, message, request.request_id, http)
 
     def _settle(self, slot: FacetSlot, request: Request) -> CallResult:
@@ -351,7 +603,9 @@ class Supervisor:
         if request.http is not None:
             result.status = result.http.status if result.http is not None else status_for(result.error)
         self.residency.used(slot)
-        self.meters.record(app, facet, result.usage, result.error, request.storage, result.status)
+        self.meters.record(app, facet, result.usage, result.error, request.storage, result.status, result.version)
+        if result.error is not None or slot.health is not None:  # the healthy path: two tests
+            self._supervision.settled(slot, result)
         if request.logs:
             self.log_sink.add(request.logs)
         if self._observes:

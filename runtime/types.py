@@ -51,6 +51,9 @@ class CallResult:
         request_id: identifies the request in logs.
         http: the response for the wire of an ok ``Supervisor.fetch`` (else None).
         status: the HTTP status a ``fetch`` was counted with, failures included (0 for ``call``).
+        retry_after: for a refusal that will pass (``backoff``), the seconds until it may;
+            what an HTTP server answers as ``Retry-After`` (0: not said).
+        version: the app version that ran the request (0: it reached no instance).
     """
 
     ok: bool
@@ -61,6 +64,8 @@ class CallResult:
     request_id: str = ""
     http: HttpResponse | None = None
     status: int = 0
+    retry_after: float = 0.0
+    version: int = 0
 
     @classmethod
     def failure(cls, code: ErrorCode, message: str, request_id: str = "", usage: Usage | None = None) -> CallResult:
@@ -69,8 +74,16 @@ class CallResult:
 
 @dataclass(frozen=True)
 class FacetInfo:
-    """A facet as listed: ``state`` is cold, warm, busy or failed; ``version`` the app
-    version its warm instance runs (None when cold)."""
+    """A facet as listed.
+
+    Attributes:
+        state: cold, warm, busy or failed; or backoff, quarantined (``runtime.supervision``).
+        version: the app version its warm instance runs (None when cold).
+        assigned: the version its next request runs (``runtime.rollout``: pins, canary).
+        retry_at: in backoff, when a request may probe again (epoch seconds).
+        faults: consecutive faults so far (0: healthy).
+        alarm_at: its pending alarm (ms since the epoch), or None.
+    """
 
     app: str
     name: str
@@ -78,6 +91,10 @@ class FacetInfo:
     created_at: float
     usage: dict[str, Any]
     version: int | None = None
+    assigned: int | None = None
+    retry_at: float | None = None
+    faults: int = 0
+    alarm_at: int | None = None
 
     @property
     def target(self) -> str:
@@ -89,6 +106,10 @@ class FacetInfo:
             "name": self.name,
             "state": self.state,
             "version": self.version,
+            "assigned": self.assigned,
+            "retry_at": self.retry_at,
+            "faults": self.faults,
+            "alarm_at": self.alarm_at,
             "created_at": self.created_at,
             "usage": self.usage,
         }
@@ -115,15 +136,26 @@ class FacetChanges:
 
 @dataclass(frozen=True)
 class AppInfo:
+    """An app as listed: ``version`` is its latest loaded; ``active`` the one its facets run
+    (unless pinned on their own), ``canary`` and ``canary_percent`` a staged canary."""
+
     name: str
     version: AppVersion
     versions: int
     facets: int
+    active: int = 0
+    pinned: bool = False
+    canary: int | None = None
+    canary_percent: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version.version,
+            "active": self.active,
+            "pinned": self.pinned,
+            "canary": self.canary,
+            "canary_percent": self.canary_percent,
             "versions": self.versions,
             "facets": self.facets,
             "sha256": self.version.sha256,

@@ -277,7 +277,8 @@ class PublicApp:
             await send({"type": "http.response.body", "body": body})
             return
         code = result.error or ErrorCode.INTERNAL
-        await send_error(send, status_for(code), code, result.message, result.request_id, rate=rate)
+        status = status_for(code)
+        await send_error(send, status, code, result.message, result.request_id, rate=rate, wait=result.retry_after)
 
 
 def _deliver(futures: list[asyncio.Future[CallResult]], results: list[CallResult] | BaseException) -> None:

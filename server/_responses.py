@@ -37,9 +37,12 @@ def new_request_id() -> str:
     return f"{_prefix}-{next(_ids):x}"
 
 
-def retry_after(status: int, rate: float = 0.0) -> int | None:
+def retry_after(status: int, rate: float = 0.0, wait: float = 0.0) -> int | None:
     """``Retry-After`` seconds for ``status`` (None when it takes none): for 429, the time
-    one token of a ``rate`` below 1/s takes to refill."""
+    one token of a ``rate`` below 1/s takes to refill; ``wait``, when the supervisor said
+    (a facet in backoff: ``CallResult.retry_after``), rounded up."""
+    if wait > 0:
+        return max(1, math.ceil(wait))
     if status == 429:
         return max(RETRY_AFTER_S, math.ceil(1 / rate)) if 0 < rate < 1 else RETRY_AFTER_S
     if status == 503:
@@ -48,12 +51,12 @@ def retry_after(status: int, rate: float = 0.0) -> int | None:
 
 
 def error_headers(
-    request_id: str, status: int, length: int, *, close: bool = False, rate: float = 0.0
+    request_id: str, status: int, length: int, *, close: bool = False, rate: float = 0.0, wait: float = 0.0
 ) -> list[tuple[bytes, bytes]]:
     headers = [JSON_TYPE, (b"content-length", str(length).encode()), (b"x-request-id", request_id.encode()), NOSNIFF]
-    wait = retry_after(status, rate)
-    if wait is not None:
-        headers.append((b"retry-after", str(wait).encode()))
+    seconds = retry_after(status, rate, wait)
+    if seconds is not None:
+        headers.append((b"retry-after", str(seconds).encode()))
     if close:  # the rest of the request is not read: the connection cannot be reused
         headers.append((b"connection", b"close"))
     return headers
@@ -68,11 +71,12 @@ async def send_error(
     *,
     close: bool = False,
     rate: float = 0.0,
+    wait: float = 0.0,
 ) -> None:
     """Answer with the JSON error body on an ASGI ``send``."""
     request_id = request_id or new_request_id()
     body = error_body(code, message, request_id)  # only what a client may see of a fault
-    headers = error_headers(request_id, status, len(body), close=close, rate=rate)
+    headers = error_headers(request_id, status, len(body), close=close, rate=rate, wait=wait)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -13,6 +13,7 @@ from tests.conftest import COUNTER_WAT, ROOT, sql_body
 
 
 def test_counters_match_known_work(probe):
+    probe.set_quotas("probe/w", crash_faults="off")  # three faults in a row below: no backoff
     probe.call("probe/w", sql_body("CREATE TABLE t(x)"))
     for _ in range(10):
         probe.call("probe/w", sql_body("INSERT INTO t VALUES (1), (2), (3)"))
