@@ -31,6 +31,7 @@ import wasmtime  # noqa: E402
 from components_bench import TARGETS as COMPONENT_TARGETS  # noqa: E402
 from components_bench import components_section  # noqa: E402
 from http_bench import http_section  # noqa: E402
+from lifecycle_bench import alarms_section, supervision_section  # noqa: E402
 
 from bare_host import BareHost  # noqa: E402
 from runtime import EngineSettings, Supervisor  # noqa: E402
@@ -519,6 +520,16 @@ def _component_targets(language: str, label: str) -> list[Any]:
 
 
 TARGETS += _component_targets("js", "JS") + _component_targets("python", "Python")
+TARGETS += [
+    ("supervision's overhead on a healthy request", ("supervision", "healthy_overhead_ns"),
+     "{:.0f} ns", "< 1 us", lambda v: v < 1000),
+    ("a facet in backoff refused, p50", ("supervision", "backoff_refusal_p50_us"),
+     "{:.1f} us", "at once (no instance)", lambda v: v < 100),
+    ("100,000 pending alarms, scheduler CPU while none is due", ("alarms", "scheduler_cpu_us_idle_pending"),
+     "{:.0f} us", "~0 (asleep)", lambda v: v < 1000),
+    ("100,000 pending alarms, warm throughput vs none", ("alarms", "warm_ratio_pending_vs_none"),
+     "{:.2f}x", ">= 0.95x", lambda v: v >= 0.95),
+]  # fmt: skip
 
 
 def dig(results: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -576,6 +587,8 @@ def main() -> int:
             "table",
             "http",
             "components",
+            "supervision",
+            "alarms",
         ]
     )
     started = time.perf_counter()
@@ -625,6 +638,8 @@ def main() -> int:
             finally:
                 density_sup.close()
         section("table", lambda: table_browsing(tmp, 100_000 if quick else 1_000_000))
+        section("supervision", lambda: supervision_section(tmp, quick))
+        section("alarms", lambda: alarms_section(tmp, quick))
         # Servers in subprocesses driven by wrk: last, so nothing of theirs runs beside the
         # in-process sections. 2 s per wrk run: 3 rounds take about a minute.
         section("http", lambda: http_section(tmp, 1 if quick else 3, 1 if quick else 2))
