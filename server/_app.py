@@ -277,8 +277,9 @@ class PublicApp:
             await send({"type": "http.response.body", "body": body})
             return
         code = result.error or ErrorCode.INTERNAL
-        status = status_for(code)
-        await send_error(send, status, code, result.message, result.request_id, rate=rate, wait=result.retry_after)
+        # A quarantine ends when an operator says so: no Retry-After would be true.
+        wait = -1.0 if code == ErrorCode.QUARANTINED else result.retry_after
+        await send_error(send, status_for(code), code, result.message, result.request_id, rate=rate, wait=wait)
 
 
 def _deliver(futures: list[asyncio.Future[CallResult]], results: list[CallResult] | BaseException) -> None:

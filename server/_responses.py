@@ -40,7 +40,10 @@ def new_request_id() -> str:
 def retry_after(status: int, rate: float = 0.0, wait: float = 0.0) -> int | None:
     """``Retry-After`` seconds for ``status`` (None when it takes none): for 429, the time
     one token of a ``rate`` below 1/s takes to refill; ``wait``, when the supervisor said
-    (a facet in backoff: ``CallResult.retry_after``), rounded up."""
+    (a facet in backoff: ``CallResult.retry_after``), rounded up; none for a negative
+    ``wait`` (a quarantined facet: no time would be true)."""
+    if wait < 0:
+        return None
     if wait > 0:
         return max(1, math.ceil(wait))
     if status == 429:
