@@ -42,6 +42,8 @@ OPTIONAL_FUNC_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # HTTP requests (runtime/http.py: the envelope); without it, an app gets the HTTP
     # body in facet_handle.
     "facet_http": (("i32", "i32"), ("i64",)),
+    # The alarm handler (see ``set_alarm``); a trap is a failed delivery, retried.
+    "facet_alarm": ((), ()),
 }
 #: Host functions a module may import from ``facet``; all optional.
 HOST_IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -49,7 +51,28 @@ HOST_IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "log": (("i32", "i32", "i32"), ()),
     "now_ms": ((), ("i64",)),
     "random": (("i32", "i32"), ()),
+    # Alarms: at most one pending per facet, as Durable Objects. ``at_ms`` is signed, so a
+    # negative time is seen (and refused) as one.
+    "set_alarm": (("i64",), ("i32",)),
+    "get_alarm": ((), ("i64",)),
+    "delete_alarm": ((), ()),
 }
+
+#: ``set_alarm``'s answers.
+ALARM_SET = 0
+ALARM_NO_HANDLER = 1  # the module exports no handler: the alarm could never be delivered
+ALARM_BAD_TIME = 2  # negative, or past MAX_ALARM_MS
+#: The latest alarm time: 9999-12-31T23:59:59.999Z. Later times are refused (2): nothing
+#: can mean them, and every date library a guest might use stops at year 9999.
+MAX_ALARM_MS = 253_402_300_799_999
+#: ``get_alarm``'s answer when no alarm is pending (v1; v2 answers ``none``).
+NO_ALARM = -1
+
+
+def valid_alarm_time(at_ms: int) -> bool:
+    """True for a time ``set_alarm`` accepts: 0 to ``MAX_ALARM_MS`` ms since the epoch."""
+    return 0 <= at_ms <= MAX_ALARM_MS
+
 
 #: Guest log levels (the ``level`` argument of ``log``).
 LOG_LEVELS = {0: "debug", 1: "info", 2: "warn", 3: "error"}
@@ -81,6 +104,8 @@ class ModuleShape:
     imports: tuple[str, ...]
     has_init: bool
     has_http: bool = False
+    #: True when it exports the alarm handler ``facet_alarm``.
+    has_alarm: bool = False
 
 
 # -- load limits --------------------------------------------------------------
@@ -94,7 +119,7 @@ class ModuleShape:
 # function; every limit below leaves them 10x headroom or (where a generated app may
 # bundle libraries) much more. ABI.md lists them for app authors.
 MAX_TYPES = 1_000  # samples: 31
-MAX_IMPORTS = 64  # the ABI has 4 host functions (duplicates are legal)
+MAX_IMPORTS = 64  # the ABI has 7 host functions (duplicates are legal)
 MAX_FUNCTIONS = 10_000  # samples: 196; the compile cost is ~0.1 ms and ~6 KiB each
 MAX_FUNCTION_BYTES = 1024 * 1024  # samples: 11 KB; a 6 MB body compiled in 0.7 s, 221 MiB
 MAX_CODE_BYTES = 8 * 1024 * 1024  # samples: ~90 KB; all function bodies together

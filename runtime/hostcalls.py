@@ -20,6 +20,10 @@ Failure rules, so a guest always gets a predictable outcome:
   ``bad_response``.
 * ``log`` keeps at most ``log_bytes`` of text and ``max_log_records(log_bytes)``
   records per request; what it cuts or drops is counted in ``logs_truncated``.
+* ``set_alarm`` and ``delete_alarm`` only stage a change (``alarm_change``): nothing is
+  written until the request has committed, when the caller applies it to the alarm
+  store, so a request that fails or rolls back drops its alarm change with its writes.
+  ``get_alarm`` sees the request's own staged change first.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import abi
 from .errors import ErrorCode
@@ -37,6 +41,28 @@ from .wasm import HostAbort
 
 if TYPE_CHECKING:
     from .wasm import GuestInstance
+
+
+class AlarmStore(Protocol):
+    """What a ``RequestContext`` reads pending alarms from (the supervisor's scheduler)."""
+
+    def get(self, app: str, facet: str) -> int | None:
+        """The facet's pending alarm in ms since the epoch, or None."""
+        ...
+
+
+class _Unchanged:
+    """The type of ``UNCHANGED``: a request that neither set nor deleted its alarm."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: ``RequestContext.alarm_change`` when the request staged no alarm change (None is a
+#: staged delete, an int a staged set).
+UNCHANGED: Final = _Unchanged()
 
 MAX_RANDOM_BYTES = 65_536
 _INT64 = 2**63
@@ -71,6 +97,8 @@ class RequestContext:
     """The state host functions share during one request (or one ``facet_init``)."""
 
     __slots__ = (
+        "alarm_change",
+        "alarms",
         "app",
         "counters",
         "db",
@@ -84,7 +112,15 @@ class RequestContext:
     )
 
     def __init__(
-        self, app: str, facet: str, request_id: str, db: FacetDB, log_limit: int, max_result_bytes: int
+        self,
+        app: str,
+        facet: str,
+        request_id: str,
+        db: FacetDB,
+        log_limit: int,
+        max_result_bytes: int,
+        *,
+        alarms: AlarmStore | None = None,
     ) -> None:
         self.app = app
         self.facet = facet
@@ -97,6 +133,11 @@ class RequestContext:
         self.logs: list[LogRecord] = []
         #: Set when a host call decided the request must fail whatever the guest does next.
         self.poison: tuple[ErrorCode, str] | None = None
+        #: Where the facet's pending alarm is read from (None: no scheduler, no alarm).
+        self.alarms = alarms
+        #: The alarm change this request staged: ``UNCHANGED``, an int (set, ms since the
+        #: epoch) or None (deleted). The caller applies it after the request's COMMIT.
+        self.alarm_change: int | _Unchanged | None = UNCHANGED
 
     # -- helpers --------------------------------------------------------------
     def _read(self, guest: GuestInstance, ptr: int, length: int, what: str) -> bytes:
@@ -232,6 +273,34 @@ class RequestContext:
                 source="guest",
             )
         )
+
+    # -- alarms (both ABIs: the component seam calls these with its own instance) --
+    def set_alarm(self, guest: Any, at_ms: int) -> int:
+        """Stage the facet's one pending alarm at ``at_ms`` (replacing any); ``abi.ALARM_SET``,
+        or why it is refused: ``ALARM_NO_HANDLER`` (``guest`` exports no handler, so the
+        alarm could never be delivered), ``ALARM_BAD_TIME`` (negative or past year 9999)."""
+        if not guest.has_alarm:
+            return abi.ALARM_NO_HANDLER
+        if not abi.valid_alarm_time(at_ms):
+            return abi.ALARM_BAD_TIME
+        self.alarm_change = at_ms
+        return abi.ALARM_SET
+
+    def pending_alarm(self) -> int | None:
+        """The alarm the facet will have if this request commits: its staged change, else
+        the stored one."""
+        change = self.alarm_change
+        if not isinstance(change, _Unchanged):
+            return change
+        return None if self.alarms is None else self.alarms.get(self.app, self.facet)
+
+    def get_alarm(self, guest: object) -> int:
+        """ABI v1's ``get_alarm``: the pending alarm's time, or ``abi.NO_ALARM`` (-1)."""
+        pending = self.pending_alarm()
+        return abi.NO_ALARM if pending is None else pending
+
+    def delete_alarm(self, guest: object) -> None:
+        self.alarm_change = None
 
     def now_ms(self, guest: object) -> int:
         return int(time.time() * 1000)

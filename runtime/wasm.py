@@ -97,6 +97,9 @@ class HostHandler(Protocol):
     def log(self, guest: GuestInstance, level: int, ptr: int, length: int) -> None: ...
     def now_ms(self, guest: GuestInstance) -> int: ...
     def random(self, guest: GuestInstance, ptr: int, length: int) -> None: ...
+    def set_alarm(self, guest: GuestInstance, at_ms: int) -> int: ...
+    def get_alarm(self, guest: GuestInstance) -> int: ...
+    def delete_alarm(self, guest: GuestInstance) -> None: ...
 
 
 _active = threading.local()
@@ -122,8 +125,9 @@ def _trap_or_zero(message: str) -> int:
         return 0
 
 
-def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
-    """Build the raw (unchecked) linker callback for host import ``name``.
+def _host_callback(name: str, params: tuple[str, ...], results: tuple[str, ...]) -> Any:
+    """Build the raw (unchecked) linker callback for host import ``name``, reading its
+    params and writing its result by their wasm types (``abi.HOST_IMPORTS``).
 
     It never lets an exception reach wasmtime: a ``HostAbort`` (or any bug in
     a host function) is recorded on the instance and turned into a trap, so
@@ -131,7 +135,13 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
     """
     caller_context = capi._wasmtime_caller_context
     failed = HostAbort(ErrorCode.INTERNAL, f"host function {name} failed")
-    mask = 0xFFFFFFFF  # every i32 of the ABI is a pointer, a length or a level: unsigned
+    mask = 0xFFFFFFFF  # every i32 param of the ABI is a pointer, a length or a level: unsigned
+    nparams = len(params)
+    # The raw slots are unions: an i64 param (an alarm time) is read signed, as the guest
+    # wrote it, so a negative time is seen as one; the i32s are read unsigned.
+    all_i32 = all(p == "i32" for p in params)
+    wide = tuple(p == "i64" for p in params)
+    result_kind = results[0] if results else None
 
     def callback(env: Any, caller: Any, args: Any, nargs: int) -> int:
         guest: GuestInstance | None = getattr(_active, "guest", None)
@@ -151,14 +161,18 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
         guest._span_cache = None  # the guest ran since we last looked: memory may have grown
         try:
             method = getattr(guest.host, name)
-            if nparams == 2:
+            if not all_i32:
+                result = method(guest, *[args[i].i64 if wide[i] else args[i].i32 & mask for i in range(nparams)])
+            elif nparams == 2:
                 result = method(guest, args[0].i32 & mask, args[1].i32 & mask)
             elif nparams == 3:
                 result = method(guest, args[0].i32 & mask, args[1].i32 & mask, args[2].i32 & mask)
             else:
                 result = method(guest, *[args[i].i32 & mask for i in range(nparams)])
-            if has_result:
+            if result_kind == "i64":
                 args[0].i64 = result - (1 << 64) if result >= (1 << 63) else result
+            elif result_kind == "i32":
+                args[0].i32 = result - (1 << 32) if result >= (1 << 31) else result
             return 0
         except HostAbort as exc:
             guest._abort = exc
@@ -177,9 +191,7 @@ def _host_callback(name: str, nparams: int, has_result: bool) -> Any:
 
 
 #: The callbacks must outlive every linker that uses them: keep them here.
-_CALLBACKS = {
-    name: _host_callback(name, len(params), bool(results)) for name, (params, results) in abi.HOST_IMPORTS.items()
-}
+_CALLBACKS = {name: _host_callback(name, params, results) for name, (params, results) in abi.HOST_IMPORTS.items()}
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda env: None)
 _call_unchecked = capi._wasmtime_func_call_unchecked
 _memory_data = capi._wasmtime_memory_data
@@ -325,6 +337,7 @@ class WasmRuntime:
             imports=tuple(sorted(imports)),
             has_init="facet_init" in exports,
             has_http="facet_http" in exports,
+            has_alarm="facet_alarm" in exports,
         )
 
     def prepare(self, module: wasmtime.Module) -> Prepared:
@@ -422,7 +435,7 @@ class GuestInstance:
         #: True while the host runs the guest's facet_alloc from inside a host function.
         self._allocating = False
         self._memory = None
-        self._alloc = self._handle = self._init = self._http = None
+        self._alloc = self._handle = self._init = self._http = self._alarm = None
         self._raw = _ValRaw2()
         self._raw_nested = _ValRaw2()
         #: (base address, size) of linear memory, valid until the guest runs again.
@@ -442,6 +455,7 @@ class GuestInstance:
         self._handle = self._export(instance, "facet_handle", _EXTERN_FUNC)
         self._init = self._export(instance, "facet_init", _EXTERN_FUNC, required=False)
         self._http = self._export(instance, "facet_http", _EXTERN_FUNC, required=False)
+        self._alarm = self._export(instance, "facet_alarm", _EXTERN_FUNC, required=False)
 
     def _export(self, instance: wasmtime.Instance, name: str, kind: int, required: bool = True) -> Any:
         """A pointer to our own copy of export ``name``'s handle (see ``_own``), or None."""
@@ -502,7 +516,15 @@ class GuestInstance:
             self._trap_ref = ctypes.byref(self._trap)
             raise wasmtime.Trap._from_ptr(trap)
 
-    def _enter(self, run: Callable[..., Any], *args: Any, fuel: int, timeout_ms: int, host: HostHandler | None) -> Any:
+    def _enter(
+        self,
+        run: Callable[..., Any],
+        *args: Any,
+        fuel: int,
+        timeout_ms: int,
+        host: HostHandler | None,
+        during: str = "call",
+    ) -> Any:
         ctx = self._ctx
         error = _set_fuel(ctx, fuel)
         if error:
@@ -516,7 +538,7 @@ class GuestInstance:
         except GuestFault:
             raise
         except Exception as exc:
-            raise self._fault(exc, during="call") from None
+            raise self._fault(exc, during=during) from None
         finally:
             _active.guest = None
             self._inside = None
@@ -574,6 +596,19 @@ class GuestInstance:
     def serves_http(self) -> bool:
         """True when the module exports ``facet_http``."""
         return self._http is not None
+
+    @property
+    def has_alarm(self) -> bool:
+        """True when the module exports the alarm handler ``facet_alarm``."""
+        return self._alarm is not None
+
+    def alarm(self, *, fuel: int, timeout_ms: int, host: HostHandler | None) -> None:
+        """Run the alarm handler ``facet_alarm`` under the same limits, accounting
+        (``fuel_used``) and failure codes as ``handle``; a trap is a failed delivery."""
+        if self._alarm is None:
+            raise GuestFault(ErrorCode.BAD_MODULE, "the module exports no alarm handler (facet_alarm)")
+        call, ctx, raw = self._call, self._ctx, self._raw
+        self._enter(call, ctx, self._alarm, raw, 0, fuel=fuel, timeout_ms=timeout_ms, host=host, during="alarm")
 
     def _handle_request(self, body: bytes, entry: Any) -> bytes:
         raw, ctx, length = self._raw, self._ctx, len(body)
