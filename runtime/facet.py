@@ -29,7 +29,7 @@ from .apps import LoadedModule
 from .errors import ErrorCode
 from .faults import failure_code
 from .gate import Gate, Request, fail_all
-from .hostcalls import RequestContext
+from .hostcalls import UNCHANGED, AlarmStore, RequestContext
 from .http import BadHttpResponse, HttpResponse, body_only_response, decode_response
 from .logs import LogRecord
 from .quotas import Quotas
@@ -84,6 +84,8 @@ class FacetSlot:
         self.blocked: int | None = None
         #: ``migrated`` changed and is not stored yet (``Serving`` stores it).
         self.migrated_changed = False
+        #: Where ``get_alarm`` reads the facet's pending alarm (the scheduler; set by the registry).
+        self.alarms: AlarmStore | None = None
 
     @property
     def lock(self) -> threading.Lock:
@@ -167,6 +169,7 @@ class FacetSlot:
             db=self.db,
             log_limit=quotas.log_bytes,
             max_result_bytes=max(4096, quotas.memory // 4),
+            alarms=self.alarms,
         )
 
     def _ensure_instance(
@@ -341,6 +344,7 @@ class FacetSlot:
         logs: list[LogRecord] = []
         events: list[LogRecord] = []  # after the guest's own logs, as they always were
         request.logs = logs
+        request.alarm_change = UNCHANGED  # a request run again (a commit group's retry) starts afresh
         quotas, request_id = request.quotas, request.request_id
         ctx = None
         try:
@@ -357,11 +361,15 @@ class FacetSlot:
             try:
                 http = request.http
                 whole = http is not None and guest.serves_http  # facet_http gets the whole request
-                body = http.envelope() if whole and http is not None else request.body
-                response = guest.handle(body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx, http=whole)
+                answer: HttpResponse | None = None
+                if request.alarm:  # an alarm's delivery (runtime.alarms): the handler, no body
+                    guest.alarm(fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
+                    response = b""
+                else:
+                    body = http.envelope() if whole and http is not None else request.body
+                    response = guest.handle(body, fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx, http=whole)
                 if ctx.poison is not None:
                     raise GuestFault(*ctx.poison)
-                answer: HttpResponse | None = None
                 if whole:
                     try:  # checked before COMMIT: a bad answer rolls back like a trap
                         answer = decode_response(response)
@@ -379,6 +387,7 @@ class FacetSlot:
                     self._storage_measured = started
                 end()
                 done = True
+                request.alarm_change = ctx.alarm_change  # applied after the COMMIT (Supervisor._settle)
             finally:
                 if self.guest is not None:
                     usage.fuel += self.guest.fuel_used

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from .errors import BadRequest, ErrorCode
+from .hostcalls import UNCHANGED
 from .http import HttpRequest
 from .logs import LogRecord
 from .quotas import Quotas
@@ -82,7 +83,7 @@ class Request:
         #: An alarm's delivery (``runtime.alarms``): the guest's alarm handler runs, not a handler of requests.
         self.alarm = alarm
         #: The alarm change the guest made, applied after COMMIT (``hostcalls.UNCHANGED``: none).
-        self.alarm_change: object = None
+        self.alarm_change: object = UNCHANGED
         #: An HTTP request (``Supervisor.fetch``): ``body`` is its body, and the guest gets
         #: it through ``facet_http`` when it exports that.
         self.http = http

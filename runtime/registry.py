@@ -44,6 +44,7 @@ from .control import ControlDB
 from .errors import BadRequest, ErrorCode, NotFound
 from .facet import FacetSlot
 from .faults import failure_code
+from .hostcalls import AlarmStore
 from .policy import Policy
 from .quotas import QuotaBook
 from .types import CallResult
@@ -105,6 +106,8 @@ class FacetRegistry:
             self._register(row["app"], row["name"], row["created_at"])
         #: The version each facet last migrated to, for its slot when it is made.
         self._versions = control.facet_versions()
+        #: The alarm scheduler, handed to each slot (the supervisor sets it before any slot exists).
+        self.alarms: AlarmStore | None = None
 
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
@@ -135,6 +138,7 @@ class FacetRegistry:
                 if slot is None:
                     slot = FacetSlot(app, facet, self.db_path(app, facet), durability=self._durability)
                     slot.migrated = self._versions.get(key)
+                    slot.alarms = self.alarms
                     self.slots[key] = slot
         return slot
 

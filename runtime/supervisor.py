@@ -38,6 +38,7 @@ from .errors import BadRequest, ErrorCode, FacetsError
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
+from .hostcalls import UNCHANGED
 from .housekeeper import Housekeeper
 from .http import HttpRequest, status_for
 from .logs import LogRecord, LogSink
@@ -109,6 +110,8 @@ class Supervisor:
         self.registry = registry = FacetRegistry(
             self.data_dir, self.control, self.quota_book, self.policy, log, durability=self.durability
         )
+        self.alarms = AlarmScheduler(self.control, self._dispatch_alarm, log)
+        registry.alarms = self.alarms  # before any slot is made: each reads it
         if not readonly:
             registry.adopt_orphans()
         self.rollouts = Rollouts(self.control, {name: self.apps.current(name).version for name in self.apps.names()})
@@ -116,7 +119,6 @@ class Supervisor:
         for key, health in self.supervision.records.items():
             if key in registry.created:  # the request path reads the record off the slot
                 registry.slot(*key).health = health
-        self.alarms = AlarmScheduler(self.control, self._dispatch_alarm, log)
         self.residency = Residency(settings, log=log)
         self.browser = Browser(registry)
         self.admin = Admin(
@@ -350,6 +352,12 @@ class Supervisor:
                 app = target
         return [alarm.as_dict() for alarm in self.alarms.pending(app, facet, limit=max(1, limit))]
 
+    def _apply_alarm(self, app: str, facet: str, change: object, request_id: str) -> None:
+        try:
+            self.alarms.apply(app, facet, change if isinstance(change, int) else None)
+        except Exception as exc:  # the control database failed: the request's data stands
+            self._log(app, facet, "error", f"the alarm change was not stored: {exc!r}", request_id)
+
     def _dispatch_alarm(self, alarm: Alarm) -> None:
         """On the scheduler's thread: hand a due alarm to the worker pool."""
         if self._closed:
@@ -385,6 +393,10 @@ class Supervisor:
             scheduler.finished(alarm, ok=False, reason=repr(exc))
             return
         self.meters.count(app, facet, "alarms")
+        if result.error == ErrorCode.BAD_MODULE:  # its version has no handler: retrying cannot help
+            self._log(app, facet, "error", f"alarm abandoned: {result.message}")
+            scheduler.finished(alarm, ok=True)
+            return
         if not result.ok:
             self.meters.count(app, facet, "alarm_failures")
             if alarm.attempt >= len(RETRY_DELAYS_S):
@@ -608,6 +620,9 @@ class Supervisor:
             self._supervision.settled(slot, result)
         if request.logs:
             self.log_sink.add(request.logs)
+        change = request.alarm_change
+        if change is not UNCHANGED and result.ok:  # the guest set or deleted its alarm: committed
+            self._apply_alarm(app, facet, change, request.request_id)
         if self._observes:
             try:
                 self.policy.observe(app, facet, result)
