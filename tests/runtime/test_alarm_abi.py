@@ -224,6 +224,22 @@ def test_host_calls_outside_a_request_trap(runtime):
     assert failed.value.code == ErrorCode.TRAP and "outside a request" in failed.value.message
 
 
+def test_the_abi_pages_alarm_example_runs_as_printed(runtime, db):
+    page = (ROOT / "sample_apps" / "ABI.md").read_text()
+    section = page[page.index("## Alarms") :]
+    wat = section[section.index("```wat\n") + len("```wat\n") : section.index("\n```", section.index("```wat"))]
+    guest, shape = instantiate(runtime, wat)
+    assert shape.has_alarm and set(shape.imports) == {"now_ms", "set_alarm"}
+    before = int(time.time() * 1000)
+    ctx = context(db)
+    request(guest, ctx, b"")
+    assert isinstance(ctx.alarm_change, int) and before + 60_000 <= ctx.alarm_change
+    for _ in range(2):
+        ctx = context(db)
+        guest.alarm(fuel=FUEL, timeout_ms=TIMEOUT_MS, host=ctx)
+        assert isinstance(ctx.alarm_change, int) and before + 60_000 <= ctx.alarm_change
+
+
 MINIMAL = """(module {imports} (memory (export "memory") 1)
   (func (export "facet_alloc") (param i32) (result i32) (i32.const 8))
   (func (export "facet_handle") (param i32 i32) (result i64) (i64.const 0)) {exports})"""
