@@ -210,7 +210,9 @@ def test_a_failing_handler_is_classified_as_a_request_is(runtime, db, mode, fuel
     with pytest.raises(GuestFault) as failed:
         guest.alarm(fuel=fuel, timeout_ms=timeout_ms, host=context(db))
     assert failed.value.code == code, failed.value.message
-    if code != ErrorCode.TIMEOUT:  # (wasmtime does not write the fuel back on an epoch trap)
+    # After an epoch interrupt the fuel a loop burned is under-counted (handle too: a probe
+    # loop that ran 100 ms reported 24), so a timeout is not checked for fuel here.
+    if code != ErrorCode.TIMEOUT:
         assert guest.fuel_used > 0
     if code == ErrorCode.FUEL_EXHAUSTED:
         assert guest.fuel_used == fuel
