@@ -32,7 +32,7 @@ from wasmtime import component as wcomponent
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime import HttpRequest, Supervisor  # noqa: E402
+from runtime import HttpRequest, Supervisor, abi  # noqa: E402
 from runtime.hostcalls import RequestContext  # noqa: E402
 from runtime.storage import FacetDB  # noqa: E402
 
@@ -84,18 +84,22 @@ class StockHost:
         self.ctx = self._context()
         linker = wcomponent.Linker(self.engine)
         linker.add_wasip2()
-        with linker.root() as root, root.add_instance("facets:app/host@2.0.0") as host:
+        with linker.root() as root, root.add_instance(abi.HOST_INTERFACE) as host:
             host.add_func("sql", lambda store, statement, params: self.ctx.sql_text(statement, params).decode())
             host.add_func("log", lambda store, level, message: self.ctx.log_text(level, message.encode()))
             host.add_func("now-ms", lambda store: int(time.time() * 1000))
             host.add_func("random", lambda store, n: os.urandom(n))
+            # The SDKs import the alarm functions too (ABI 2.1.0); the bench never calls them.
+            host.add_func("set-alarm", lambda store, at_ms: False)
+            host.add_func("get-alarm", lambda store: None)
+            host.add_func("delete-alarm", lambda store: None)
         self.store = wasmtime.Store(self.engine)
         self.store.set_fuel(10**12)
         self.store.set_epoch_deadline(10**9)
         if uses_wasi:
             self.store.set_wasi(wasmtime.WasiConfig())
         self.instance = linker.instantiate(self.store, self.component)
-        guest = self.instance.get_export_index(self.store, "facets:app/guest@2.0.0")
+        guest = self.instance.get_export_index(self.store, abi.GUEST_INTERFACE)
         self.funcs = {
             name: self.instance.get_func(self.store, self.instance.get_export_index(self.store, name, guest))
             for name in ("init", "call")

@@ -4,7 +4,7 @@ Two steps, both from the project's pinned ``node_modules`` (``make install``):
 
 1. esbuild bundles a generated entry module -- which imports the SDK
    (``sample_apps/sdk/js/facets.js``) and then the user's app -- into one ES module.
-   TypeScript is stripped by esbuild's loader. The WIT import ``facets:app/host@2.0.0``
+   TypeScript is stripped by esbuild's loader. The WIT import ``facets:app/host@2.1.0``
    stays external; ``import ... from "facets"`` in an app is the SDK. esbuild's
    structured errors (file, line) become ``BuildFailed`` pointing into the user's file.
 2. componentize-js turns that module into a component of the world ``app``, with every
@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .abi import SDK_DIR, WIT_DIR, WIT_WORLD
+from .abi import HOST_INTERFACE, SDK_DIR, WIT_DIR, WIT_WORLD
 from .errors import BuildFailed, NotFound, ToolchainMissing
 
 LANGUAGE = "javascript"
@@ -34,7 +34,7 @@ SUFFIX_LANGUAGE: dict[str, str] = {".js": "javascript", ".mjs": "javascript", ".
 #: The guest SDK every app is bundled with.
 SDK_FILE = SDK_DIR / "js" / "facets.js"
 #: The WIT interface the bundle imports (left to componentize-js).
-HOST_MODULE = "facets:app/host@2.0.0"
+HOST_MODULE = HOST_INTERFACE
 #: What componentize-js leaves out: the component imports nothing but the host interface.
 DISABLED_FEATURES = ("stdio", "random", "clocks", "http", "fetch-event")
 #: Seconds a toolchain step may take before the build fails.

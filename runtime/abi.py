@@ -23,10 +23,22 @@ WIT_WORLD = "app"
 SDK_DIR = SAMPLE_APPS_DIR / "sdk"
 #: The one interface a component may import (besides WASI, which is stubbed: see
 #: ``runtime.components``), and the one it must export.
-HOST_INTERFACE = "facets:app/host@2.0.0"
-GUEST_INTERFACE = "facets:app/guest@2.0.0"
-#: The guest interface's functions.
+#:
+#: 2.1.0 added the alarm functions (host: ``set-alarm``, ``get-alarm``, ``delete-alarm``;
+#: guest: ``alarm``). Adding functions is a semver-minor change, and wasmtime's component
+#: Linker is semver-aware (wasmtime PR #7994, measured with wasmtime-py 50 here): a
+#: component built against 2.0.0 imports ``host@2.0.0``, which the host's ``@2.1.0``
+#: definition satisfies, and its ``guest@2.0.0`` export is found by the ``@2.1.0`` name.
+#: So components built before alarms keep loading and running, without ``alarm``.
+HOST_INTERFACE = "facets:app/host@2.1.0"
+GUEST_INTERFACE = "facets:app/guest@2.1.0"
+#: The guest interface's functions every component has.
 GUEST_FUNCTIONS = ("init", "call", "fetch")
+#: Functions a guest interface may lack: those added after 2.0.0 (looked up as optional).
+OPTIONAL_GUEST_FUNCTIONS = ("alarm",)
+#: What a component may call the two interfaces: any 2.x (semver-compatible with ours).
+HOST_INTERFACE_PATTERN = re.compile(r"facets:app/host@2\.\d+\.\d+")
+GUEST_INTERFACE_PATTERN = re.compile(r"facets:app/guest@2\.\d+\.\d+")
 
 IMPORT_MODULE = "facet"
 

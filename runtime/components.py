@@ -82,6 +82,9 @@ _WASI_PREFIX = "wasi:"
 MAX_COMPONENT_BYTES = 64 * 1024 * 1024
 _STRING = _ffi.WASMTIME_COMPONENT_STRING.value
 _U64 = _ffi.WASMTIME_COMPONENT_U64.value
+_BOOL = _ffi.WASMTIME_COMPONENT_BOOL.value
+_S64 = _ffi.WASMTIME_COMPONENT_S64.value
+_OPTION = _ffi.WASMTIME_COMPONENT_OPTION.value
 _U8 = _ffi.WASMTIME_COMPONENT_U8.value
 _LIST = _ffi.WASMTIME_COMPONENT_LIST.value
 _RESULT = _ffi.WASMTIME_COMPONENT_RESULT.value
@@ -93,6 +96,7 @@ _post_return = capi._wasmtime_component_func_post_return
 _val_delete = capi._wasmtime_component_val_delete
 _error_new = capi._wasmtime_error_new
 _vallist_new_uninit = capi._wasmtime_component_vallist_new_uninit
+_val_new = capi._wasmtime_component_val_new
 _UBytePtr = ctypes.POINTER(ctypes.c_ubyte)
 #: ``wasm_byte_vec_new`` taking a plain ``bytes`` (wasmtime-py's binding wants a ubyte
 #: pointer; its own function object must keep its argtypes, so this is a second one).
@@ -108,6 +112,10 @@ class ComponentHost(Protocol):
     def log_text(self, level: int, message: bytes) -> None: ...
     def now_ms(self, guest: Any) -> int: ...
     def random_bytes(self, length: int) -> bytes: ...
+    # Alarms: the same methods as the core seam's (``RequestContext``), given this instance.
+    def set_alarm(self, guest: Any, at_ms: int) -> int: ...
+    def get_alarm(self, guest: Any) -> int: ...
+    def delete_alarm(self, guest: Any) -> None: ...
 
 
 _active = threading.local()
@@ -191,8 +199,47 @@ def _random(guest: Any, args: Any, results: Any) -> None:
         item.of.u8 = byte
 
 
+@_host_function("set-alarm")
+def _set_alarm(guest: Any, args: Any, results: Any) -> None:
+    # The refusal's reason (abi.ALARM_NO_HANDLER, ALARM_BAD_TIME) is not sent: the SDKs
+    # check both themselves first, with a message that says which.
+    code = guest.host.set_alarm(guest, args[0].of.s64)
+    out = results[0]
+    out.kind = _BOOL
+    out.of.boolean = code == abi.ALARM_SET
+
+
+@_host_function("get-alarm")
+def _get_alarm(guest: Any, args: Any, results: Any) -> None:
+    at_ms = guest.host.get_alarm(guest)
+    out = results[0]
+    out.kind = _OPTION
+    if at_ms == abi.NO_ALARM:
+        out.of.option = None
+        return
+    inner = _Val()
+    inner.kind = _S64
+    inner.of.s64 = at_ms
+    out.of.option = _val_new(ctypes.byref(inner))  # boxed; wasmtime owns (and frees) the results
+
+
+@_host_function("delete-alarm")
+def _delete_alarm(guest: Any, args: Any, results: Any) -> None:
+    guest.host.delete_alarm(guest)
+
+
 #: The callbacks must outlive every linker that uses them: keep them here.
-_HOST_FUNCTIONS = {"sql": _sql, "log": _log, "now-ms": _now_ms, "random": _random}
+_HOST_FUNCTIONS = {
+    "sql": _sql,
+    "log": _log,
+    "now-ms": _now_ms,
+    "random": _random,
+    "set-alarm": _set_alarm,
+    "get-alarm": _get_alarm,
+    "delete-alarm": _delete_alarm,
+}
+#: What an export's failure is called in messages ("alarm handler failed: ...").
+_LABELS = {"alarm": "alarm handler"}
 
 
 @dataclass(frozen=True)
@@ -355,12 +402,15 @@ class ComponentRuntime:
         ty = component.type
         imports = tuple(sorted(ty.imports(self.engine)))
         for name in imports:
-            if name != abi.HOST_INTERFACE and not name.startswith(_WASI_PREFIX):
+            # Any 2.x host: one built before 2.1.0 imports host@2.0.0, which the linker's
+            # 2.1.0 satisfies (semver-compatible: see abi.HOST_INTERFACE); the trial
+            # instantiation below proves the functions it imports exist.
+            if not abi.HOST_INTERFACE_PATTERN.fullmatch(name) and not name.startswith(_WASI_PREFIX):
                 raise BadModule(
                     f"import {name} is not part of the facet ABI v2 (allowed: {abi.HOST_INTERFACE} and WASI p2)"
                 )
         exports = tuple(sorted(ty.exports(self.engine)))
-        if abi.GUEST_INTERFACE not in exports:
+        if not any(abi.GUEST_INTERFACE_PATTERN.fullmatch(name) for name in exports):
             raise BadModule(f"missing export: {abi.GUEST_INTERFACE} (build the app against sample_apps/wit)")
         uses_wasi = any(name.startswith(_WASI_PREFIX) for name in imports)
         guest = self.instantiate(
@@ -444,17 +494,21 @@ class ComponentInstance:
         self._fuel_out = ctypes.c_uint64()
 
     def _bind(self, instance: Any) -> None:
-        """Look up the guest interface's functions once (export indexes are freed at once)."""
+        """Look up the guest interface's functions once (export indexes are freed at once).
+        The interface is found by its current name whatever 2.x the component exports
+        (wasmtime's lookup is semver-aware); functions added since 2.0.0 are optional."""
         get_index = capi._wasmtime_component_instance_get_export_index
         name = abi.GUEST_INTERFACE.encode()
         interface = get_index(ctypes.byref(instance), self._ctx, None, name, len(name))
         if not interface:
             raise GuestFault(ErrorCode.BAD_MODULE, f"export {abi.GUEST_INTERFACE} not found after instantiation")
         try:
-            for func_name in abi.GUEST_FUNCTIONS:
+            for func_name in abi.GUEST_FUNCTIONS + abi.OPTIONAL_GUEST_FUNCTIONS:
                 encoded = func_name.encode()
                 index = get_index(ctypes.byref(instance), self._ctx, interface, encoded, len(encoded))
                 if not index:
+                    if func_name in abi.OPTIONAL_GUEST_FUNCTIONS:
+                        continue
                     raise GuestFault(ErrorCode.BAD_MODULE, f"export {abi.GUEST_INTERFACE}#{func_name} not found")
                 try:
                     func = capi.wasmtime_component_func_t()
@@ -483,6 +537,21 @@ class ComponentInstance:
     # -- calls --------------------------------------------------------------------------
     def call_init(self, *, fuel: int, timeout_ms: int, host: ComponentHost | None) -> None:
         self._enter("init", (), fuel=fuel, timeout_ms=timeout_ms, host=host)
+
+    @property
+    def has_alarm(self) -> bool:
+        """True when the component exports ``alarm`` (one built before 2.1.0 does not). An
+        SDK app always exports it; the SDK refuses ``set-alarm`` when the app has no handler."""
+        return "alarm" in self._funcs
+
+    def alarm(self, *, fuel: int, timeout_ms: int, host: ComponentHost | None) -> None:
+        """Run the alarm handler under the same limits, accounting and failure codes as
+        ``handle``; its ``err`` is a ``trap`` ("alarm handler failed: ...") unless coded."""
+        if "alarm" not in self._funcs:
+            raise GuestFault(
+                ErrorCode.BAD_MODULE, f"the component exports no alarm handler ({abi.GUEST_INTERFACE}#alarm)"
+            )
+        self._enter("alarm", (), fuel=fuel, timeout_ms=timeout_ms, host=host)
 
     def handle(
         self, body: bytes, *, fuel: int, timeout_ms: int, host: ComponentHost | None, http: bool = False
@@ -573,7 +642,7 @@ class ComponentInstance:
         payload = outcome.val.contents if outcome.val else None
         if not outcome.is_ok:
             text = _string(payload).decode("utf-8", "replace") if payload is not None else ""
-            raise guest_error(name, text)
+            raise guest_error(_LABELS.get(name, name), text)
         if payload is None:
             return None
         if payload.kind == _STRING:

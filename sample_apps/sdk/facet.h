@@ -14,6 +14,12 @@
  *   void facet_app_http(const facet_http_request *req, facet_buf *out);
  * which writes the response envelope with facet_http_begin/facet_http_add_header/
  * facet_http_end_head, then the body.
+ *
+ * Alarms (ABI.md "Alarms"): facet_set_alarm(at_ms) schedules the facet's one alarm
+ * (0 set, 1 refused: no facet_alarm export, 2 refused: a bad time), facet_get_alarm()
+ * answers its time or -1, facet_delete_alarm() cancels it. To receive them, export
+ *   void facet_alarm(void)                                      (-Wl,--export=facet_alarm)
+ * a trap there is a failed delivery: rolled back and retried.
  */
 #ifndef FACET_H
 #define FACET_H
@@ -27,6 +33,9 @@ FACET_IMPORT("sql") uint64_t facet_sql(const char *ptr, uint32_t len);
 FACET_IMPORT("log") void facet_log(int32_t level, const char *ptr, uint32_t len);
 FACET_IMPORT("now_ms") int64_t facet_now_ms(void);
 FACET_IMPORT("random") void facet_random(void *ptr, uint32_t len);
+FACET_IMPORT("set_alarm") int32_t facet_set_alarm(int64_t at_ms);
+FACET_IMPORT("get_alarm") int64_t facet_get_alarm(void);
+FACET_IMPORT("delete_alarm") void facet_delete_alarm(void);
 
 /* A growable byte buffer in the per-request heap. */
 typedef struct {

@@ -12,6 +12,10 @@
 //!
 //!     export fn facet_http(ptr: [*]const u8, len: usize) u64 { return facet.serveHttp(ptr, len, route); }
 //!
+//! and one that sets alarms (`setAlarm`, ABI.md "Alarms") receives them with
+//!
+//!     export fn facet_alarm() void { facet.serveAlarm(onAlarm); }
+//!
 //! Memory: every allocation (request, SQL answers, your own) comes from one
 //! arena that is reset on the first allocation after a request finished, so a
 //! response stays valid until the host next enters the module and memory does
@@ -24,6 +28,9 @@ const host = struct {
     extern "facet" fn log(level: i32, ptr: [*]const u8, len: usize) void;
     extern "facet" fn now_ms() i64;
     extern "facet" fn random(ptr: [*]u8, len: usize) void;
+    extern "facet" fn set_alarm(at_ms: i64) i32;
+    extern "facet" fn get_alarm() i64;
+    extern "facet" fn delete_alarm() void;
 };
 
 var arena_state = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
@@ -72,6 +79,43 @@ pub fn nowMs() i64 {
 
 pub fn randomBytes(buf: []u8) void {
     host.random(buf.ptr, buf.len);
+}
+
+// -- alarms ----------------------------------------------------------------------------
+
+pub const AlarmError = error{
+    /// The module exports no `facet_alarm`: the alarm could never be delivered.
+    NoAlarmHandler,
+    /// Negative, or past 9999-12-31T23:59:59.999Z.
+    BadAlarmTime,
+};
+
+/// Schedule the facet's one alarm at `at_ms` (ms since the epoch, see `nowMs`), replacing
+/// any pending one. It takes effect when the request commits.
+pub fn setAlarm(at_ms: i64) AlarmError!void {
+    return switch (host.set_alarm(at_ms)) {
+        0 => {},
+        1 => error.NoAlarmHandler,
+        else => error.BadAlarmTime,
+    };
+}
+
+/// The pending alarm's time in ms since the epoch, or null.
+pub fn getAlarm() ?i64 {
+    const at = host.get_alarm();
+    return if (at < 0) null else at;
+}
+
+/// Cancel the pending alarm, if any.
+pub fn deleteAlarm() void {
+    host.delete_alarm();
+}
+
+/// Implementation of the `facet_alarm` export: runs `handler`. An error is logged and
+/// traps, so the platform rolls back what it wrote and retries the alarm later.
+pub fn serveAlarm(comptime handler: fn () anyerror!void) void {
+    defer request_done = true;
+    handler() catch |err| fail(err);
 }
 
 // -- SQL -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ import time
 import pytest
 import wasmtime
 
-from runtime import BadModule, BuildFailed, ErrorCode, HttpRequest, Supervisor
+from runtime import BadModule, BuildFailed, ErrorCode, HttpRequest, Supervisor, abi
 from runtime.hostcalls import TRUNCATION_MARKER
 from tests.conftest import ROOT
 
@@ -217,8 +218,20 @@ def test_a_component_importing_anything_else_is_refused(sup):
 
 
 def test_a_component_without_the_guest_interface_is_refused(sup):
-    with pytest.raises(BadModule, match=r"missing export: facets:app/guest@2\.0\.0"):
+    with pytest.raises(BadModule, match=f"missing export: {re.escape(abi.GUEST_INTERFACE)}"):
         sup.load_app_bytes(b"\x00asm\x0d\x00\x01\x00", "empty")
+
+
+def test_a_component_built_before_alarms_loads_and_serves(sup):
+    # Built against facets:app@2.0.0 (host@2.0.0 imported, guest@2.0.0 without `alarm`):
+    # the 2.1.0 host is semver-compatible with it.
+    old = bytes(wasmtime.wat2wasm((FIXTURES / "before_alarms.wat").read_text()))
+    version = sup.load_app_bytes(old, "old")
+    assert version.kind == "component"
+    assert sup.call("old/a", "CREATE TABLE t (x)").ok
+    result = sup.call("old/a", "SELECT 6 * 7")
+    assert result.ok, result.message
+    assert json.loads(result.response)["rows"] == [[42]]
 
 
 def test_a_build_error_names_the_file_and_line(sup, tmp_path):

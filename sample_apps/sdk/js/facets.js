@@ -6,6 +6,7 @@
 //     migrations: ["CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)", ...],
 //     async fetch(request, env) { return new Response("hello"); },   // HTTP requests
 //     async call(body, env) { return "answer"; },                     // plain calls
+//     alarm(env) { ... },                      // the alarm set with env.setAlarm is due
 //   };
 //
 // `env.sql(q, ...params)` -> rows as objects; `env.sql.first(q, ...p)` -> a row or null;
@@ -13,13 +14,17 @@
 // throws SqlError (`.code`: "sql_error", "not_authorized", "too_big", ...).
 // `env.log(...)`, `console.*` go to the facet's log. `Date.now()`, `new Date()`,
 // `Math.random()` and `crypto.getRandomValues()` use the host's clock and randomness.
+// `env.setAlarm(when)` (a Date or ms since the epoch) schedules the facet's one alarm,
+// replacing any pending one, and `alarm(env)` runs at or after that time; `env.getAlarm()`
+// -> ms or null, `env.deleteAlarm()`. setAlarm throws AlarmError when the app has no
+// `alarm` handler or the time is outside 1970..9999.
 // Import the helpers with `import { Response, Headers, SqlError, HttpError } from "facets"`
 // (Response and Headers are also the globals).
 //
 // The build bundles this file with the app (runtime/_build_js.py), and its `serve`
 // becomes the component's `guest` export.
 
-import * as host from "facets:app/host@2.0.0";
+import * as host from "facets:app/host@2.1.0";
 
 // -- the host's clock, randomness and log -------------------------------------------------
 
@@ -189,7 +194,57 @@ sql.run = (statement, ...params) => {
   return { rowsWritten: a.rows_written ?? 0, rowsRead: a.rows_read ?? 0, lastInsertRowid: a.last_insert_rowid ?? 0 };
 };
 
-const env = Object.freeze({ sql, log, now: nowMs, randomBytes });
+// -- alarms ---------------------------------------------------------------------------------
+
+/** A refused setAlarm: the app has no `alarm` handler, or the time is out of range. */
+export class AlarmError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "AlarmError";
+  }
+}
+
+/** The latest time an alarm may be set to: 9999-12-31T23:59:59.999Z (the host's limit too). */
+const MAX_ALARM_MS = 253402300799999;
+/** The app's alarm handler, set by `serve` (setAlarm refuses without one). */
+let alarmHandler = null;
+
+function alarmMs(when) {
+  let ms = when instanceof RealDate ? when.getTime() : when;
+  if (typeof ms === "bigint") ms = Number(ms);
+  if (typeof ms !== "number" || !Number.isInteger(ms)) {
+    throw new TypeError(`setAlarm: expected a Date or whole milliseconds since the epoch, not ${show(when)}`);
+  }
+  if (ms < 0 || ms > MAX_ALARM_MS) {
+    throw new AlarmError(`setAlarm: ${ms} is outside 0..${MAX_ALARM_MS} (1970-01-01 to 9999-12-31)`);
+  }
+  return ms;
+}
+
+/** Schedule the facet's alarm at `when` (a Date or ms since the epoch), replacing any. */
+function setAlarm(when) {
+  if (!live) notYet("setAlarm()");
+  if (alarmHandler === null) {
+    throw new AlarmError("setAlarm: the app has no alarm handler: add alarm(env) to its exports");
+  }
+  const ms = alarmMs(when);
+  if (!host.setAlarm(BigInt(ms))) throw new AlarmError(`setAlarm(${ms}) was refused by the host`);
+}
+
+/** The pending alarm's time in ms since the epoch, or null. */
+function getAlarm() {
+  if (!live) notYet("getAlarm()");
+  const at = host.getAlarm();
+  return at === undefined || at === null ? null : Number(at);
+}
+
+/** Cancel the pending alarm, if any. */
+function deleteAlarm() {
+  if (!live) notYet("deleteAlarm()");
+  host.deleteAlarm();
+}
+
+const env = Object.freeze({ sql, log, now: nowMs, randomBytes, setAlarm, getAlarm, deleteAlarm });
 
 // -- bytes ------------------------------------------------------------------------------------
 
@@ -528,7 +583,7 @@ function refuseAsync(step) {
 
 /**
  * The component's `guest` export for `app` (the module namespace: its default export, or its
- * named exports `fetch`, `call`, `migrations`, `init`).
+ * named exports `fetch`, `call`, `migrations`, `init`, `alarm`).
  */
 export function serve(module) {
   const app = module.default ?? module;
@@ -536,7 +591,10 @@ export function serve(module) {
     fetch: typeof app.fetch === "function" ? app.fetch.bind(app) : null,
     call: typeof app.call === "function" ? app.call.bind(app) : null,
     init: typeof app.init === "function" ? app.init.bind(app) : null,
+    alarm: typeof app.alarm === "function" ? app.alarm.bind(app) : null,
   };
+  if (app.alarm !== undefined && app.alarm !== null && !handlers.alarm) throw new Error("alarm must be a function alarm(env)");
+  alarmHandler = handlers.alarm;
   const migrations = app.migrations ?? [];
   if (!handlers.fetch && !handlers.call) throw new Error("the app exports neither fetch(request, env) nor call(body, env)");
   if (!Array.isArray(migrations)) throw new Error("migrations must be an array of SQL statements or functions");
@@ -610,6 +668,22 @@ export function serve(module) {
         throw failure(error);
       }
     },
+    // Every SDK app exports `alarm` (the world has it). Without a handler, setAlarm refuses,
+    // so an alarm arrives only if a handler was removed since: it is done, with a warning
+    // (failing would only retry what can never succeed).
+    alarm() {
+      live = true;
+      try {
+        if (!handlers.alarm) {
+          log.warn("an alarm arrived but the app has no alarm handler: ignored");
+          return;
+        }
+        const done = handlers.alarm(env);
+        if (isThenable(done)) return done.then(() => undefined, rejected);
+      } catch (error) {
+        throw failure(error);
+      }
+    },
   };
 }
 
@@ -621,4 +695,4 @@ function responseText(response) {
   return typeof response.body === "string" ? response.body : lenient.decode(asBytes(response.body));
 }
 
-export { sql, log, env };
+export { sql, log, env, setAlarm, getAlarm, deleteAlarm };

@@ -12,6 +12,12 @@ An app module defines one or both handlers, and optionally its migrations::
         env.execute("INSERT INTO notes (text) VALUES (?)", body)
         return "ok"
 
+An app may also define `alarm(env)`: `env.set_alarm(when)` (a datetime, or ms since the
+epoch) schedules the facet's one alarm, replacing any pending one, and `alarm` runs at or
+after that time, in its own transaction; `env.get_alarm()` answers ms or None,
+`env.delete_alarm()` cancels it. `set_alarm` raises `AlarmError` when the app has no
+`alarm` or the time is outside 1970..9999.
+
 A plain request to an app without `call` becomes a `fetch` of `POST /` with that body;
 an HTTP request to an app without `fetch` goes to `call` with the body (answered 200).
 
@@ -30,6 +36,7 @@ no files, sockets or environment; time and randomness come from the host
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,17 +48,21 @@ except ImportError:  # outside a component: importable for docs and type checker
     _host = None
 
 __all__ = [
+    "AlarmError",
     "Env",
     "Headers",
     "Request",
     "Response",
     "SqlError",
     "Written",
+    "delete_alarm",
     "env",
     "escape_html",
+    "get_alarm",
     "log",
     "now_ms",
     "random_bytes",
+    "set_alarm",
 ]
 
 _LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3}
@@ -89,6 +100,58 @@ def log(*parts: object, level: str = "info") -> None:
     if level not in _LEVELS:
         raise ValueError(f"level must be one of debug, info, warn, error, not {level!r}")
     _need_host("log()").log(_LEVELS[level], " ".join(str(p) for p in parts))
+
+
+# -- alarms ----------------------------------------------------------------------------
+
+
+class AlarmError(Exception):
+    """A refused `set_alarm`: the app defines no `alarm(env)`, or the time is out of range."""
+
+
+#: The latest time an alarm may be set to: 9999-12-31T23:59:59.999Z (the host's limit too).
+MAX_ALARM_MS = 253_402_300_799_999
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MS = datetime.timedelta(milliseconds=1)
+#: Set by the glue (`_guest.make_guest`) when the app defines `alarm`.
+_has_alarm_handler = False
+
+
+def _alarm_ms(when: object) -> int:
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:  # a naive datetime is UTC: the facet's clock has no zone
+            when = when.replace(tzinfo=datetime.UTC)
+        ms = (when - _EPOCH) // _MS
+    elif isinstance(when, int) and not isinstance(when, bool):
+        ms = when
+    else:
+        kind = type(when).__name__
+        raise TypeError(f"set_alarm: expected a datetime or int milliseconds since the epoch, not {kind}")
+    if not 0 <= ms <= MAX_ALARM_MS:
+        raise AlarmError(f"set_alarm: {ms} is outside 0..{MAX_ALARM_MS} (1970-01-01 to 9999-12-31)")
+    return ms
+
+
+def set_alarm(when: datetime.datetime | int) -> None:
+    """Schedule the facet's alarm at `when` (a datetime, naive = UTC, or ms since the
+    epoch), replacing any pending one. `alarm(env)` runs at or after that time."""
+    host = _need_host("set_alarm()")
+    if not _has_alarm_handler:
+        raise AlarmError("set_alarm: the app has no alarm handler: define alarm(env) in it")
+    ms = _alarm_ms(when)
+    if not host.set_alarm(ms):
+        raise AlarmError(f"set_alarm({ms}) was refused by the host")
+
+
+def get_alarm() -> int | None:
+    """The pending alarm's time in ms since the epoch, or None."""
+    at = _need_host("get_alarm()").get_alarm()
+    return None if at is None else int(at)
+
+
+def delete_alarm() -> None:
+    """Cancel the pending alarm, if any."""
+    _need_host("delete_alarm()").delete_alarm()
 
 
 # -- SQL -------------------------------------------------------------------------------
@@ -210,6 +273,9 @@ class Env:
     log = staticmethod(log)
     now_ms = staticmethod(now_ms)
     random_bytes = staticmethod(random_bytes)
+    set_alarm = staticmethod(set_alarm)
+    get_alarm = staticmethod(get_alarm)
+    delete_alarm = staticmethod(delete_alarm)
 
 
 env = Env()

@@ -269,6 +269,10 @@ def make_guest(app: ModuleType) -> type:
         raise TypeError("call must be a function call(body, env)")
     if fetch_handler is None and call_handler is None:
         raise TypeError("the app defines neither fetch(request, env) nor call(body, env)")
+    alarm_handler: Callable[..., Any] | None = getattr(app, "alarm", None)
+    if alarm_handler is not None and not callable(alarm_handler):
+        raise TypeError("alarm must be a function alarm(env)")
+    facets._has_alarm_handler = alarm_handler is not None
     migrations = _check_migrations(app)
 
     def serve_fetch(request: Request) -> Response:
@@ -307,6 +311,20 @@ def make_guest(app: ModuleType) -> type:
                 answer = _wire(serve_fetch(_request(head, body)))
                 _leave()
                 return answer
+            except BaseException as exc:
+                raise _failure(exc) from None
+
+        # Every SDK app exports `alarm` (the world has it). Without a handler set_alarm
+        # refuses, so an alarm arrives only if the handler was removed since: it is done,
+        # with a warning (failing would only retry what can never succeed).
+        def alarm(self) -> None:
+            try:
+                _enter()
+                if alarm_handler is None:
+                    facets.log("an alarm arrived but the app has no alarm handler: ignored", level="warn")
+                else:
+                    alarm_handler(env)
+                _leave()
             except BaseException as exc:
                 raise _failure(exc) from None
 
