@@ -346,13 +346,18 @@ class FacetSlot:
         request.logs = logs
         request.alarm_change = UNCHANGED  # a request run again (a commit group's retry) starts afresh
         quotas, request_id = request.quotas, request.request_id
-        ctx = None
+        ctx = init_ctx = None
         try:
             init_ctx = self._ensure_instance(module, quotas, request_id, usage, nested, events)
             if init_ctx is not None:
                 logs.extend(init_ctx.logs)
                 usage.log_bytes += init_ctx.counters.log_bytes
             ctx = self._context(request_id, quotas)
+            if request.alarm:
+                # The alarm being delivered is consumed (as in Durable Objects): the handler's
+                # get_alarm answers none unless it sets the next one, and a delivery that
+                # commits deletes it with this staged change (runtime.alarms).
+                ctx.alarm_change = None
             begin, end, undo = self._steps(nested)
             begin(time.monotonic() + quotas.timeout_ms / 1000)
             done = False
@@ -387,7 +392,10 @@ class FacetSlot:
                     self._storage_measured = started
                 end()
                 done = True
-                request.alarm_change = ctx.alarm_change  # applied after the COMMIT (Supervisor._settle)
+                change = ctx.alarm_change
+                if change is UNCHANGED and init_ctx is not None:
+                    change = init_ctx.alarm_change  # set in facet_init: it stands with this request
+                request.alarm_change = change  # applied after the COMMIT (Supervisor._settle)
             finally:
                 if self.guest is not None:
                     usage.fuel += self.guest.fuel_used

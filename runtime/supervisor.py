@@ -373,6 +373,9 @@ class Supervisor:
             if key not in self.registry.created or not self.apps.has(app):
                 scheduler.finished(alarm, ok=True)  # its facet is gone: nothing to wake
                 return
+            if scheduler.alarm(app, facet) is not alarm:
+                scheduler.finished(alarm, ok=True)  # replaced or deleted since it came due
+                return
             slot = self.registry.slot(app, facet)
             health = slot.health
             if health is not None and health.state == "quarantined":
@@ -621,7 +624,9 @@ class Supervisor:
         if request.logs:
             self.log_sink.add(request.logs)
         change = request.alarm_change
-        if change is not UNCHANGED and result.ok:  # the guest set or deleted its alarm: committed
+        if change is not UNCHANGED and result.ok and not (request.alarm and change is None):
+            # The guest set or deleted its alarm, committed. A delivery's own "consumed" is
+            # the scheduler's to apply: only if no request replaced the alarm meanwhile.
             self._apply_alarm(app, facet, change, request.request_id)
         if self._observes:
             try:

@@ -187,3 +187,25 @@ def test_no_alarm_is_lost_to_kill_9_and_none_runs_twice_without_one(tmp_path):
     # Without a crash, each was delivered exactly once: the ones the child finished
     # before the kill were not delivered again after the restart.
     assert sum(fired) <= count + MAX_IN_FLIGHT
+
+
+def test_the_handler_sees_its_alarm_consumed(sup):
+    """get_alarm inside the handler answers none (as in Durable Objects): the reminders
+    pattern (re-arm from the data) then sets the next one or leaves none."""
+    sup.load_app_bytes(alarm_wat(reschedule_ms=0), "rem")
+    sup.call("rem/a", set_body(_now_ms() + 20))
+    _wait(lambda: _fired(sup, "rem/a") == 1)
+    _wait(lambda: sup.alarm_list() == [])
+    assert got(sup.call("rem/a", b"G").response) == -1
+
+
+def test_an_alarm_replaced_before_its_delivery_ran_is_kept(alarmed):
+    slot = alarmed.registry.slot("rem", "a")
+    alarmed.call("rem/a", b"G")
+    far = _now_ms() + 3_600_000
+    with slot.gate.held():  # the facet is busy while its alarm comes due
+        alarmed.alarms.set("rem", "a", 0)
+        time.sleep(0.2)
+        alarmed.alarms.set("rem", "a", far)  # a request replaced it meanwhile
+    time.sleep(0.2)
+    assert [a["at_ms"] for a in alarmed.alarm_list("rem/a")] == [far]
