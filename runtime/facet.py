@@ -86,6 +86,8 @@ class FacetSlot:
         self.migrated_changed = False
         #: Where ``get_alarm`` reads the facet's pending alarm (the scheduler; set by the registry).
         self.alarms: AlarmStore | None = None
+        #: A request of the group just run staged an alarm change (``Serving`` applies it).
+        self.alarm_changed = False
 
     @property
     def lock(self) -> threading.Lock:
@@ -395,7 +397,9 @@ class FacetSlot:
                 change = ctx.alarm_change
                 if change is UNCHANGED and init_ctx is not None:
                     change = init_ctx.alarm_change  # set in facet_init: it stands with this request
-                request.alarm_change = change  # applied after the COMMIT (Supervisor._settle)
+                request.alarm_change = change  # applied after the COMMIT, gate still held (Serving.run)
+                if change is not UNCHANGED:
+                    self.alarm_changed = True
             finally:
                 if self.guest is not None:
                     usage.fuel += self.guest.fuel_used

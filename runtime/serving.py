@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 
 from .errors import ErrorCode, FacetsError
 from .gate import Request, fail_all
+from .hostcalls import UNCHANGED
 from .http import status_for
 from .logs import Throttle
 from .types import CallResult
 
 if TYPE_CHECKING:
+    from .alarms import AlarmScheduler
     from .apps import AppStore
     from .control import ControlDB
     from .events import SupervisorLog
@@ -41,7 +43,9 @@ class Serving:
         residency: Residency,
         meters: Meters,
         log: SupervisorLog,
+        alarms: AlarmScheduler,
     ) -> None:
+        self._alarms = alarms
         self._apps = apps
         self._module = apps.module  # bound once: on every group's path
         self._rollouts = rollouts
@@ -69,12 +73,29 @@ class Serving:
         if slot.db is None:
             self._residency.open_db(slot, group[-1].quotas)
         slot.run(module, group, self._module)
+        if slot.alarm_changed:  # before the gate opens: the next request's get_alarm sees it
+            slot.alarm_changed = False
+            self._apply_alarms(slot, group)
         if slot.migrated_changed and slot.migrated is not None:
             slot.migrated_changed = False
             try:
                 self._control.set_facet_version(slot.app, slot.name, slot.migrated)
             except Exception as exc:  # the facet runs on; the next start re-runs its facet_init
                 self._log(slot.app, slot.name, "error", f"cannot store the facet's version: {exc!r}")
+
+    def _apply_alarms(self, slot: FacetSlot, group: list[Request]) -> None:
+        """Store the alarm changes of the group's committed requests (``runtime.alarms``)."""
+        for request in group:
+            change = request.alarm_change
+            result = request.result
+            if change is UNCHANGED or result is None or not result.ok:
+                continue  # rolled back: its change goes with its writes
+            if request.alarm and change is None:
+                continue  # a delivery's own "consumed": the scheduler's, if nobody replaced it
+            try:
+                self._alarms.apply(slot.app, slot.name, change if isinstance(change, int) else None)
+            except Exception as exc:  # the control database failed: the request's data stands
+                self._log(slot.app, slot.name, "error", f"the alarm change was not stored: {exc!r}", request.request_id)
 
     def refuse(
         self,

@@ -38,7 +38,6 @@ from .errors import BadRequest, ErrorCode, FacetsError
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
-from .hostcalls import UNCHANGED
 from .housekeeper import Housekeeper
 from .http import HttpRequest, status_for
 from .logs import LogRecord, LogSink
@@ -155,6 +154,7 @@ class Supervisor:
             residency=self.residency,
             meters=self.meters,
             log=log,
+            alarms=self.alarms,
         )
         self._run, self._refuse = serving.run, serving.refuse  # bound once: no lookups per request
         self._targets = TargetCache()  # "app/facet" -> parsed, checked once
@@ -351,12 +351,6 @@ class Supervisor:
                 self.apps.current(target)
                 app = target
         return [alarm.as_dict() for alarm in self.alarms.pending(app, facet, limit=max(1, limit))]
-
-    def _apply_alarm(self, app: str, facet: str, change: object, request_id: str) -> None:
-        try:
-            self.alarms.apply(app, facet, change if isinstance(change, int) else None)
-        except Exception as exc:  # the control database failed: the request's data stands
-            self._log(app, facet, "error", f"the alarm change was not stored: {exc!r}", request_id)
 
     def _dispatch_alarm(self, alarm: Alarm) -> None:
         """On the scheduler's thread: hand a due alarm to the worker pool."""
@@ -623,11 +617,6 @@ class Supervisor:
             self._supervision.settled(slot, result)
         if request.logs:
             self.log_sink.add(request.logs)
-        change = request.alarm_change
-        if change is not UNCHANGED and result.ok and not (request.alarm and change is None):
-            # The guest set or deleted its alarm, committed. A delivery's own "consumed" is
-            # the scheduler's to apply: only if no request replaced the alarm meanwhile.
-            self._apply_alarm(app, facet, change, request.request_id)
         if self._observes:
             try:
                 self.policy.observe(app, facet, result)
