@@ -21,12 +21,14 @@ or deleted alarm's entry stays in the heap until it reaches the top, where its s
 condition until the earliest due time: 100,000 pending alarms cost nothing while none is
 due but their memory (``make bench``: "alarms"). Setting one is O(log n).
 
-Thread-safety: ``_cond`` (its lock a leaf, held for heap and dict operations only, never
-while the control database is written or a delivery runs) guards ``_heap``, ``_current``
-and ``_in_flight``. ``get`` reads ``_current`` without it (one dict lookup, atomic under
-the GIL: the request path's ``get_alarm``). Control-database writes happen before the
-in-memory change they persist, with no lock of this module held. Runs on: request threads
-(``apply``), the scheduler thread (``_run``), pool workers (``finished``), operators.
+Thread-safety: ``_write`` serialises every change (check the current alarm, write its
+row, change memory: the stored row and memory never diverge), taken before the control
+database's lock; ``_cond`` (its lock a leaf, held for heap and dict operations only,
+never while the control database is written or a delivery runs) guards ``_heap``,
+``_current`` and ``_in_flight``. ``get`` reads ``_current`` without either (one dict
+lookup, atomic under the GIL: the request path's ``get_alarm``). Runs on: request
+threads (``apply``, from ``Serving.run`` with the facet's gate held), the scheduler
+thread (``_run``), pool workers (``finished``, ``postpone``), operators.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class AlarmScheduler:
         self._dispatch = dispatch
         self._log = log
         self._cond = threading.Condition(threading.Lock())
+        #: Serialises each "look at the current alarm, write its row, change memory" so the
+        #: stored row and the one in memory never diverge (taken before the control
+        #: database's lock, never while ``_cond`` is held).
+        self._write = threading.RLock()
         self._seq = itertools.count(1)
         self._current: dict[Key, Alarm] = {}
         self._heap: list[tuple[int, int, Key]] = []
@@ -185,16 +191,36 @@ class AlarmScheduler:
     def set(self, app: str, facet: str, at_ms: int) -> Alarm:
         if not 0 <= at_ms <= MAX_AT_MS:
             raise ValueError(f"alarm time {at_ms} ms is outside 0 .. {MAX_AT_MS}")
-        self._control.save_alarm(app, facet, at_ms, at_ms, 0)
-        with self._cond:
-            alarm = Alarm(app, facet, at_ms, at_ms, 0, next(self._seq))
-            self._current[(app, facet)] = alarm
-            self._push(alarm)
+        with self._write:
+            current = self._current.get((app, facet))
+            if current is not None and current.at_ms == at_ms and current.attempt == 0:
+                return current  # the same alarm set again (an app re-arming): nothing changes
+            self._control.save_alarm(app, facet, at_ms, at_ms, 0)
+            with self._cond:
+                alarm = Alarm(app, facet, at_ms, at_ms, 0, next(self._seq))
+                self._current[(app, facet)] = alarm
+                self._push(alarm)
+                if len(self._heap) > 2 * len(self._current) + 1024:
+                    self._compact()
         return alarm
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the current alarms (``_cond`` held): replaced alarms' entries
+        leave it only at the top, and one facet re-arming far ahead would grow it forever."""
+        self._heap = [(a.due_ms, a.seq, (a.app, a.facet)) for a in self._current.values()]
+        heapq.heapify(self._heap)
+        self._cond.notify()
 
     def set_many(self, alarms: list[tuple[str, str, int]]) -> None:
         """Set many alarms in one control-database transaction (bench, bulk tests)."""
-        self._control.save_alarms([(app, facet, at_ms, at_ms, 0) for app, facet, at_ms in alarms])
+        for _, _, at_ms in alarms:
+            if not 0 <= at_ms <= MAX_AT_MS:
+                raise ValueError(f"alarm time {at_ms} ms is outside 0 .. {MAX_AT_MS}")
+        with self._write:
+            self._control.save_alarms([(app, facet, at_ms, at_ms, 0) for app, facet, at_ms in alarms])
+            self._set_all(alarms)
+
+    def _set_all(self, alarms: list[tuple[str, str, int]]) -> None:
         with self._cond:
             for app, facet, at_ms in alarms:
                 alarm = Alarm(app, facet, at_ms, at_ms, 0, next(self._seq))
@@ -204,101 +230,94 @@ class AlarmScheduler:
 
     def delete(self, app: str, facet: str) -> bool:
         """Remove the facet's alarm; True if it had one."""
-        if (app, facet) not in self._current:
-            return False
-        self._control.delete_alarm(app, facet)
-        with self._cond:
-            return self._current.pop((app, facet), None) is not None
+        with self._write:
+            if (app, facet) not in self._current:
+                return False
+            self._control.delete_alarm(app, facet)
+            with self._cond:
+                return self._current.pop((app, facet), None) is not None
 
     def forget(self, app: str, facet: str) -> None:
         """A deleted facet (its row went with ``ControlDB.remove_facet``)."""
-        with self._cond:
+        with self._write, self._cond:
             self._current.pop((app, facet), None)
 
     # -- deliveries -------------------------------------------------------------------
     def finished(self, alarm: Alarm, *, ok: bool, reason: str = "") -> None:
         """A delivery of ``alarm`` ended. Delivered: it is removed, unless it was replaced
         meanwhile (the handler set the next one). Failed: retried after the next of
-        ``RETRY_DELAYS_S``, or abandoned after the last."""
-        key = (alarm.app, alarm.facet)
+        ``RETRY_DELAYS_S``, or abandoned after the last. Never raises: a control-database
+        failure is logged and the alarm is kept (its old row keeps it at least once)."""
         try:
-            if self._current.get(key) is not alarm:
-                return  # replaced or deleted while it ran: the new state stands
-            if ok:
-                self._control.delete_alarm(alarm.app, alarm.facet, alarm.at_ms)
-                with self._cond:
-                    if self._current.get(key) is alarm:
-                        del self._current[key]
-                return
-            if alarm.attempt >= len(RETRY_DELAYS_S):
-                self._control.delete_alarm(alarm.app, alarm.facet, alarm.at_ms)
-                with self._cond:
-                    if self._current.get(key) is alarm:
-                        del self._current[key]
-                self._log(
-                    alarm.app,
-                    alarm.facet,
-                    "error",
-                    f"alarm set for {_when(alarm.at_ms)} abandoned after {alarm.attempt + 1} failed "
-                    f"deliveries (last: {reason})",
-                )
-                return
-            delay = RETRY_DELAYS_S[alarm.attempt]
-            retry = Alarm(
-                alarm.app,
-                alarm.facet,
-                alarm.at_ms,
-                int(time.time() * 1000) + delay * 1000,
-                alarm.attempt + 1,
-                0,
-            )
-            self._control.save_alarm(retry.app, retry.facet, retry.at_ms, retry.due_ms, retry.attempt)
-            with self._cond:
-                if self._current.get(key) is alarm:
-                    retry.seq = next(self._seq)
-                    self._current[key] = retry
-                    self._push(retry)
-            self._log(
-                alarm.app,
-                alarm.facet,
-                "warn",
-                f"alarm delivery {alarm.attempt + 1} failed ({reason}); retry {retry.attempt} of "
-                f"{len(RETRY_DELAYS_S)} in {delay} s",
-            )
+            with self._write:
+                if self._current.get((alarm.app, alarm.facet)) is not alarm:
+                    return  # replaced or deleted while it ran: the new state stands
+                if ok or alarm.attempt >= len(RETRY_DELAYS_S):
+                    self._remove(alarm, abandoned=not ok, reason=reason)
+                else:
+                    delay = RETRY_DELAYS_S[alarm.attempt]
+                    self._reschedule(alarm, int(time.time() * 1000) + delay * 1000, alarm.attempt + 1)
+                    self._log(
+                        alarm.app,
+                        alarm.facet,
+                        "warn",
+                        f"alarm delivery {alarm.attempt + 1} failed ({reason}); retry {alarm.attempt + 1} of "
+                        f"{len(RETRY_DELAYS_S)} in {delay} s",
+                    )
         finally:
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify()
+            self._done()
 
     def postpone(self, alarm: Alarm, due_ms: int) -> None:
         """Hand ``alarm`` back undelivered, to be tried at ``due_ms`` (its facet backs off,
-        or is quarantined); the attempt is not counted."""
-        key = (alarm.app, alarm.facet)
+        or is quarantined); the attempt is not counted. Never raises."""
         try:
-            if self._current.get(key) is not alarm:
-                return
-            later = Alarm(alarm.app, alarm.facet, alarm.at_ms, due_ms, alarm.attempt, 0)
-            self._control.save_alarm(later.app, later.facet, later.at_ms, later.due_ms, later.attempt)
-            with self._cond:
-                if self._current.get(key) is alarm:
-                    later.seq = next(self._seq)
-                    self._current[key] = later
-                    self._push(later)
+            with self._write:
+                if self._current.get((alarm.app, alarm.facet)) is alarm:
+                    self._reschedule(alarm, due_ms, alarm.attempt)
         finally:
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify()
+            self._done()
+
+    def _done(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify()
+
+    def _remove(self, alarm: Alarm, *, abandoned: bool, reason: str) -> None:
+        """Delete a delivered or abandoned alarm (``_write`` held)."""
+        try:
+            self._control.delete_alarm(alarm.app, alarm.facet, alarm.at_ms)
+        except Exception as exc:  # kept: delivered again at the next start, at least once
+            self._log(alarm.app, alarm.facet, "error", f"cannot remove a delivered alarm's row: {exc!r}")
+        with self._cond:
+            if self._current.get((alarm.app, alarm.facet)) is alarm:
+                del self._current[(alarm.app, alarm.facet)]
+        if abandoned:
+            self._log(
+                alarm.app,
+                alarm.facet,
+                "error",
+                f"alarm set for {_when(alarm.at_ms)} abandoned after {alarm.attempt + 1} failed "
+                f"deliveries (last: {reason})",
+            )
+
+    def _reschedule(self, alarm: Alarm, due_ms: int, attempt: int) -> None:
+        """Replace ``alarm`` by its next delivery at ``due_ms`` (``_write`` held)."""
+        later = Alarm(alarm.app, alarm.facet, alarm.at_ms, due_ms, attempt, 0)
+        try:
+            self._control.save_alarm(later.app, later.facet, later.at_ms, later.due_ms, later.attempt)
+        except Exception as exc:  # memory goes on; the old row still holds the alarm
+            self._log(alarm.app, alarm.facet, "error", f"cannot store the alarm's next delivery: {exc!r}")
+        with self._cond:
+            later.seq = next(self._seq)
+            self._current[(alarm.app, alarm.facet)] = later
+            self._push(later)
 
     def wake(self, app: str, facet: str) -> None:
         """Deliver the facet's alarm now if it is due (after ``reset`` ended a quarantine)."""
-        alarm = self._current.get((app, facet))
-        if alarm is not None and alarm.due_ms > alarm.at_ms and alarm.due_ms > time.time() * 1000:
-            self._control.save_alarm(app, facet, alarm.at_ms, alarm.at_ms, alarm.attempt)
-            with self._cond:
-                if self._current.get((app, facet)) is alarm:
-                    now = Alarm(app, facet, alarm.at_ms, alarm.at_ms, alarm.attempt, next(self._seq))
-                    self._current[(app, facet)] = now
-                    self._push(now)
+        with self._write:
+            alarm = self._current.get((app, facet))
+            if alarm is not None and alarm.due_ms > alarm.at_ms and alarm.due_ms > time.time() * 1000:
+                self._reschedule(alarm, alarm.at_ms, alarm.attempt)
 
     # -- listings ---------------------------------------------------------------------
     @property

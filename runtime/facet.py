@@ -88,6 +88,10 @@ class FacetSlot:
         self.alarms: AlarmStore | None = None
         #: A request of the group just run staged an alarm change (``Serving`` applies it).
         self.alarm_changed = False
+        #: A migration failed in the group just run, ``(code, message)`` (``Serving`` counts it).
+        self.migration_fault: tuple[str, str] | None = None
+        #: The version the last instantiation tried (what a failure is attributed to).
+        self.attempted = 0
 
     @property
     def lock(self) -> threading.Lock:
@@ -217,12 +221,14 @@ class FacetSlot:
         usage.cold_start = True
         try:
             return self._start(module, quotas, request_id, usage, nested, events)
-        except Exception as exc:
+        except GuestFault as exc:
+            # The guest's own failure (not a transient host error, which fails the request
+            # and is tried again next time): a migration stays blocked on this version.
             if previous is None or previous == version:  # not a migration: the facet fails
                 raise
-            code = exc.code if isinstance(exc, GuestFault) else failure_code(exc)
-            message = exc.message if isinstance(exc, GuestFault) else f"{type(exc).__name__}: {exc}"
+            code, message = exc.code, exc.message
             self.blocked = version
+            self.migration_fault = (str(code), message)
             self._event(
                 events,
                 request_id,
@@ -242,6 +248,7 @@ class FacetSlot:
         events: list[LogRecord],
     ) -> RequestContext:
         """Instantiate ``module`` and run its ``facet_init`` in a transaction of its own."""
+        self.attempted = module.version.version
         guest = module.instantiate(fuel=quotas.fuel, memory_limit=quotas.memory, timeout_ms=quotas.timeout_ms)
         usage.fuel += guest.fuel_used
         ctx = self._context(request_id, quotas)
@@ -347,6 +354,8 @@ class FacetSlot:
         events: list[LogRecord] = []  # after the guest's own logs, as they always were
         request.logs = logs
         request.alarm_change = UNCHANGED  # a request run again (a commit group's retry) starts afresh
+        target_version = module.version.version
+        self.attempted = 0
         quotas, request_id = request.quotas, request.request_id
         ctx = init_ctx = None
         try:
@@ -357,20 +366,26 @@ class FacetSlot:
             ctx = self._context(request_id, quotas)
             if request.alarm:
                 # The alarm being delivered is consumed (as in Durable Objects): the handler's
-                # get_alarm answers none unless it sets the next one, and a delivery that
-                # commits deletes it with this staged change (runtime.alarms).
-                ctx.alarm_change = None
+                # get_alarm answers none unless it (or a facet_init that just ran) set the
+                # next one, and a delivery that commits deletes it (runtime.alarms).
+                staged = init_ctx.alarm_change if init_ctx is not None else UNCHANGED
+                ctx.alarm_change = None if staged is UNCHANGED else staged
             begin, end, undo = self._steps(nested)
             begin(time.monotonic() + quotas.timeout_ms / 1000)
             done = False
             guest = self.guest
             assert guest is not None  # _ensure_instance made one or raised
+            self.attempted = self.guest_version  # what a failure from here is counted against
             try:
                 http = request.http
                 whole = http is not None and guest.serves_http  # facet_http gets the whole request
                 answer: HttpResponse | None = None
                 if request.alarm:  # an alarm's delivery (runtime.alarms): the handler, no body
-                    guest.alarm(fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
+                    if guest.has_alarm:
+                        guest.alarm(fuel=quotas.fuel, timeout_ms=quotas.timeout_ms, host=ctx)
+                    else:  # set under a version that had one: retrying could never help
+                        message = f"alarm dropped: version {self.guest_version} has no alarm handler"
+                        self._event(events, request_id, "warn", message)
                     response = b""
                 else:
                     body = http.envelope() if whole and http is not None else request.body
@@ -428,7 +443,7 @@ class FacetSlot:
             self.failed = False
             request.result = CallResult(ok=True, response=response, request_id=request_id, usage=usage, http=answer)
         # The version that ran it (after a failed migration, the one the facet stayed on).
-        request.result.version = self.guest_version if self.guest is not None else module.version.version
+        request.result.version = self.guest_version if self.guest is not None else (self.attempted or target_version)
         self._finish(request.result, ctx, logs, events, started)
 
     def _finish(

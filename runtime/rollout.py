@@ -162,7 +162,10 @@ class Rollouts:
             current = self.get(app)
             if not current.pinned:
                 return False
-            self._publish(app, Rollout(0, False, current.canary, current.canary_percent))
+            # Unpinned, an app follows its latest version, unless a canary is staged: the
+            # latest is the canary then, and the others stay where they are until promote.
+            active = current.active if current.canary is not None else 0
+            self._publish(app, Rollout(active, False, current.canary, current.canary_percent))
             return True
 
     def promote(self, app: str) -> Rollout:

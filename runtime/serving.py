@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .metering import Meters
     from .residency import Residency
     from .rollout import Rollouts
+    from .supervision import Supervision
 
 
 class Serving:
@@ -44,8 +45,10 @@ class Serving:
         meters: Meters,
         log: SupervisorLog,
         alarms: AlarmScheduler,
+        supervision: Supervision,
     ) -> None:
         self._alarms = alarms
+        self._supervision = supervision
         self._apps = apps
         self._module = apps.module  # bound once: on every group's path
         self._rollouts = rollouts
@@ -62,9 +65,10 @@ class Serving:
             fail_all(group, ErrorCode.NOT_FOUND, f"facet {slot.app}/{slot.name} was deleted")
             return
         rollouts = self._rollouts
-        if slot.assigned_epoch != rollouts.epoch:  # a rollout changed: which version is this facet's?
+        epoch = rollouts.epoch  # read once: a change published meanwhile bumps it again
+        if slot.assigned_epoch != epoch:  # a rollout changed: which version is this facet's?
             slot.assigned = rollouts.version_for(slot.app, slot.name)
-            slot.assigned_epoch = rollouts.epoch
+            slot.assigned_epoch = epoch
         try:
             module = self._module(slot.app, slot.assigned)
         except FacetsError as exc:
@@ -73,7 +77,17 @@ class Serving:
         if slot.db is None:
             self._residency.open_db(slot, group[-1].quotas)
         slot.run(module, group, self._module)
-        if slot.alarm_changed:  # before the gate opens: the next request's get_alarm sees it
+        # Before the gate opens, in the group's order: the next request sees the verdicts
+        # and alarm changes of those before it.
+        if slot.migration_fault is not None:  # it serves on its old version: counted, not backed off
+            slot.migration_fault = None
+            self._meters.count(slot.app, slot.name, "faults")
+        supervision = self._supervision
+        for request in group:
+            result = request.result
+            if result is not None and (result.error is not None or slot.health is not None):
+                supervision.settled(slot, result)  # the healthy path: two tests per request
+        if slot.alarm_changed:
             slot.alarm_changed = False
             self._apply_alarms(slot, group)
         if slot.migrated_changed and slot.migrated is not None:

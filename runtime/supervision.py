@@ -33,8 +33,10 @@ Every transition is logged (``supervisor`` source) and counted in the facet's me
 control database on each transition, so a restart keeps a quarantine (and a backoff's
 ``retry_at``).
 
-Thread-safety: ``_lock`` (a leaf: nothing else is taken while it is held; control-database
-writes and log records happen after it is released) guards every record's changes.
+Thread-safety: ``_lock`` guards every record's changes and their control-database rows
+(taken before the control database's own lock, so the stored row is the newest verdict;
+log records and meters are written after it is released). Verdicts are given in
+``Serving.run``, with the facet's gate held, in the group's order.
 ``FacetSlot.health`` is read without it on the request path: a stale read admits or
 refuses one request on the state of a moment before, which the next one corrects.
 """
@@ -198,6 +200,8 @@ class Supervision:
         quotas = self._quota_book.effective(app, facet)
         now = time.time()
         with self._lock:
+            if slot.deleted:  # settled after its facet was deleted: no record for the name
+                return
             health = slot.health
             if health is None:
                 health = slot.health = self.records[(app, facet)] = Health(since=now)
@@ -205,14 +209,18 @@ class Supervision:
             health.probing = 0.0
             health.last.append(Fault(now, code, message[:500]))
             before = health.state
-            if quotas.quarantine_faults and health.faults >= quotas.quarantine_faults:
+            if before == "quarantined" or (quotas.quarantine_faults and health.faults >= quotas.quarantine_faults):
                 health.state = "quarantined"
             elif quotas.crash_faults and health.faults >= quotas.crash_faults:
                 health.state = "backoff"
                 health.retry_at = now + backoff_delay(quotas, health.faults)
+            else:  # the thresholds were raised (or turned off) since: counting again
+                health.state = "ok"
+                health.retry_at = 0.0
             snapshot = _row(health)
+            # Stored under the lock: two verdicts racing must not store the older one last.
+            self._control.save_health(app, facet, snapshot)
         self._meters.count(app, facet, "faults")
-        self._control.save_health(app, facet, snapshot)
         if snapshot["state"] == "quarantined" and before != "quarantined":
             self._meters.count(app, facet, "quarantines")
             self._log(
@@ -236,11 +244,11 @@ class Supervision:
         app, facet = slot.app, slot.name
         with self._lock:
             health = slot.health
-            if health is None or health.state == "quarantined":  # reset meanwhile / an operator's call
+            if health is None or health.state == "quarantined" or slot.deleted:  # an operator's call
                 return
             slot.health = None
             self.records.pop((app, facet), None)
-        self._control.save_health(app, facet, None)
+            self._control.save_health(app, facet, None)
         if health.state == "backoff":
             self._meters.count(app, facet, "recoveries")
             self._log(app, facet, "info", f"recovered: a request succeeded after {health.faults} faults in a row")
@@ -259,9 +267,10 @@ class Supervision:
             health = slot.health
             slot.health = None
             self.records.pop((app, facet), None)
+            if health is not None:
+                self._control.save_health(app, facet, None)
         if health is None:
             return None
-        self._control.save_health(app, facet, None)
         self._meters.count(app, facet, "resets")
         self._log(app, facet, "info", f"supervision reset by {who} (was {health.state}, {health.faults} faults)")
         return info(app, facet, health)

@@ -155,6 +155,7 @@ class Supervisor:
             meters=self.meters,
             log=log,
             alarms=self.alarms,
+            supervision=self.supervision,
         )
         self._run, self._refuse = serving.run, serving.refuse  # bound once: no lookups per request
         self._targets = TargetCache()  # "app/facet" -> parsed, checked once
@@ -184,10 +185,10 @@ class Supervisor:
         """Finish in-flight requests, flush usage and logs, release every file."""
         if self._closed:
             return
+        self.alarms.stop()  # first: no new deliveries (one dispatched later would count as failed)
         self._closed = True
         self._refusing = (ErrorCode.OVERLOADED, "the supervisor is shut down")
-        self.alarms.stop()  # no new deliveries; those handed out finish with the pool
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)  # the deliveries handed out finish here
         self._housekeeper.stop()
         self.registry.close_all()
         self.flush_usage()
@@ -277,11 +278,12 @@ class Supervisor:
         ]
         return described
 
-    def pin(self, target: str, version: int) -> dict[str, Any]:
+    def pin(self, target: str, version: int | str) -> dict[str, Any]:
         """Pin ``APP`` (every facet not pinned on its own) or ``APP/FACET`` to ``version``."""
         self._writable()
         app, facet = self._rollout_target(target)
-        self.rollouts.pin(app, facet, int(version), [v.version for v in self.apps.versions(app)])
+        version = _version_number(version)
+        self.rollouts.pin(app, facet, version, [v.version for v in self.apps.versions(app)])
         self._log(app, facet or "", "info", f"pinned {target} to version {version}")
         self._note_rollout(app)
         return self.rollout(app)
@@ -306,13 +308,13 @@ class Supervisor:
         self._note_rollout(app)
         return self.rollout(app)
 
-    def rollback(self, app: str, version: int | None = None) -> dict[str, Any]:
+    def rollback(self, app: str, version: int | str | None = None) -> dict[str, Any]:
         """Return the canaries to the active version; with no canary (or ``version``
         named), make an older version active (the one before, or ``version``)."""
         self._writable()
         known = [v.version for v in self.apps.versions(app)]
         before: Rollout = self.rollouts.get(app)
-        after = self.rollouts.rollback(app, None if version is None else int(version), known)
+        after = self.rollouts.rollback(app, None if version is None else _version_number(version), known)
         if before.canary is not None and after.canary is None and version is None:
             self._log(app, "", "warn", f"rolled back the canary version {before.canary}")
         else:
@@ -350,7 +352,9 @@ class Supervisor:
             else:
                 self.apps.current(target)
                 app = target
-        return [alarm.as_dict() for alarm in self.alarms.pending(app, facet, limit=max(1, limit))]
+        if type(limit) is not int or limit < 1:
+            raise BadRequest(f"limit must be a whole number of at least 1, not {limit!r}")
+        return [alarm.as_dict() for alarm in self.alarms.pending(app, facet, limit=limit)]
 
     def _dispatch_alarm(self, alarm: Alarm) -> None:
         """On the scheduler's thread: hand a due alarm to the worker pool."""
@@ -360,45 +364,46 @@ class Supervisor:
 
     def _deliver(self, alarm: Alarm) -> None:
         """Run a due alarm's handler as a request of the facet's: its gate, its quotas, its
-        own transaction, metered and billed as a request; then tell the scheduler."""
-        app, facet = key = (alarm.app, alarm.facet)
+        own transaction, metered and billed as a request; then tell the scheduler, exactly
+        once (``finished`` or ``postpone``: each balances the dispatch)."""
+        app, facet = (alarm.app, alarm.facet)
         scheduler = self.alarms
         try:
-            if key not in self.registry.created or not self.apps.has(app):
-                scheduler.finished(alarm, ok=True)  # its facet is gone: nothing to wake
-                return
-            if scheduler.alarm(app, facet) is not alarm:
-                scheduler.finished(alarm, ok=True)  # replaced or deleted since it came due
-                return
-            slot = self.registry.slot(app, facet)
-            health = slot.health
-            if health is not None and health.state == "quarantined":
-                scheduler.postpone(alarm, int(time.time() * 1000) + QUARANTINE_RECHECK_MS)
-                return
-            if health is not None and health.state == "backoff" and health.retry_at > time.time():
-                scheduler.postpone(alarm, int(health.retry_at * 1000) + 1)
-                return
-            request_id = f"{self._id_prefix}-{next(self._ids):x}"
-            request = Request(b"", request_id, self.quota_book.effective(app, facet), alarm=True)
-            gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
-            if gave_up is not None:
-                result = self._overloaded(slot, request, f"{app}/{facet} stayed busy for {gave_up:g} s")
-            else:
-                result = self._settle(slot, request)
+            outcome = self._deliver_once(alarm)
         except Exception as exc:  # a bug here must not lose the alarm: it is retried
             self._log(app, facet, "error", f"alarm delivery failed: {exc!r}")
-            scheduler.finished(alarm, ok=False, reason=repr(exc))
-            return
+            outcome = (False, repr(exc))
+        if isinstance(outcome, int):
+            scheduler.postpone(alarm, outcome)
+        else:
+            scheduler.finished(alarm, ok=outcome[0], reason=outcome[1])
+
+    def _deliver_once(self, alarm: Alarm) -> tuple[bool, str] | int:
+        """(delivered?, why not), or the time to postpone it to."""
+        app, facet = key = (alarm.app, alarm.facet)
+        if key not in self.registry.created or not self.apps.has(app):
+            return True, "its facet is gone"  # nothing to wake
+        if self.alarms.alarm(app, facet) is not alarm:
+            return True, "replaced"  # replaced or deleted since it came due: finished ignores it
+        slot = self.registry.slot(app, facet)
+        health = slot.health
+        if health is not None and health.state == "quarantined":
+            return int(time.time() * 1000) + QUARANTINE_RECHECK_MS
+        if health is not None and health.state == "backoff" and health.retry_at > time.time():
+            return int(health.retry_at * 1000) + 1
+        request_id = f"{self._id_prefix}-{next(self._ids):x}"
+        request = Request(b"", request_id, self.quota_book.effective(app, facet), alarm=True)
+        gave_up = pass_gate(slot.gate, request, self._run, slot, groups=self.commit_groups)
+        if gave_up is not None:
+            result = self._overloaded(slot, request, f"{app}/{facet} stayed busy for {gave_up:g} s")
+        else:
+            result = self._settle(slot, request)
         self.meters.count(app, facet, "alarms")
-        if result.error == ErrorCode.BAD_MODULE:  # its version has no handler: retrying cannot help
-            self._log(app, facet, "error", f"alarm abandoned: {result.message}")
-            scheduler.finished(alarm, ok=True)
-            return
         if not result.ok:
             self.meters.count(app, facet, "alarm_failures")
             if alarm.attempt >= len(RETRY_DELAYS_S):
                 self.meters.count(app, facet, "alarms_abandoned")
-        scheduler.finished(alarm, ok=result.ok, reason=f"{result.error}: {result.message}")
+        return result.ok, f"{result.error}: {result.message}"
 
     # -- supervision (runtime.supervision) ---------------------------------------------
     def health(self, target: str) -> HealthInfo | None:
@@ -593,6 +598,8 @@ class Supervisor:
         # `queue` wait behind it, and they then run together as one commit group.
         waiting = slot.gate.waiting
         if quotas.queue and waiting >= quotas.queue:
+            if slot.health is not None:
+                self._supervision.probe_lost(slot)  # it may have been admitted as the probe
             message = f"{target} already has {waiting} requests waiting (queue={quotas.queue})"
             return self._refuse(app, facet, ErrorCode.OVERLOADED, message, request_id, http is not None)
         return Request(body, request_id, quotas, http), slot
@@ -613,8 +620,6 @@ class Supervisor:
             result.status = result.http.status if result.http is not None else status_for(result.error)
         self.residency.used(slot)
         self.meters.record(app, facet, result.usage, result.error, request.storage, result.status, result.version)
-        if result.error is not None or slot.health is not None:  # the healthy path: two tests
-            self._supervision.settled(slot, result)
         if request.logs:
             self.log_sink.add(request.logs)
         if self._observes:
@@ -717,6 +722,15 @@ class Supervisor:
     def query(self, target: str, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """Run a read-only operator query on the facet's database."""
         return self.browser.query(target, sql, params)
+
+
+def _version_number(version: object) -> int:
+    """An app version number as an operator gives it (``3`` or ``"3"``), else ``BadRequest``."""
+    if type(version) is int and version >= 1:
+        return version
+    if isinstance(version, str) and version.isascii() and version.isdigit() and len(version) <= 12:
+        return int(version)
+    raise BadRequest(f"bad version {str(version)[:40]!r}: expected a version number such as 3")
 
 
 def _counted(result: CallResult, http: HttpRequest | None) -> CallResult:

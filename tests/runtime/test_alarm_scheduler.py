@@ -156,3 +156,15 @@ def test_a_hundred_thousand_pending_alarms_keep_the_thread_asleep(tmp_path):
         assert [a.target for a in deliveries.seen] == ["b/now"]
     finally:
         scheduler.stop()
+
+
+def test_setting_the_same_alarm_again_changes_nothing_and_the_heap_stays_bounded(tmp_path):
+    control, scheduler, _ = _scheduler(tmp_path, Deliveries())
+    far = int(time.time() * 1000) + 3_600_000
+    first = scheduler.set("a", "x", far)
+    assert scheduler.set("a", "x", far) is first  # no new row, no new heap entry
+    for i in range(5000):  # re-armed to ever new times: replaced entries pile up ...
+        scheduler.set("a", "x", far + i + 1)
+    assert len(scheduler._heap) <= 2 * scheduler.count + 1024  # ... until it is rebuilt
+    assert scheduler.get("a", "x") == far + 5000
+    assert control.alarm_rows() == [("a", "x", far + 5000, far + 5000, 0)]

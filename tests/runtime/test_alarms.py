@@ -209,3 +209,12 @@ def test_an_alarm_replaced_before_its_delivery_ran_is_kept(alarmed):
         alarmed.alarms.set("rem", "a", far)  # a request replaced it meanwhile
     time.sleep(0.2)
     assert [a["at_ms"] for a in alarmed.alarm_list("rem/a")] == [far]
+
+
+def test_an_alarm_reaching_a_version_without_a_handler_is_dropped_not_retried(alarmed):
+    alarmed.call("rem/a", set_body(_now_ms() + 3_600_000))
+    alarmed.load_app_bytes(alarm_wat(handler=False), "rem")
+    alarmed.alarms.set("rem", "a", 0)  # due now
+    _wait(lambda: alarmed.alarm_list() == [])
+    assert any("has no alarm handler" in r.message for r in alarmed.logs("rem/a", level="warn"))
+    assert alarmed.usage("rem/a")["alarm_failures"] == 0

@@ -184,3 +184,36 @@ def test_a_first_version_cannot_be_a_canary(sup):
     with pytest.raises(BadRequest):
         _load(sup, "v1", canary=10)
     assert not sup.apps.has("app")
+
+
+def test_unpinning_an_app_during_a_canary_keeps_the_split(sup):
+    _load(sup, "v1")
+    _served_by(sup)
+    sup.pin("app", 1)
+    _load(sup, "v2", canary=20)
+    before = _served_by(sup)
+    assert sup.unpin("app")
+    assert _served_by(sup) == before  # the non-canaries stay on v1, the canaries on v2
+    sup.rollback("app")
+    assert set(_served_by(sup).values()) == {"v1"}
+
+
+@pytest.mark.parametrize("version", ["x", "1.9", 1.9, -1, 0, "", True])
+def test_bad_version_numbers_are_refused(sup, version):
+    _load(sup, "v1")
+    sup.call("app/a", b"")
+    with pytest.raises(BadRequest):
+        sup.pin("app/a", version)
+    with pytest.raises(BadRequest):
+        sup.rollback("app", version)
+
+
+def test_a_failed_migration_is_counted_as_a_fault_and_attributed_to_the_version_that_ran(sup):
+    _load(sup, "v1")
+    sup.call("app/m", b"")
+    _load(sup, "v2", init_traps=True)
+    assert sup.call("app/m", b"").response == b"v1"
+    assert sup.usage("app/m")["faults"] == 1
+    assert sup.call("app/m", b"X").error == "trap"  # a trap on the v1 it stayed on
+    versions = {v["version"]: v for v in sup.rollout("app")["versions"]}
+    assert (versions[1]["errors"], versions[2]["errors"]) == (1, 0)

@@ -194,3 +194,16 @@ def test_a_deleted_facet_forgets_its_record(probe):
     probe.delete("probe/a")
     assert probe.call("probe/a", b"Efresh").response == b"fresh"
     assert probe.health("probe/a") is None
+
+
+def test_raising_the_threshold_ends_a_backoff_at_the_next_verdict(probe):
+    probe.set_quotas("probe", backoff_ms="1ms")
+    for _ in range(3):
+        _trap(probe)
+    assert probe.health("probe/a").state == "backoff"  # type: ignore[union-attr]
+    probe.set_quotas("probe", crash_faults=50)
+    time.sleep(0.01)
+    _trap(probe)  # the probe faults: 4 in a row, under the new threshold
+    health = probe.health("probe/a")
+    assert health is not None and (health.state, health.retry_at) == ("ok", None)
+    assert probe.call("probe/a", b"Eok").ok
