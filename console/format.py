@@ -64,8 +64,9 @@ def human_count(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}"
 
 
-def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLES.get(state, ""))
+def state_text(state: str, shown: str | None = None) -> Text:
+    """``state`` in its style (``shown``: the text, e.g. ``backoff 12s``)."""
+    return Text(state if shown is None else shown, style=STATE_STYLES.get(state, ""))
 
 
 def bar(used: float, limit: float, width: int = 10) -> Text:
