@@ -78,6 +78,8 @@ class AppsScreen(ConsoleScreen):
     ]
     WRITE_ACTIONS = frozenset({"load"})
     REFRESH_SECONDS = 2.0
+    #: The status line shows a load's outcome (not replaced by the refresh's app count).
+    _status_kept = False
 
     DEFAULT_CSS = """
     AppsScreen #apps-table { height: 1fr; }
@@ -178,7 +180,8 @@ class AppsScreen(ConsoleScreen):
             )
         if selected and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
-        self.query_one("#apps-status", Static).update(Text(f"{len(infos)} apps · L loads or upgrades an app"))
+        if not self._status_kept:  # a load's outcome stays until the next load: refreshes come every 2 s
+            self.query_one("#apps-status", Static).update(Text(f"{len(infos)} apps · L loads or upgrades an app"))
         if infos:
             self._load_detail(self._selected_app() or infos[0].name)
 
@@ -297,6 +300,7 @@ class AppsScreen(ConsoleScreen):
         if not self.is_attached:
             return
         self.query_one("#apps-status", Static).update(message)
+        self._status_kept = True
         if ok:
             self.query_one("#load-row").remove_class("-open")
             self.action_reload()

@@ -161,3 +161,25 @@ async def test_apps_view_shows_the_rollout_side_by_side(operated):
         alarms = app.screen.query_one("#fleet-alarms", DataTable)
         await until(pilot, lambda: alarms.row_count == 1)
         assert getattr(alarms.get_row_at(0)[0], "plain", "") == "todo/alice"
+
+
+@run_async
+async def test_apps_view_loads_a_canary(seeded, tmp_path):
+    from textual.widgets import Input
+
+    sup = seeded
+    sup.load_app_bytes(versioned_wat("v1"), "ver")
+    v2 = tmp_path / "v2.wat"
+    v2.write_text(versioned_wat("v2"))
+    app = FacetsConsole(sup)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        table = app.screen.query_one("#apps-table", DataTable)
+        await until(pilot, lambda: table.row_count == 8)
+        await pilot.press("L")
+        app.screen.query_one("#load-path", Input).value = f"{v2} as ver --canary 20%"
+        await pilot.press("enter")
+        await until(pilot, lambda: sup.rollout("ver")["canary"] == 2)
+        assert sup.rollout("ver")["canary_percent"] == 20.0 and sup.rollout("ver")["active"] == 1
+        await until(pilot, lambda: "canary for 20%" in str(app.screen.query_one("#apps-status", Static).render()))
+        await until(pilot, lambda: "2 (20%)" in [getattr(c, "plain", str(c)) for c in table.get_row("ver")])
