@@ -38,7 +38,7 @@ from runtime import BuildProgress, ErrorCode, FacetsError, QuotaError, Superviso
 from runtime.billing import format_bill
 from runtime.logs import LEVELS
 
-from .format import parse_response
+from .format import iso_utc, parse_response, relative
 from .render import key_values, safe, table_of
 
 
@@ -102,6 +102,12 @@ class Spec:
     flags: frozenset[str] = frozenset()
     free_options: bool = False  # quota takes any KEY=VALUE (validated by the runtime)
     writes: bool = False  # refused in read-only mode: it changes something somewhere
+    #: ``--FLAG VALUE`` (or ``--FLAG=VALUE``) spellings of options: ``load --canary 10%``
+    #: is ``load canary=10%``, as the issue writes it.
+    valued_flags: frozenset[str] = frozenset()
+    #: Positions of arguments that must be whole numbers (a VERSION): checked when parsed,
+    #: so a script with ``pin app/x two`` stops before its first line runs.
+    int_args: frozenset[int] = frozenset()
 
 
 class Result:
@@ -152,11 +158,24 @@ def command(
     flags: Iterable[str] = (),
     free_options: bool = False,
     writes: bool = False,
+    valued_flags: Iterable[str] = (),
+    int_args: Iterable[int] = (),
 ) -> Callable[[Executor], Executor]:
     """Declare a command: its spec and its executor together, in one place."""
 
     def register(run: Executor) -> Executor:
-        spec = Spec(usage, summary, args[0], args[1], frozenset(options), frozenset(flags), free_options, writes)
+        spec = Spec(
+            usage,
+            summary,
+            args[0],
+            args[1],
+            frozenset(options) | {f[2:] for f in valued_flags},
+            frozenset(flags),
+            free_options,
+            writes,
+            frozenset(valued_flags),
+            frozenset(int_args),
+        )
         if name in COMMANDS:
             raise ValueError(f"command {name!r} declared twice")
         COMMANDS[name] = Registered(spec, run, result)
@@ -282,9 +301,17 @@ def parse(line: str) -> Command | None:
     args: list[str] = []
     options: dict[str, str] = {}
     flags: set[str] = set()
-    for token in rest:
+    remaining = iter(rest)
+    for token in remaining:
         match = _OPTION.match(token)
-        if token.startswith("--"):
+        flag, equals, value = token.partition("=")
+        if flag in spec.valued_flags:
+            if not equals:
+                value = next(remaining, "")
+                if not value:
+                    raise UsageError(f"{name}: {flag} needs a value; usage: {spec.usage}")
+            options[flag[2:]] = value
+        elif token.startswith("--"):
             if token not in spec.flags:
                 raise UsageError(f"{name}: unknown flag {token}; usage: {spec.usage}")
             flags.add(token)
@@ -296,6 +323,9 @@ def parse(line: str) -> Command | None:
         raise UsageError(f"{name}: wrong arguments; usage: {spec.usage}")
     if not spec.min_args <= len(args) <= spec.max_args:
         raise UsageError(f"{name}: wrong number of arguments; usage: {spec.usage}")
+    for index in spec.int_args:
+        if index < len(args) and not re.fullmatch(r"[0-9]{1,9}", args[index]):
+            raise UsageError(f"{name}: VERSION must be a version number, not {args[index][:40]!r}; usage: {spec.usage}")
     return Command(line=line.strip(), name=name, args=args, options=options, flags=flags)
 
 
@@ -368,6 +398,10 @@ class Loaded(Result):
     language: str = "wasm"
     toolchain: str = ""
     size: int = 0
+    #: After the load: the version facets run, and a canary staged by ``--canary``.
+    active: int = 0
+    canary: int | None = None
+    canary_percent: float | None = None
 
 
 #: Where a running ``load`` reports build and compile progress (``BuildProgress``): set by
@@ -403,7 +437,17 @@ class AppList(Result):
     apps: list[dict[str, Any]]
 
     def __rich__(self) -> RenderableType:
-        return table_of(self.apps, ["name", "version", "versions", "facets", "imports", "sha256"])
+        rows = [
+            {
+                **a,
+                "latest": a["version"],
+                "active": a.get("active", a["version"]),
+                "canary": f"{a['canary']} ({a['canary_percent']:g}%)" if a.get("canary") is not None else "-",
+                "pinned": "yes" if a.get("pinned") else "-",
+            }
+            for a in self.apps
+        ]
+        return table_of(rows, ["name", "latest", "active", "canary", "pinned", "versions", "facets", "sha256"])
 
 
 @dataclass
@@ -415,6 +459,9 @@ class FacetList(Result):
             {
                 "facet": f"{f['app']}/{f['name']}",
                 "state": f["state"],
+                "version": f.get("assigned") or "-",
+                "faults": f.get("faults") or "-",
+                "alarm": iso_utc(f["alarm_at"] / 1000) if f.get("alarm_at") is not None else "-",
                 "requests": f["usage"]["requests"],
                 "errors": f["usage"]["error_count"],
                 "p50_ms": f["usage"]["p50_ms"],
@@ -424,7 +471,8 @@ class FacetList(Result):
             }
             for f in self.facets
         ]
-        return table_of(rows, ["facet", "state", "requests", "errors", "p50_ms", "p99_ms", "storage", "last_error"])
+        columns = ["facet", "state", "version", "faults", "alarm", "requests", "errors", "p50_ms", "p99_ms"]
+        return table_of(rows, [*columns, "storage", "last_error"])
 
 
 @dataclass
@@ -520,6 +568,184 @@ class Imported(Result):
 
 
 @dataclass
+class Reset(Result):
+    """What ``reset`` cleared: the supervision record it ended (None: the facet was healthy)."""
+
+    facet: str
+    cleared: dict[str, Any] | None
+
+    def __rich__(self) -> RenderableType:
+        if self.cleared is None:
+            return Text.assemble(safe(self.facet), " was healthy: nothing to reset")
+        c = self.cleared
+        return Group(
+            Text.assemble(
+                ("reset ", "bold"), safe(self.facet), f": was {c['state']} after {c['faults']} faults in a row"
+            ),
+            faults_table(c.get("last_faults") or []),
+        )
+
+
+def faults_table(faults: list[dict[str, Any]], title: str = "last faults") -> Table:
+    """time (UTC), code, message: the guest's message neutralised."""
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in ("time", "code", "message"):
+        grid.add_column(column)
+    for fault in faults:
+        grid.add_row(iso_utc(fault["time"]), safe(fault["code"]), safe(fault["message"]))
+    return grid
+
+
+@dataclass
+class HealthView(Result):
+    """``health``: one facet's supervision state (``target`` APP/FACET), or every facet with
+    a record, the worst first (``target`` ``*``). A healthy facet is ``state`` ok, 0 faults."""
+
+    target: str
+    facets: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        now = time.time()
+        if "/" in self.target and len(self.facets) == 1:
+            h = self.facets[0]
+            head = key_values(
+                {
+                    "state": h["state"],
+                    "faults in a row": h["faults"],
+                    "since": iso_utc(h["since"]) if h["faults"] else "-",
+                    "next retry": _retry(h.get("retry_at"), now),
+                },
+                title=f"supervision of {neutralize(self.target)}",
+            )
+            return Group(head, faults_table(h["last_faults"])) if h["last_faults"] else head
+        if not self.facets:
+            return Text("every facet is healthy")
+        rows = [
+            {
+                "facet": h["target"],
+                "state": h["state"],
+                "faults": h["faults"],
+                "next retry": _retry(h.get("retry_at"), now),
+                "last fault": _last_fault(h["last_faults"]),
+            }
+            for h in self.facets
+        ]
+        return table_of(rows, ["facet", "state", "faults", "next retry", "last fault"])
+
+
+def _retry(retry_at: float | None, now: float) -> str:
+    if retry_at is None:
+        return "-"
+    return f"{iso_utc(retry_at)} ({relative(retry_at, now)})" if retry_at > now else "due (the next request probes)"
+
+
+def _last_fault(faults: list[dict[str, Any]]) -> str:
+    if not faults:
+        return "-"
+    last = faults[-1]
+    return f"{last['code']}: {last['message']}"
+
+
+def healthy(target: str) -> dict[str, Any]:
+    """The ``health`` record of a facet with none."""
+    return {"target": target, "state": "ok", "faults": 0, "since": 0.0, "retry_at": None, "last_faults": []}
+
+
+@dataclass
+class AlarmList(Result):
+    """``alarms``: pending alarms, soonest first. Each: target, at_ms (asked for), due_ms
+    (the next delivery: later for a retry), attempt (failed deliveries so far), and
+    ``at``/``due`` as UTC ISO times."""
+
+    target: str
+    alarms: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        if not self.alarms:
+            return Text(f"no pending alarms ({neutralize(self.target)})")
+        now = time.time()
+        grid = Table(header_style="bold")
+        for column in ("facet", "at (UTC)", "when", "attempt", "next delivery"):
+            grid.add_column(column)
+        for a in self.alarms:
+            retry = a["due_ms"] != a["at_ms"]
+            grid.add_row(
+                safe(a["target"]),
+                a["at"],
+                relative(a["at_ms"] / 1000, now) if a["at_ms"] / 1000 > now else "due",
+                str(a["attempt"]),
+                f"{a['due']} ({relative(a['due_ms'] / 1000, now)})" if retry else "-",
+            )
+        return grid
+
+
+@dataclass
+class RolloutView(Mapped):
+    """``rollout``, ``pin``, ``unpin``, ``promote``, ``rollback``: the app's rollout
+    (``Supervisor.rollout``: active, latest, pinned, canary, canary_percent, facet_pins,
+    versions) with ``app`` and, per version, ``error_rate`` (errors / requests, 0 with none)."""
+
+    def __rich__(self) -> RenderableType:
+        d = self.data
+        head = Text.assemble(
+            ("app ", "bold"),
+            safe(d["app"]),
+            f" · active {d['active']}",
+            (" (pinned)", "yellow") if d["pinned"] else "",
+            f" · latest {d['latest']}",
+            (f" · canary {d['canary']} at {d['canary_percent']:g}%", "bold yellow") if d["canary"] is not None else "",
+        )
+        parts: list[RenderableType] = [head, versions_table(d)]
+        if d["facet_pins"]:
+            pins = ", ".join(f"{facet}={version}" for facet, version in sorted(d["facet_pins"].items()))
+            parts.append(Text.assemble(("pinned facets: ", "bold"), safe(pins)))
+        if "unpinned" in d:
+            parts.insert(0, Text("unpinned" if d["unpinned"] else "there was no pin to remove"))
+        return Group(*parts)
+
+
+def version_role(rollout: Mapping[str, Any], version: int) -> str:
+    """``active``, ``canary 10%``, ``active, pinned``, ``latest`` or ""."""
+    roles = []
+    if version == rollout["active"]:
+        roles.append("active, pinned" if rollout["pinned"] else "active")
+    if version == rollout["canary"]:
+        roles.append(f"canary {rollout['canary_percent']:g}%")
+    if version == rollout["latest"] and not roles:
+        roles.append("latest")
+    return ", ".join(roles)
+
+
+def versions_table(rollout: Mapping[str, Any]) -> Table:
+    """The versions side by side, newest first: what a bad canary shows in."""
+    grid = Table(header_style="bold")
+    for column in ("version", "role", "facets", "warm", "requests", "errors", "error %"):
+        grid.add_column(column, justify="left" if column == "role" else "right")
+    for v in sorted(rollout["versions"], key=lambda v: -v["version"]):
+        rate = v.get("error_rate", _rate(v))
+        grid.add_row(
+            str(v["version"]),
+            version_role(rollout, v["version"]),
+            str(v["facets"]),
+            str(v["warm"]),
+            str(v["requests"]),
+            Text(str(v["errors"]), style="red" if v["errors"] else ""),
+            Text(f"{rate * 100:.1f}", style="bold red" if rate >= 0.05 else "red" if rate else ""),
+        )
+    return grid
+
+
+def _rate(version: Mapping[str, Any]) -> float:
+    return version["errors"] / version["requests"] if version["requests"] else 0.0
+
+
+def rollout_of(sup: Supervisor, app: str, described: dict[str, Any] | None = None) -> RolloutView:
+    data = dict(described if described is not None else sup.rollout(app))
+    data["versions"] = [{**v, "error_rate": round(_rate(v), 4)} for v in data["versions"]]
+    return RolloutView({"app": app, **data})
+
+
+@dataclass
 class Metrics(Result):
     text: str
 
@@ -538,15 +764,18 @@ class Help(Result):
 # -- the commands ---------------------------------------------------------------------------
 @command(
     "load",
-    "load PATH [as NAME]",
-    "load or upgrade an app: .wasm (module or component), .wat, or .js/.ts/.py (built into a component)",
+    "load PATH [as NAME] [--canary N%]",
+    "load or upgrade an app: .wasm (module or component), .wat, or .js/.ts/.py (built into a component);"
+    " --canary N% (or canary=N%) sends only N% of its facets to the new version",
     (1, 3),
     result=Loaded,
     writes=True,
+    valued_flags=("--canary",),
 )
 def _load(sup: Supervisor, cmd: Command) -> Loaded:
     name = cmd.args[2] if len(cmd.args) == 3 else None
-    version = sup.load_app(cmd.args[0], name, progress=LOAD_PROGRESS.get())
+    version = sup.load_app(cmd.args[0], name, progress=LOAD_PROGRESS.get(), canary=cmd.options.get("canary"))
+    rollout = sup.rollout(version.app)
     return Loaded(
         version.app,
         version.version,
@@ -557,6 +786,9 @@ def _load(sup: Supervisor, cmd: Command) -> Loaded:
         version.language,
         version.toolchain,
         version.size,
+        rollout["active"],
+        rollout["canary"],
+        rollout["canary_percent"],
     )
 
 
@@ -689,6 +921,107 @@ def _delete(sup: Supervisor, cmd: Command) -> Deleted:
         raise RefusedError(f"delete removes {cmd.args[0]} and all its data; repeat with --yes")
     sup.delete(cmd.args[0])
     return Deleted(cmd.args[0], True)
+
+
+@command(
+    "reset",
+    "reset APP/FACET",
+    "end a facet's backoff or quarantine: its next request runs (shows what was cleared)",
+    (1, 1),
+    result=Reset,
+    writes=True,
+)
+def _reset(sup: Supervisor, cmd: Command) -> Reset:
+    cleared = sup.reset(cmd.args[0])
+    return Reset(cmd.args[0], cleared.as_dict() if cleared is not None else None)
+
+
+@command(
+    "health",
+    "health [APP/FACET]",
+    "supervision: a facet's state, faults in a row, next retry and last faults; alone, every faulting facet",
+    (0, 1),
+    result=HealthView,
+)
+def _health(sup: Supervisor, cmd: Command) -> HealthView:
+    if not cmd.args or cmd.args[0] == "*":
+        return HealthView("*", [h.as_dict() for h in sup.faulting()])
+    target = cmd.args[0]
+    if "/" not in target:  # an app: its faulting facets
+        sup.app_versions(target)  # not_found for an unknown app
+        return HealthView(target, [h.as_dict() for h in sup.faulting() if h.target.split("/", 1)[0] == target])
+    info = sup.health(target)
+    return HealthView(target, [info.as_dict() if info is not None else healthy(target)])
+
+
+@command(
+    "alarms",
+    "alarms [TARGET] [limit=N]",
+    "pending alarms, soonest first (TARGET: *, APP, APP/FACET; default limit 100)",
+    (0, 1),
+    result=AlarmList,
+    options=("limit",),
+)
+def _alarms(sup: Supervisor, cmd: Command) -> AlarmList:
+    target = cmd.args[0] if cmd.args else "*"
+    alarms = sup.alarm_list(target, limit=_int_option(cmd, "limit", 100, 1))
+    return AlarmList(
+        target,
+        [{**a, "at": iso_utc(a["at_ms"] / 1000), "due": iso_utc(a["due_ms"] / 1000)} for a in alarms],
+    )
+
+
+@command(
+    "rollout",
+    "rollout APP",
+    "which version its facets run: versions side by side (facets, warm, requests, errors, error %)",
+    (1, 1),
+    result=RolloutView,
+)
+def _rollout(sup: Supervisor, cmd: Command) -> RolloutView:
+    return rollout_of(sup, cmd.args[0])
+
+
+@command(
+    "pin",
+    "pin APP[/FACET] VERSION",
+    "run an app (every facet not pinned on its own) or one facet on VERSION",
+    (2, 2),
+    result=RolloutView,
+    writes=True,
+    int_args=(1,),
+)
+def _pin(sup: Supervisor, cmd: Command) -> RolloutView:
+    target = cmd.args[0]
+    return rollout_of(sup, target.split("/", 1)[0], sup.pin(target, int(cmd.args[1])))
+
+
+@command("unpin", "unpin APP[/FACET]", "remove a pin", (1, 1), result=RolloutView, writes=True)
+def _unpin(sup: Supervisor, cmd: Command) -> RolloutView:
+    target = cmd.args[0]
+    removed = sup.unpin(target)
+    view = rollout_of(sup, target.split("/", 1)[0])
+    view.data["unpinned"] = removed
+    return view
+
+
+@command("promote", "promote APP", "move every facet to the canary version", (1, 1), result=RolloutView, writes=True)
+def _promote(sup: Supervisor, cmd: Command) -> RolloutView:
+    return rollout_of(sup, cmd.args[0], sup.promote(cmd.args[0]))
+
+
+@command(
+    "rollback",
+    "rollback APP [VERSION]",
+    "return the canaries to the active version; with no canary (or VERSION), make an older version active",
+    (1, 2),
+    result=RolloutView,
+    writes=True,
+    int_args=(1,),
+)
+def _rollback(sup: Supervisor, cmd: Command) -> RolloutView:
+    version = int(cmd.args[1]) if len(cmd.args) > 1 else None
+    return rollout_of(sup, cmd.args[0], sup.rollback(cmd.args[0], version))
 
 
 @command(

@@ -56,6 +56,7 @@ from runtime import (
     Supervisor,
     Usage,
 )
+from runtime.supervision import HealthInfo
 
 from .commands import CommandError, Reply, UsageError, failure, parse
 from .format import dumps
@@ -97,6 +98,10 @@ def encode(value: Any) -> Any:
             "version": encode(value.version),
             "versions": value.versions,
             "facets": value.facets,
+            "active": value.active,
+            "pinned": value.pinned,
+            "canary": value.canary,
+            "canary_percent": value.canary_percent,
         }
     if isinstance(value, FacetChanges):
         return {
@@ -115,10 +120,12 @@ def encode(value: Any) -> Any:
             "request_id": value.request_id,
             "http": None if value.http is None else encode(value.http),
             "status": value.status,
+            "retry_after": value.retry_after,
+            "version": value.version,
         }
     if isinstance(value, HttpResponse):
         return {"status": value.status, "headers": [list(h) for h in value.headers], "body": encode(value.body)}
-    if isinstance(value, AppVersion | FacetInfo | Quotas | LogRecord | Usage):
+    if isinstance(value, AppVersion | FacetInfo | Quotas | LogRecord | Usage | HealthInfo):
         return value.as_dict()
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
@@ -148,7 +155,20 @@ def _app_version(d: dict[str, Any]) -> AppVersion:
 
 
 def _app_info(d: dict[str, Any]) -> AppInfo:
-    return AppInfo(d["name"], _app_version(d["version"]), d["versions"], d["facets"])
+    return AppInfo(
+        d["name"],
+        _app_version(d["version"]),
+        d["versions"],
+        d["facets"],
+        active=d["active"],
+        pinned=d["pinned"],
+        canary=d["canary"],
+        canary_percent=d["canary_percent"],
+    )
+
+
+def _health(d: dict[str, Any] | None) -> HealthInfo | None:
+    return None if d is None else HealthInfo(**d)
 
 
 def _facet_info(d: dict[str, Any]) -> FacetInfo:
@@ -166,6 +186,8 @@ def _call_result(d: dict[str, Any]) -> CallResult:
         request_id=d["request_id"],
         http=None if d["http"] is None else _http_response(d["http"]),
         status=d["status"],
+        retry_after=d["retry_after"],
+        version=d["version"],
     )
 
 
@@ -209,6 +231,10 @@ RPC_METHODS: dict[str, Method] = {
     "tables": Method(False),
     "rows": Method(False),
     "query": Method(False),
+    "health": Method(False, _health),
+    "faulting": Method(False, lambda d: [HealthInfo(**h) for h in d]),
+    "alarm_list": Method(False),
+    "rollout": Method(False),
     "warm_count": Method(False, attribute=True),
     "max_open_dbs": Method(False, attribute=True),
     "data_dir": Method(False, str, attribute=True),
@@ -222,6 +248,11 @@ RPC_METHODS: dict[str, Method] = {
     "export_facet": Method(True),
     "import_facet": Method(True),
     "flush_usage": Method(True),
+    "reset": Method(True, _health),
+    "pin": Method(True),
+    "unpin": Method(True),
+    "promote": Method(True),
+    "rollback": Method(True),
 }
 
 

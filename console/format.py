@@ -26,7 +26,15 @@ from rich.text import Text
 
 from runtime import neutralize
 
-STATE_STYLES = {"warm": "green", "busy": "bold yellow", "cold": "dim", "failed": "bold red"}
+#: Supervision's states stand out: an operator scanning the fleet must see them at once.
+STATE_STYLES = {
+    "warm": "green",
+    "busy": "bold yellow",
+    "cold": "dim",
+    "failed": "bold red",
+    "backoff": "bold black on yellow",
+    "quarantined": "bold white on red",
+}
 
 
 def plain(value: Any, style: str = "") -> Text:
@@ -56,8 +64,9 @@ def human_count(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}"
 
 
-def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLES.get(state, ""))
+def state_text(state: str, shown: str | None = None) -> Text:
+    """``state`` in its style (``shown``: the text, e.g. ``backoff 12s``)."""
+    return Text(state if shown is None else shown, style=STATE_STYLES.get(state, ""))
 
 
 def bar(used: float, limit: float, width: int = 10) -> Text:
@@ -66,6 +75,31 @@ def bar(used: float, limit: float, width: int = 10) -> Text:
     filled = round(fraction * width)
     style = "red" if fraction >= 0.9 else "yellow" if fraction >= 0.7 else "green"
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "dim"), f" {fraction * 100:3.0f}%")
+
+
+def duration(seconds: float) -> str:
+    """``12s``, ``4m10s``, ``3h05m``, ``2d04h``: two units at most, for a column."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def relative(epoch: float, now: float) -> str:
+    """``in 4m10s`` or ``12s ago`` (``now`` for a time that is this second)."""
+    delta = epoch - now
+    if abs(delta) < 1:
+        return "now"
+    return f"in {duration(delta)}" if delta > 0 else f"{duration(-delta)} ago"
+
+
+def iso_utc(epoch: float) -> str:
+    """``2026-11-02T12:04:10Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def clock(epoch: float) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from runtime import AppInfo, AppVersion, CallResult, FacetChanges, FacetInfo, LogRecord, Quotas
 from runtime.storage import FacetReader
+from runtime.supervision import HealthInfo
 from runtime.toolchain import Progress
 
 
@@ -35,8 +36,23 @@ class ConsoleSupervisor(Protocol):
     def app_versions(self, app: str) -> list[AppVersion]: ...
 
     def load_app(
-        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: Progress | None = None,
+        canary: float | str | None = None,
     ) -> AppVersion: ...
+
+    def rollout(self, app: str) -> dict[str, Any]: ...
+
+    def health(self, target: str) -> HealthInfo | None: ...
+
+    def faulting(self) -> list[HealthInfo]: ...
+
+    def reset(self, target: str) -> HealthInfo | None: ...
+
+    def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]: ...
 
     def facet_list(self, app: str | None = None) -> list[FacetInfo]: ...
 

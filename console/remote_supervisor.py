@@ -59,6 +59,7 @@ from runtime import (
 )
 from runtime.apps import precompile
 from runtime.storage import FacetReader
+from runtime.supervision import HealthInfo
 from runtime.toolchain import Progress, is_source
 
 from .commands import CommandError, UsageError, failure, parse
@@ -206,12 +207,46 @@ class RemoteSupervisor:
         return self._rpc("app_versions", app)
 
     def load_app(
-        self, path: str | os.PathLike[str], name: str | None = None, *, progress: Progress | None = None
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: Progress | None = None,
+        canary: float | str | None = None,
     ) -> AppVersion:
         if is_source(path):  # built and compiled here, with progress; the owner finds the caches warm
             precompile(path, progress=progress)
         # the owner's working directory is not this one: the path goes absolute
-        return self._rpc("load_app", os.path.abspath(path), name)
+        return self._rpc("load_app", os.path.abspath(path), name, canary=canary)
+
+    # -- rollouts --------------------------------------------------------------------------
+    def rollout(self, app: str) -> dict[str, Any]:
+        return self._rpc("rollout", app)
+
+    def pin(self, target: str, version: int) -> dict[str, Any]:
+        return self._rpc("pin", target, version)
+
+    def unpin(self, target: str) -> bool:
+        return bool(self._rpc("unpin", target))
+
+    def promote(self, app: str) -> dict[str, Any]:
+        return self._rpc("promote", app)
+
+    def rollback(self, app: str, version: int | None = None) -> dict[str, Any]:
+        return self._rpc("rollback", app, version)
+
+    # -- supervision and alarms --------------------------------------------------------------
+    def health(self, target: str) -> HealthInfo | None:
+        return self._rpc("health", target)
+
+    def faulting(self) -> list[HealthInfo]:
+        return self._rpc("faulting")
+
+    def reset(self, target: str) -> HealthInfo | None:
+        return self._rpc("reset", target)
+
+    def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        return self._rpc("alarm_list", target, limit=limit)
 
     # -- facets --------------------------------------------------------------------------
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:

@@ -12,10 +12,20 @@ and 3xx together, because a redirect is a facet's normal success (the shortener 
 columns, ``http ok/4xx/5xx`` already made it scroll sideways); 4xx (the client's fault) and
 5xx (the facet's or the host's) are what an operator looks for, 4xx yellow, 5xx red. A
 facet never fetched over HTTP shows ``-``.
+
+Supervision and rollouts (issue 15): the state column shows ``backoff 12s`` (the seconds to
+the next retry) and ``quarantined`` on a background colour of their own, ``ver`` the version
+the facet's next request runs (``1→2`` while its warm instance still runs the old one,
+``canary`` or ``pinned`` when a rollout put it there), ``alarm`` the time to its pending
+alarm (``1h59m``; ``due`` once it is). Those cells depend on the clock: the facets that have them (``_timed``)
+are redrawn every tick even when the supervisor reports no change, and the header's
+supervision line (faulting facets, the fleet's next alarm) is counted over them only.
+``R`` resets the selected facet's supervision (not destructive: no confirmation).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -24,11 +34,11 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
-from runtime import FacetsError, neutralize
+from runtime import AppInfo, FacetsError, neutralize
 
-from ..format import bar, human_bytes, human_count, plain, state_text
+from ..format import bar, duration, human_bytes, human_count, iso_utc, plain, relative, state_text
 from ..messages import OpenFacet
 from ..widgets.console_table import ConsoleTable
 from ..widgets.fleet_header import FleetHeader
@@ -40,6 +50,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("facet", "facet"),
     ("state", "state"),
     ("version", "ver"),
+    ("alarm", "alarm"),
     ("requests", "requests"),
     ("errors", "errors"),
     ("http", "ok/4xx/5xx"),
@@ -51,6 +62,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("last_error", "last error"),
 )
 SORTABLE = tuple(key for key, _ in COLUMNS)
+#: Cells that change with the clock alone (redrawn each tick for the facets in ``_timed``).
+TIMED_COLUMNS = ("state", "alarm")
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,7 @@ class FacetRow:
 
     facet: str
     state: str
-    version: int | None
+    version: int | None  # what its warm instance runs (None: cold)
     requests: int
     errors: int
     http_ok: int  # 2xx + 3xx (the module docstring says why)
@@ -72,12 +85,46 @@ class FacetRow:
     storage: int
     storage_quota: int
     last_error: str | None
+    assigned: int | None = None  # what its next request runs
+    role: str = ""  # "canary" or "pinned": why it runs ``assigned``
+    retry_at: float | None = None  # backoff: when a request may probe again (epoch s)
+    alarm_at: int | None = None  # its pending alarm (epoch ms)
 
-    def cells(self) -> dict[str, Any]:
+    @property
+    def timed(self) -> bool:
+        """Whether a cell of the row changes with the clock, or the header counts it."""
+        return self.retry_at is not None or self.alarm_at is not None or self.state in ("backoff", "quarantined")
+
+    def state_cell(self, now: float) -> Text:
+        if self.state == "backoff" and self.retry_at is not None:
+            wait = self.retry_at - now
+            return state_text(self.state, f"backoff {duration(wait + 0.999)}" if wait > 0 else "backoff due")
+        return state_text(self.state)
+
+    def alarm_cell(self, now: float) -> Text | str:
+        if self.alarm_at is None:
+            return "-"
+        at = self.alarm_at / 1000
+        # the time to it (the column says what it is: no "in " to widen it)
+        return Text(duration(at - now + 0.999) if at - now >= 1 else "due", style="cyan")
+
+    def version_cell(self) -> Text | str:
+        shown = self.assigned if self.assigned is not None else self.version
+        if shown is None:
+            return "-"
+        text = Text(str(shown))
+        if self.version is not None and self.version != shown:
+            text = Text(f"{self.version}→{shown}")  # the next request moves it
+        if self.role:
+            text.append(f" {self.role}", style="bold yellow" if self.role == "canary" else "magenta")
+        return text
+
+    def cells(self, now: float) -> dict[str, Any]:
         return {
             "facet": plain(self.facet),
-            "state": state_text(self.state),
-            "version": str(self.version) if self.version is not None else "-",
+            "state": self.state_cell(now),
+            "version": self.version_cell(),
+            "alarm": self.alarm_cell(now),
             "requests": self.requests,
             "errors": Text(str(self.errors), style="red" if self.errors else ""),
             "http": self.http_cell(),
@@ -109,8 +156,23 @@ class FacetRow:
         if column == "last_error":
             return self.last_error or ""
         if column == "version":
-            return self.version or 0
+            return self.assigned or self.version or 0
+        if column == "alarm":  # soonest first; none last
+            return self.alarm_at if self.alarm_at is not None else 2**63
         return getattr(self, column)
+
+
+def _role(app: AppInfo | None, assigned: int | None) -> str:
+    """Why a facet runs ``assigned``: ``canary`` (a staged canary's version), ``pinned``
+    (its app is pinned), or "" (the active version). A facet's own pin is shown in its detail
+    view: ``FacetInfo`` does not say it."""
+    if app is None or assigned is None:
+        return ""
+    if app.canary is not None and assigned == app.canary:
+        return "canary"
+    if app.pinned and assigned == app.active:
+        return "pinned"
+    return ""
 
 
 def plain_message(target: str, exc: FacetsError) -> str:
@@ -127,10 +189,11 @@ class FacetsScreen(ConsoleScreen):
         Binding("s", "sort", "Sort"),
         Binding("r", "reverse", "Reverse"),
         Binding("e", "evict", "Evict"),
+        Binding("R", "reset", "Reset"),
         Binding("D", "delete", "Delete"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
-    WRITE_ACTIONS = frozenset({"evict", "delete"})
+    WRITE_ACTIONS = frozenset({"evict", "delete", "reset"})
     REFRESH_SECONDS = 1.0
 
     def __init__(self) -> None:
@@ -138,6 +201,10 @@ class FacetsScreen(ConsoleScreen):
         self._rows: dict[str, FacetRow] = {}
         self._cursor: float | None = None  # from the last facet_changes applied
         self._refreshing = False
+        #: Rows whose cells depend on the clock (``FacetRow.timed``).
+        self._timed: set[str] = set()
+        #: The clock the shown cells were drawn at.
+        self._now = 0.0
         self.filter_text = ""
         self.sort_column = "facet"
         self.sort_reverse = False
@@ -145,6 +212,7 @@ class FacetsScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         yield FleetHeader()
         yield Input(placeholder="filter facets (app/facet, state, error)…", id="facet-filter")
+        yield Static("", id="supervision-line")
         table = ConsoleTable(cursor_type="row", zebra_stripes=True, id="facets-table")
         for key, title in COLUMNS:
             table.add_column(title, key=key)
@@ -167,6 +235,9 @@ class FacetsScreen(ConsoleScreen):
     def _collect(self) -> None:
         try:
             changes = self.sup.facet_changes(self._cursor)
+            apps = self.sup.app_list()
+            by_name = {a.name: a for a in apps}
+            now = time.time()
             rows = {}
             for info in changes.facets:
                 u = info.usage
@@ -186,8 +257,11 @@ class FacetsScreen(ConsoleScreen):
                     storage=u["storage"],
                     storage_quota=self.sup.quotas(info.target).storage,
                     last_error=u["last_error"],
+                    assigned=info.assigned,
+                    role=_role(by_name.get(info.app), info.assigned),
+                    retry_at=info.retry_at,
+                    alarm_at=info.alarm_at,
                 )
-            apps = self.sup.app_list()
             fleet = self.sup.usage()
             rps_series = self.sup.series(None, "requests", points=60)
             totals = (
@@ -208,7 +282,9 @@ class FacetsScreen(ConsoleScreen):
         except Exception as exc:  # the supervisor is shutting down
             self.app.call_from_thread(self._refresh_failed, exc)
             return
-        self.app.call_from_thread(self._apply, changes.cursor, rows, changed, removed, totals, rps_series[:-1], traffic)
+        self.app.call_from_thread(
+            self._apply, changes.cursor, rows, changed, removed, totals, rps_series[:-1], traffic, now
+        )
 
     def _refresh_failed(self, exc: Exception) -> None:
         self._refreshing = False
@@ -222,42 +298,85 @@ class FacetsScreen(ConsoleScreen):
         totals: str,
         rps_series: list[float],
         traffic: str,
+        now: float,
     ) -> None:
         """Merge a refresh: ``rows`` holds the facets that may have changed, ``changed``
-        those that did, ``removed`` the deleted ones."""
+        those that did, ``removed`` the deleted ones; ``now`` is the clock the time-dependent
+        cells are drawn at."""
         self._refreshing = False
         if not self.is_attached:
             return
         self._cursor = cursor
+        previous_now, self._now = self._now, now
         self.query_one(FleetHeader).show(totals, rps_series, traffic, self.console.ingress_status())
         table = self.query_one(DataTable)
         resort = False
         for key in removed:
             self._rows.pop(key, None)
+            self._timed.discard(key)
             if key in table.rows:
                 table.remove_row(key)
+        changed_set = set(changed)
         for key in changed:
             row = rows[key]
             old = self._rows.get(key)
             self._rows[key] = row
+            if row.timed:
+                self._timed.add(key)
+            else:
+                self._timed.discard(key)
             visible = self._matches(row)
             in_table = key in table.rows
             if visible and not in_table:
-                cells = row.cells()
+                cells = row.cells(now)
                 table.add_row(*(cells[c] for c, _ in COLUMNS), key=key)
                 resort = True
             elif not visible and in_table:
                 table.remove_row(key)
             elif in_table:
-                new_cells = row.cells()
-                old_cells = old.cells() if old else {}
+                new_cells = row.cells(now)
+                old_cells = old.cells(previous_now) if old else {}
                 for column, _ in COLUMNS:
                     if old_cells.get(column) != new_cells[column]:
-                        table.update_cell(key, column, new_cells[column])
+                        table.update_cell(key, column, new_cells[column], update_width=True)
                 if old is None or old.sort_value(self.sort_column) != row.sort_value(self.sort_column):
                     resort = True
+        for key in self._timed - changed_set:  # unchanged, but the clock moved: countdowns
+            row = self._rows[key]
+            if key in table.rows:
+                for column in TIMED_COLUMNS:
+                    cell = row.state_cell(now) if column == "state" else row.alarm_cell(now)
+                    if cell != (row.state_cell(previous_now) if column == "state" else row.alarm_cell(previous_now)):
+                        table.update_cell(key, column, cell, update_width=True)
+        self._show_supervision(now)
         if resort:
             self._sort()
+
+    def _show_supervision(self, now: float) -> None:
+        """The header's supervision line: faulting facets and the fleet's next alarm
+        (hidden while there is neither)."""
+        timed = [self._rows[key] for key in self._timed]
+        backoff = sum(1 for r in timed if r.state == "backoff")
+        quarantined = sum(1 for r in timed if r.state == "quarantined")
+        alarms = [r for r in timed if r.alarm_at is not None]
+        line = Text()
+        if quarantined:
+            line.append(f" {quarantined} quarantined ", style="bold white on red")
+            line.append("  ")
+        if backoff:
+            line.append(f" {backoff} in backoff ", style="bold black on yellow")
+            line.append("  ")
+        if (quarantined or backoff) and not self.readonly:
+            line.append("R resets the selected facet · ", style="dim")
+        if alarms:
+            soonest = min(alarms, key=lambda r: (r.alarm_at or 0, r.facet))
+            at = (soonest.alarm_at or 0) / 1000
+            line.append(f"{len(alarms)} alarm{'s' if len(alarms) != 1 else ''} pending · next ")
+            line.append(neutralize(soonest.facet), style="bold")
+            line.append(f" {relative(at, now) if at > now else 'due'} ({iso_utc(at)})", style="cyan")
+        widget = self.query_one("#supervision-line", Static)
+        widget.update(line)
+        widget.set_class(bool(line.plain), "-shown")
 
     def _matches(self, row: FacetRow) -> bool:
         if not self.filter_text:
@@ -287,7 +406,7 @@ class FacetsScreen(ConsoleScreen):
         table.clear()
         for key, row in self._rows.items():
             if self._matches(row):
-                cells = row.cells()
+                cells = row.cells(self._now)
                 table.add_row(*(cells[c] for c, _ in COLUMNS), key=key)
         self._sort()
 
@@ -358,6 +477,25 @@ class FacetsScreen(ConsoleScreen):
             return
         message = f"{neutralize(target)} evicted" if was_warm else f"{neutralize(target)} was not warm"
         self.app.call_from_thread(partial(self.notify, message, markup=False))
+
+    def action_reset(self) -> None:
+        key = self._cursor_key()
+        if key:
+            self._reset(key)
+
+    @work(thread=True, group="facets-action")
+    def _reset(self, target: str) -> None:
+        try:
+            cleared = self.sup.reset(target)
+        except FacetsError as exc:
+            self.app.call_from_thread(partial(self.notify, plain_message(target, exc), severity="error", markup=False))
+            return
+        if cleared is None:
+            message = f"{neutralize(target)} was healthy: nothing to reset"
+        else:
+            message = f"{neutralize(target)} reset: was {cleared.state} after {cleared.faults} faults in a row"
+        self.app.call_from_thread(partial(self.notify, message, markup=False))
+        self.app.call_from_thread(self.refresh_fleet)
 
     def action_delete(self) -> None:
         key = self._cursor_key()

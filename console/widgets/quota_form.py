@@ -22,9 +22,9 @@ SIZE_KEYS = {"memory", "storage", "log_bytes"}
 def show_value(key: str, value: Any) -> str:
     if key in SIZE_KEYS:
         return format_size(int(value))
-    if key == "timeout_ms":
+    if key in ("timeout_ms", "backoff_ms", "backoff_max_ms"):
         return f"{value}ms"
-    if key in ("rate", "queue", "max_facets") and not value:
+    if key in ("rate", "queue", "max_facets", "crash_faults", "quarantine_faults") and not value:
         return "off"
     if key == "rate":
         return f"{value:g}"
@@ -37,7 +37,7 @@ class QuotaForm(Vertical):
     DEFAULT_CSS = """
     QuotaForm { height: auto; padding: 0 1; }
     QuotaForm .quota-row { height: 1; margin-bottom: 1; }
-    QuotaForm .quota-row Label { width: 14; }
+    QuotaForm .quota-row Label { width: 19; }  /* quarantine_faults, the longest key */
     QuotaForm .quota-row Input { width: 20; height: 1; border: none; padding: 0 1; }
     QuotaForm .quota-row .quota-note { width: 1fr; padding: 0 1; }
     QuotaForm .quota-row .quota-note.-error { color: $error; }

@@ -282,3 +282,26 @@ async def test_a_console_attached_to_facets_serve_sees_its_http_traffic_live_and
         serving.proc.wait()
     with Supervisor(data) as sup:  # the owner counted both: one HTTP request, one :call
         assert sup.usage("counter/alice")["requests"] == 2
+
+
+def test_supervision_alarms_and_rollouts_answered_by_the_owner(owner, remote, tmp_path):
+    """What the views call for issue 15, attached: the owner's own answers."""
+    from tests.runtime.versioned import versioned_wat
+
+    for _ in range(3):
+        owner.sup.call("probe/a", b"X")
+    owner.sup.alarms.set("counter", "a", 1_900_000_000_000)
+    assert remote.health("probe/a") == owner.sup.health("probe/a")
+    assert [h.target for h in remote.faulting()] == ["probe/a"]
+    assert remote.alarm_list("counter") == owner.sup.alarm_list("counter")
+    assert remote.reset("probe/a").state == "backoff" and owner.sup.health("probe/a") is None
+    v2 = tmp_path / "v2.wat"
+    v2.write_text(versioned_wat("v2"))
+    owner.sup.load_app_bytes(versioned_wat("v1"), "app")
+    version = remote.load_app(v2, "app", canary="30%")
+    assert version.version == 2 and remote.rollout("app") == owner.sup.rollout("app")
+    assert owner.sup.rollout("app")["canary_percent"] == 30.0
+    assert remote.promote("app")["active"] == 2
+    assert remote.rollback("app")["active"] == 1
+    with pytest.raises(NotFound):
+        remote.pin("app", 9)

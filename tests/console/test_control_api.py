@@ -279,3 +279,46 @@ def test_a_reply_that_went_through_json_renders_as_the_typed_one(api, line):
             return console.export_text(styles=True)
 
     assert shown(json.loads(dumps(reply, ensure_ascii=True))) == shown(reply)
+
+
+def test_rpc_supervision_alarms_and_rollouts_decode_to_what_the_supervisor_returns(api):
+    """The methods the views call for issue 15, through JSON, equal the embedded answers."""
+    from runtime.supervision import HealthInfo
+    from tests.runtime.versioned import versioned_wat
+
+    sup = api.sup
+    sup.load_app(fixture("probe.wat"))
+    for _ in range(3):
+        sup.call("probe/a", b"X")
+    sup.alarms.set("probe", "a", 1_900_000_000_000)
+    sup.load_app_bytes(versioned_wat("v1"), "app")
+    sup.call("app/x")
+    sup.load_app_bytes(versioned_wat("v2"), "app", canary="50%")
+
+    def rpc(method: str, *args: Any, **kwargs: Any) -> Any:
+        status, answer = post(api, "/control/rpc", {"method": method, "args": list(args), "kwargs": kwargs})
+        assert status == 200 and answer["ok"], (method, answer)
+        return decode(method, json.loads(json.dumps(answer["result"])))
+
+    health = rpc("health", "probe/a")
+    assert isinstance(health, HealthInfo) and health == sup.health("probe/a") and health.state == "backoff"
+    _, answer = post(api, "/control/rpc", {"method": "health", "args": ["counter/nobody"]})
+    assert answer["error"]["code"] == "not_found"
+    assert rpc("faulting") == sup.faulting()
+    assert rpc("alarm_list", None, limit=5) == sup.alarm_list(None, limit=5)
+    assert rpc("rollout", "app") == sup.rollout("app")
+    apps = {a.name: a for a in rpc("app_list")}
+    assert (apps["app"].active, apps["app"].canary, apps["app"].canary_percent) == (1, 2, 50.0)
+    assert apps == {a.name: a for a in sup.app_list()}
+    refused = rpc("call", "probe/a", encode(b"Eok"))
+    assert refused.error == ErrorCode.BACKOFF and refused.retry_after > 0
+    assert rpc("call", "app/x", encode(b"")).version in (1, 2)
+    _, answer = post(api, "/control/rpc", {"method": "reset", "args": ["probe/a"], "readonly": True})
+    assert answer["error"]["code"] == "refused" and sup.health("probe/a") is not None
+    cleared = rpc("reset", "probe/a")
+    assert isinstance(cleared, HealthInfo) and cleared.faults == 3 and sup.health("probe/a") is None
+    assert rpc("reset", "probe/a") is None
+    assert rpc("pin", "app/x", 1)["facet_pins"] == {"x": 1}
+    assert rpc("unpin", "app/x") is True
+    assert rpc("promote", "app")["active"] == 2
+    assert rpc("rollback", "app", None)["active"] == 1

@@ -72,7 +72,7 @@ def test_facets_filtered_and_sorted(frozen, snap_compare):
     async def run_before(pilot):
         app = pilot.app
         await settle(pilot, lambda: home_loaded(app))
-        await pilot.press("s", "s", "s", "r", "slash", "o")
+        await pilot.press("s", "s", "s", "s", "r", "slash", "o")  # facet, state, ver, alarm, requests
         screen = app.screen
         expected = sum(1 for row in screen._rows.values() if "o" in row.facet or "o" in row.state)
         await settle(
@@ -161,6 +161,73 @@ def test_other_views(frozen, snap_compare, key):
         await settle(pilot, lambda: VIEWS[key](pilot.app))
 
     assert snap_compare(FacetsConsole(frozen), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.fixture
+def operated(frozen):
+    """The frozen samples, plus issue 15's states: probe/loop in backoff (three traps),
+    counter/alice with an alarm in 90 minutes, and app ver whose version 2 (which traps) is
+    a canary for every facet, called once each."""
+    from tests.conftest import fixture
+    from tests.console.conftest import FIXED_TIME
+    from tests.runtime.versioned import versioned_wat
+
+    sup = frozen
+    sup.load_app(fixture("probe.wat"))
+    for _ in range(3):
+        sup.call("probe/loop", b"X")
+    sup.alarms.set("counter", "alice", int(FIXED_TIME * 1000) + 90 * 60_000)
+    sup.load_app_bytes(versioned_wat("v1"), "ver")
+    sup.call("ver/a")
+    sup.load_app_bytes(versioned_wat("v2", handle_traps=True), "ver", canary="100%")
+    sup.call("ver/a")
+    sup.call("ver/b")
+    return sup
+
+
+def operated_loaded(app):
+    return app.screen.query_one("#facets-table", DataTable).row_count == 11
+
+
+def test_facets_home_supervision_and_rollout(operated, snap_compare):
+    async def run_before(pilot):
+        await settle(pilot, lambda: operated_loaded(pilot.app) and "backoff" in shown(pilot.app, "#supervision-line"))
+
+    assert snap_compare(FacetsConsole(operated), terminal_size=SIZE, run_before=run_before)
+
+
+def test_detail_health_tab(operated, snap_compare):
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(pilot, lambda: operated_loaded(app))
+        app.open_facet("probe/loop")
+        await settle(
+            pilot, lambda: isinstance(app.screen, FacetDetailScreen) and "backoff" in shown(app, "#facet-summary")
+        )
+        await pilot.press("h")
+        await settle(pilot, lambda: app.screen.query_one("#health-faults", DataTable).row_count == 3)
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(FacetsConsole(operated), terminal_size=SIZE, run_before=run_before)
+
+
+def test_apps_rollout(operated, snap_compare):
+    async def run_before(pilot):
+        app = pilot.app
+        await settle(pilot, lambda: operated_loaded(app))
+        await pilot.press("2")
+        await settle(pilot, lambda: app.current_mode == "apps" and app.screen.query_one("#apps-table").row_count == 9)
+        table = app.screen.query_one("#apps-table", DataTable)
+        table.move_cursor(row=table.get_row_index("ver"))
+        await settle(
+            pilot,
+            lambda: (
+                app.screen.query_one("#versions-table", DataTable).row_count == 2
+                and app.screen.query_one("#fleet-alarms", DataTable).row_count == 1
+            ),
+        )
+
+    assert snap_compare(FacetsConsole(operated), terminal_size=SIZE, run_before=run_before)
 
 
 def test_help(frozen, snap_compare):

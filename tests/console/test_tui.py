@@ -73,7 +73,7 @@ async def test_filter_and_sort(seeded):
         assert table_keys(facets_table(app)) == ["todo/alice", "todo/bob"]
         await pilot.press("enter", "escape")
         assert facets_table(app).row_count == 8
-        await pilot.press("s", "s", "s")  # facet -> state -> version -> requests
+        await pilot.press("s", "s", "s", "s")  # facet -> state -> version -> alarm -> requests
         assert app.screen.sort_column == "requests"
         requests = [app.screen._rows[k].requests for k in table_keys(facets_table(app))]
         assert requests == sorted(requests)
