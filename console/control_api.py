@@ -217,6 +217,7 @@ RPC_METHODS: dict[str, Method] = {
     "app_list": Method(False, lambda d: [_app_info(a) for a in d]),
     "app_versions": Method(False, lambda d: [_app_version(v) for v in d]),
     "facet_list": Method(False, lambda d: [_facet_info(f) for f in d]),
+    "facet_info": Method(False, _facet_info),
     "facet_changes": Method(
         False, lambda d: FacetChanges(d["cursor"], d["complete"], [_facet_info(f) for f in d["facets"]], d["removed"])
     ),

@@ -252,6 +252,9 @@ class RemoteSupervisor:
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:
         return self._rpc("facet_list", app)
 
+    def facet_info(self, target: str) -> FacetInfo:
+        return self._rpc("facet_info", target)
+
     def facet_changes(self, cursor: float | None = None) -> FacetChanges:
         return self._rpc("facet_changes", cursor)
 

@@ -29,11 +29,14 @@ SAMPLES = (
 COMPONENT_SAMPLES = (
     ("todo-js", SAMPLE_APPS / "todo" / "todo.js"),
     ("guestbook-py", SAMPLE_APPS / "guestbook" / "guestbook.py"),
+    ("reminders", SAMPLE_APPS / "reminders" / "reminders.js"),
 )
 COMPONENT_SEED_REQUESTS: tuple[tuple[str, object], ...] = (
     ("todo-js/carol", {"op": "add", "list": "errands", "title": "post the parcel"}),
     ("todo-js/carol", {"op": "add", "list": "errands", "title": "buy stamps"}),
     ("guestbook-py/lobby", {"op": "sign", "name": "guido", "message": "Hello from a Python component."}),
+    # An alarm an hour ahead: the home view's alarm column and the Apps view's next alarms.
+    ("reminders/alice", {"op": "add", "text": "stand up and stretch", "in": 3600}),
 )
 
 SEED_REQUESTS: tuple[tuple[str, object], ...] = (

@@ -187,6 +187,10 @@ class ControlDB:
                 pk="app",
                 if_not_exists=True,
             )
+            # Requests and errors per app version: what a canary is judged by (Meters.by_version).
+            db.table("version_usage").create(
+                {"app": str, "version": int, "requests": int, "errors": int}, pk=("app", "version"), if_not_exists=True
+            )
             db.table("facet_pins").create(
                 {"app": str, "facet": str, "version": int}, pk=("app", "facet"), if_not_exists=True
             )
@@ -325,10 +329,17 @@ class ControlDB:
 
     # -- usage ------------------------------------------------------------------
     def save_usage(
-        self, rows: list[tuple[str, str, dict[str, Any]]], series: list[tuple[str, str, int, int, list[float]]]
+        self,
+        rows: list[tuple[str, str, dict[str, Any]]],
+        series: list[tuple[str, str, int, int, list[float]]],
+        versions: list[tuple[str, int, int, int]] | None = None,
     ) -> None:
         now = time.time()
         with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO version_usage(app, version, requests, errors) VALUES (?, ?, ?, ?)",
+                versions or [],
+            )
             conn.executemany(
                 "INSERT OR REPLACE INTO usage(app, facet, counters, updated_at) VALUES (?, ?, ?, ?)",
                 [(app, facet, json.dumps(counters), now) for app, facet, counters in rows],
@@ -478,6 +489,13 @@ class ControlDB:
                 conn.execute(
                     "INSERT OR REPLACE INTO facet_pins(app, facet, version) VALUES (?, ?, ?)", [app, facet, version]
                 )
+
+    def version_usage(self) -> dict[tuple[str, int], list[int]]:
+        with self._lock:
+            if not self._has("version_usage"):
+                return {}
+            rows = self._conn.execute("SELECT app, version, requests, errors FROM version_usage")
+            return {(app, version): [requests, errors] for app, version, requests, errors in rows}
 
     def facet_versions(self) -> dict[tuple[str, str], int]:
         """The version each facet last migrated to (its ``facet_init`` committed on it)."""

@@ -69,8 +69,9 @@ class Housekeeper:
             return
         with self._flush_lock:  # two flushes writing out of order would store older values
             rows, series = self._meters.collect_dirty()
-            if rows or series:
-                self._control.save_usage(rows, series)
+            versions = self._meters.collect_versions()
+            if rows or series or versions:
+                self._control.save_usage(rows, series, versions)
 
     def prune(self) -> None:
         """Apply retention: old log records, and series beyond what each resolution keeps."""

@@ -298,14 +298,19 @@ class Meter:
 class Meters:
     """All facet meters plus per-app aggregates, safe to use from many threads."""
 
-    def __init__(self, saved: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        saved: dict[tuple[str, str], dict[str, Any]] | None = None,
+        versions: dict[tuple[str, int], list[int]] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         #: Held while a meter is read or changed; readers outside take it for series.
         self.lock = self._lock
         self._facets: dict[tuple[str, str], Meter] = {}
         self._apps: dict[str, Meter] = {}
-        #: (app, version) -> [requests, errors] since this process started.
-        self._versions: dict[tuple[str, int], list[int]] = {}
+        #: (app, version) -> [requests, errors], and those changed since the last flush.
+        self._versions: dict[tuple[str, int], list[int]] = {k: list(v) for k, v in (versions or {}).items()}
+        self._versions_dirty: set[tuple[str, int]] = set()
         for (app, facet), state in (saved or {}).items():
             self._facets[(app, facet)] = Meter(state)
             self._add_to_aggregates(app, state)
@@ -358,6 +363,7 @@ class Meters:
                 counts[0] += 1
                 if error:
                     counts[1] += 1
+                self._versions_dirty.add((app, version))
             meter = self._facets.get((app, facet))
             if meter is None:
                 meter = self._facets[(app, facet)] = Meter()
@@ -371,7 +377,7 @@ class Meters:
             agg.record(usage, error, now, agg.storage, status)
 
     def by_version(self, app: str) -> dict[int, tuple[int, int]]:
-        """Requests and errors per version of ``app`` since this process started."""
+        """Requests and errors per version of ``app`` (persisted with the usage flushes)."""
         with self._lock:
             return {v: (c[0], c[1]) for (a, v), c in self._versions.items() if a == app}
 
@@ -422,6 +428,13 @@ class Meters:
         """Forget a deleted facet's meter (its usage stays in the app's totals)."""
         with self._lock:
             self._facets.pop((app, facet), None)
+
+    def collect_versions(self) -> list[tuple[str, int, int, int]]:
+        """The per-version counts changed since the last call, for the flusher."""
+        with self._lock:
+            dirty, self._versions_dirty = self._versions_dirty, set()
+            counts = self._versions
+            return [(app, version, counts[(app, version)][0], counts[(app, version)][1]) for app, version in dirty]
 
     def collect_dirty(
         self,

@@ -114,6 +114,7 @@ class Reports:
                     retry_at=health.retry_at if health is not None and health.state == "backoff" else None,
                     faults=health.faults if health is not None else 0,
                     alarm_at=self._alarms.get(*key),
+                    pinned=self._rollouts.pin_of(*key) is not None,
                 )
             )
         return infos

@@ -108,6 +108,7 @@ class Serving:
                 continue  # a delivery's own "consumed": the scheduler's, if nobody replaced it
             try:
                 self._alarms.apply(slot.app, slot.name, change if isinstance(change, int) else None)
+                self._residency.touch((slot.app, slot.name))  # listings show the next alarm
             except Exception as exc:  # the control database failed: the request's data stands
                 self._log(slot.app, slot.name, "error", f"the alarm change was not stored: {exc!r}", request.request_id)
 

@@ -34,7 +34,7 @@ from .alarms import RETRY_DELAYS_S, Alarm, AlarmScheduler
 from .apps import AppStore, AppVersion
 from .browse import Browser
 from .control import ControlDB
-from .errors import BadRequest, ErrorCode, FacetsError
+from .errors import BadRequest, ErrorCode, FacetsError, NotFound
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
@@ -101,7 +101,7 @@ class Supervisor:
         self.wasm = WasmRuntime(settings.engine)
         self.apps = AppStore(self.data_dir, self.control, self.wasm, readonly=readonly)
         self.quota_book = QuotaBook(self.control.quota_settings())
-        self.meters = Meters(self.control.load_usage())
+        self.meters = Meters(self.control.load_usage(), self.control.version_usage())
         self.log_sink = LogSink(discard if readonly else self.control.write_logs)
         self._log = log = SupervisorLog(self.log_sink)
         for rejected in self.quota_book.rejected:
@@ -252,7 +252,7 @@ class Supervisor:
     # -- rollouts (runtime.rollout) ----------------------------------------------------
     def rollout(self, app: str) -> dict[str, Any]:
         """Which version each facet of ``app`` runs, and requests and errors per version
-        (since this process started): what the operator judges a canary by."""
+        (kept in the control database): what the operator judges a canary by."""
         versions = [v.version for v in self.apps.versions(app)]
         described = self.rollouts.describe(app)
         runs: dict[int, int] = {}
@@ -377,6 +377,7 @@ class Supervisor:
             scheduler.postpone(alarm, outcome)
         else:
             scheduler.finished(alarm, ok=outcome[0], reason=outcome[1])
+        self.residency.touch((app, facet))  # its next alarm changed: what listings show
 
     def _deliver_once(self, alarm: Alarm) -> tuple[bool, str] | int:
         """(delivered?, why not), or the time to postpone it to."""
@@ -450,6 +451,14 @@ class Supervisor:
         returned ``cursor`` (all of them when None): what a live view refreshes, at a
         cost that follows the traffic, not the number of facets."""
         return self.reports.facet_changes(cursor)
+
+    def facet_info(self, target: str) -> FacetInfo:
+        """One facet as ``facet_list`` lists it (``NotFound`` if it does not exist)."""
+        key = self.registry.known(target)
+        infos = self.reports.facet_infos([key])
+        if not infos:
+            raise NotFound(f"no facet {target}")
+        return infos[0]
 
     def facet_exists(self, target: str) -> bool:
         return parse_facet_target(target) in self.registry.created

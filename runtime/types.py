@@ -83,6 +83,7 @@ class FacetInfo:
         retry_at: in backoff, when a request may probe again (epoch seconds).
         faults: consecutive faults so far (0: healthy).
         alarm_at: its pending alarm (ms since the epoch), or None.
+        pinned: the facet is pinned to its version on its own (``pin APP/FACET VERSION``).
     """
 
     app: str
@@ -95,6 +96,7 @@ class FacetInfo:
     retry_at: float | None = None
     faults: int = 0
     alarm_at: int | None = None
+    pinned: bool = False
 
     @property
     def target(self) -> str:
@@ -110,6 +112,7 @@ class FacetInfo:
             "retry_at": self.retry_at,
             "faults": self.faults,
             "alarm_at": self.alarm_at,
+            "pinned": self.pinned,
             "created_at": self.created_at,
             "usage": self.usage,
         }

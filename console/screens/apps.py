@@ -2,7 +2,7 @@
 
 Per app: its latest and active version, a staged canary (version and share), a pin. For
 the selected app, its versions side by side (``Supervisor.rollout``: facets, warm
-instances, requests and errors since the process started, the error rate, red past 5%)
+instances, requests and errors (kept across restarts), the error rate, red past 5%)
 so a bad canary is seen at a glance, and which version each facet runs. On the right, the
 fleet's next alarms. ``L`` loads: ``PATH [as NAME] [--canary N%]``."""
 

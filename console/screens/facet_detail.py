@@ -264,9 +264,8 @@ class FacetDetailScreen(ConsoleScreen):
         try:
             health = self.sup.health(self.target)
             alarms = self.sup.alarm_list(self.target, limit=1)
-            # facet_list and rollout list the whole app (no one-facet call exists yet)
-            info = next((f for f in self.sup.facet_list(app_name) if f.target == self.target), None)
-            rollout = self.sup.rollout(app_name)
+            info = self.sup.facet_info(self.target)
+            rollout = self.sup.rollout(app_name)  # pins and the canary: what the summary names
         except FacetsError:  # deleted meanwhile, or an attached console's owner is away
             self.app.call_from_thread(self._status_failed)
             return

@@ -162,10 +162,11 @@ class FacetRow:
         return getattr(self, column)
 
 
-def _role(app: AppInfo | None, assigned: int | None) -> str:
-    """Why a facet runs ``assigned``: ``canary`` (a staged canary's version), ``pinned``
-    (its app is pinned), or "" (the active version). A facet's own pin is shown in its detail
-    view: ``FacetInfo`` does not say it."""
+def _role(app: AppInfo | None, assigned: int | None, own_pin: bool = False) -> str:
+    """Why a facet runs ``assigned``: ``pinned`` (its own pin, or its app's), ``canary`` (a
+    staged canary's version), or "" (the active version)."""
+    if own_pin:
+        return "pinned"
     if app is None or assigned is None:
         return ""
     if app.canary is not None and assigned == app.canary:
@@ -258,7 +259,7 @@ class FacetsScreen(ConsoleScreen):
                     storage_quota=self.sup.quotas(info.target).storage,
                     last_error=u["last_error"],
                     assigned=info.assigned,
-                    role=_role(by_name.get(info.app), info.assigned),
+                    role=_role(by_name.get(info.app), info.assigned, info.pinned),
                     retry_at=info.retry_at,
                     alarm_at=info.alarm_at,
                 )

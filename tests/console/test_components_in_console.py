@@ -67,15 +67,18 @@ async def test_the_console_builds_the_component_samples_in_the_background(seeded
         await pilot.press("2")  # usable at once: the Apps view answers while they build
         table = app.screen.query_one("#apps-table", DataTable)
         await until(pilot, lambda: table.row_count >= 7)
-        await until(pilot, lambda: {"todo-js", "guestbook-py"} <= {a.name for a in seeded.app_list()}, timeout=300)
+        await until(
+            pilot, lambda: {"todo-js", "guestbook-py", "reminders"} <= {a.name for a in seeded.app_list()}, timeout=300
+        )
         await pilot.press("r")
-        await until(pilot, lambda: {"todo-js", "guestbook-py"} <= set(table_keys(table)))
+        await until(pilot, lambda: {"todo-js", "guestbook-py", "reminders"} <= set(table_keys(table)))
         assert row_of(table, "guestbook-py")["language"] == "python"
     assert seeded.rows("todo-js/carol", "items")["rows"]
     assert seeded.rows("guestbook-py/lobby", "entries")["rows"]
+    assert [a["target"] for a in seeded.alarm_list()] == ["reminders/alice"]  # the seed's reminder
 
 
 def test_component_samples_load_once(seeded):
-    assert load_component_samples(seeded, list(COMPONENT_SAMPLES)) == ["todo-js", "guestbook-py"]
+    assert load_component_samples(seeded, list(COMPONENT_SAMPLES)) == ["todo-js", "guestbook-py", "reminders"]
     assert seeded.app_versions("todo-js")[-1].kind == "component"
     assert len(seeded.app_versions("todo-js")) == 1

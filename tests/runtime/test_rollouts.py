@@ -217,3 +217,13 @@ def test_a_failed_migration_is_counted_as_a_fault_and_attributed_to_the_version_
     assert sup.call("app/m", b"X").error == "trap"  # a trap on the v1 it stayed on
     versions = {v["version"]: v for v in sup.rollout("app")["versions"]}
     assert (versions[1]["errors"], versions[2]["errors"]) == (1, 0)
+
+
+def test_requests_and_errors_per_version_survive_a_restart(tmp_path):
+    with Supervisor(tmp_path / "d") as sup:
+        _load(sup, "v1")
+        _load(sup, "bad", canary=100, handle_traps=True)
+        assert sup.call("app/a", b"").error == "trap"
+    with Supervisor(tmp_path / "d") as sup:
+        versions = {v["version"]: (v["requests"], v["errors"]) for v in sup.rollout("app")["versions"]}
+        assert versions == {1: (0, 0), 2: (1, 1)}
