@@ -11,6 +11,9 @@ never imports the console.
 
 ``Supervisor`` (``supervisor``) is a façade over these parts:
 
+* a facet's life beyond one request: ``supervision`` (crash loops: backoff,
+  quarantine, reset), ``alarms`` (a facet's own wake-up: the scheduler, at-least-once
+  delivery), ``rollout`` (which version each facet runs: pins, canaries, rollbacks);
 * requests: ``http`` (HTTP requests and responses, the ``facet_http`` envelope),
   ``registry`` (which facets exist, their creation and removal), ``gate``
   (who runs a facet's requests, commit groups), ``serving`` (running a group of
@@ -48,6 +51,7 @@ from .policy import Policy, QuotaPolicy, Refusal
 from .quotas import QUOTA_KEYS, Quotas, parse_quota
 from .registry import parse_facet_target
 from .settings import SupervisorSettings, default_data_dir
+from .supervision import HealthInfo
 from .supervisor import Supervisor
 from .toolchain import BuildProgress, Built, is_source
 from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
@@ -70,6 +74,7 @@ __all__ = [
     "FacetChanges",
     "FacetInfo",
     "FacetsError",
+    "HealthInfo",
     "HttpRequest",
     "HttpResponse",
     "LogRecord",
