@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import struct
 
+from tests.runtime.versioned import ALLOC, data_text
+
 CREATE = '{"sql":"CREATE TABLE IF NOT EXISTS fired(id INTEGER PRIMARY KEY, v INTEGER DEFAULT 1)"}'
 INSERT = '{"sql":"INSERT INTO fired DEFAULT VALUES"}'
-
-
-def _data(text: str) -> str:
-    return "".join(f"\\{b:02x}" for b in text.encode())
 
 
 def alarm_wat(*, handler: bool = True, reschedule_ms: int = 0, alarm_traps: bool = False) -> str:
@@ -40,16 +38,9 @@ def alarm_wat(*, handler: bool = True, reschedule_ms: int = 0, alarm_traps: bool
   (import "facet" "delete_alarm" (func $delete))
   (memory (export "memory") 1)
   (data (i32.const 0) "ok")
-  (data (i32.const {create_at}) "{_data(CREATE)}")
-  (data (i32.const {insert_at}) "{_data(INSERT)}")
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "facet_alloc") (param $size i32) (result i32)
-    (local $p i32)
-    (global.set $heap (i32.const 4096))
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (local.get $p) (local.get $size)))
-    (local.get $p))
-  (func (export "facet_init") (drop (call $sql (i32.const {create_at}) (i32.const {len(CREATE)}))))
+  (data (i32.const {create_at}) "{data_text(CREATE)}")
+  (data (i32.const {insert_at}) "{data_text(INSERT)}")
+{ALLOC}  (func (export "facet_init") (drop (call $sql (i32.const {create_at}) (i32.const {len(CREATE)}))))
   {alarm_export}
   (func (export "facet_handle") (param $ptr i32) (param $len i32) (result i64)
     (local $op i32)

@@ -11,8 +11,19 @@ from __future__ import annotations
 
 import json
 
+#: A facet_alloc whose memory starts over at each call (the constants live below 4096).
+ALLOC = """  (global $heap (mut i32) (i32.const 4096))
+  (func (export "facet_alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (global.set $heap (i32.const 4096))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+"""
 
-def _data(text: str) -> str:
+
+def data_text(text: str) -> str:
+    """``text`` as a WAT data string, every byte escaped."""
     return "".join(f"\\{b:02x}" for b in text.encode())
 
 
@@ -22,13 +33,13 @@ def versioned_wat(
     segments = []
     offset = 0
     label_at, label_len = offset, len(label.encode())
-    segments.append(f'(data (i32.const {label_at}) "{_data(label)}")')
+    segments.append(f'(data (i32.const {label_at}) "{data_text(label)}")')
     offset += label_len + 8
     calls = []
     for sql in init_sql:
         request = json.dumps({"sql": sql})
         size = len(request.encode())
-        segments.append(f'(data (i32.const {offset}) "{_data(request)}")')
+        segments.append(f'(data (i32.const {offset}) "{data_text(request)}")')
         calls.append(f"(drop (call $sql (i32.const {offset}) (i32.const {size})))")
         offset += size + 8
     assert offset < 4096, "keep the constants below the heap"
@@ -39,14 +50,7 @@ def versioned_wat(
   (import "facet" "sql" (func $sql (param i32 i32) (result i64)))
   (memory (export "memory") 1)
   {" ".join(segments)}
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "facet_alloc") (param $size i32) (result i32)
-    (local $p i32)
-    (global.set $heap (i32.const 4096))
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (local.get $p) (local.get $size)))
-    (local.get $p))
-  (func (export "facet_init") {init_body})
+{ALLOC}  (func (export "facet_init") {init_body})
   (func (export "facet_handle") (param $ptr i32) (param $len i32) (result i64)
     {handle_trap}
     (if (i32.and (i32.gt_u (local.get $len) (i32.const 0))
