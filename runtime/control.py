@@ -441,11 +441,7 @@ class ControlDB:
             return [tuple(r) for r in self._conn.execute("SELECT app, facet, at_ms, due_ms, attempt FROM alarms")]
 
     def save_alarm(self, app: str, facet: str, at_ms: int, due_ms: int, attempt: int) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO alarms(app, facet, at_ms, due_ms, attempt, set_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [app, facet, at_ms, due_ms, attempt, time.time()],
-            )
+        self.save_alarms([(app, facet, at_ms, due_ms, attempt)])
 
     def save_alarms(self, rows: list[tuple[str, str, int, int, int]]) -> None:
         """Many alarms in one transaction (a bulk set, a test or bench of 100,000)."""

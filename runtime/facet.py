@@ -119,6 +119,13 @@ class FacetSlot:
         a wasmtime store must not be touched while another thread runs in it."""
         return self.memory if self.guest is not None else 0
 
+    def runs_version(self, assigned: int) -> int:
+        """The version this facet runs when its rollout assigns ``assigned``: the one it
+        stayed on if its migration to ``assigned`` failed (``blocked``), else ``assigned``."""
+        if assigned == self.blocked and self.migrated is not None:
+            return self.migrated
+        return assigned
+
     # -- lifecycle ------------------------------------------------------------
     def close(self) -> None:
         """Evict: drop the instance and close the database connection."""
@@ -201,8 +208,8 @@ class FacetSlot:
         previous = self.migrated
         if self.blocked is not None and target != self.blocked:
             self.blocked = None  # its version changed again (a rollback, a new load): try that
-        if target == self.blocked and previous is not None:
-            module = self._modules(self.app, previous)  # its migration failed: stay put
+        if self.runs_version(target) != target:
+            module = self._modules(self.app, self.runs_version(target))  # its migration failed: stay put
         version = module.version.version
         guest = self.guest
         if guest is not None:

@@ -100,8 +100,8 @@ class Reports:
             usage["memory"] = slot.memory_bytes() if slot is not None else 0
             health = slot.health if slot is not None else None
             assigned = self._rollouts.version_for(*key)
-            if slot is not None and slot.blocked == assigned and slot.migrated is not None:
-                assigned = slot.migrated  # its migration failed: it stays where it was
+            if slot is not None:
+                assigned = slot.runs_version(assigned)
             infos.append(
                 FacetInfo(
                     app=key[0],

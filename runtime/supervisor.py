@@ -34,7 +34,7 @@ from .alarms import RETRY_DELAYS_S, Alarm, AlarmScheduler
 from .apps import AppStore, AppVersion
 from .browse import Browser
 from .control import ControlDB
-from .errors import BadRequest, ErrorCode, FacetsError, NotFound
+from .errors import BadRequest, ErrorCode, NotFound
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
@@ -260,8 +260,8 @@ class Supervisor:
         for key in self.registry.listed(app):
             assigned = self.rollouts.version_for(*key)
             slot = self.registry.slots.get(key)
-            if slot is not None and slot.blocked == assigned and slot.migrated is not None:
-                assigned = slot.migrated  # its migration failed: it stays where it was
+            if slot is not None:
+                assigned = slot.runs_version(assigned)
             runs[assigned] = runs.get(assigned, 0) + 1
             if slot is not None and slot.guest is not None:
                 warm[slot.guest_version] = warm.get(slot.guest_version, 0) + 1
@@ -280,7 +280,7 @@ class Supervisor:
 
     def pin(self, target: str, version: int | str) -> dict[str, Any]:
         """Pin ``APP`` (every facet not pinned on its own) or ``APP/FACET`` to ``version``."""
-        self._writable()
+        self.admin.refuse_if_readonly("pin")
         app, facet = self._rollout_target(target)
         version = _version_number(version)
         self.rollouts.pin(app, facet, version, [v.version for v in self.apps.versions(app)])
@@ -290,7 +290,7 @@ class Supervisor:
 
     def unpin(self, target: str) -> bool:
         """Remove a pin; an unpinned app runs its latest version again. False if none was set."""
-        self._writable()
+        self.admin.refuse_if_readonly("unpin")
         app, facet = self._rollout_target(target)
         removed = self.rollouts.unpin(app, facet)
         if removed:
@@ -300,7 +300,7 @@ class Supervisor:
 
     def promote(self, app: str) -> dict[str, Any]:
         """Move every facet (but those pinned on their own) to the canary version."""
-        self._writable()
+        self.admin.refuse_if_readonly("promote")
         self.apps.current(app)
         canary = self.rollouts.get(app).canary
         self.rollouts.promote(app)
@@ -311,7 +311,7 @@ class Supervisor:
     def rollback(self, app: str, version: int | str | None = None) -> dict[str, Any]:
         """Return the canaries to the active version; with no canary (or ``version``
         named), make an older version active (the one before, or ``version``)."""
-        self._writable()
+        self.admin.refuse_if_readonly("rollback")
         known = [v.version for v in self.apps.versions(app)]
         before: Rollout = self.rollouts.get(app)
         after = self.rollouts.rollback(app, None if version is None else _version_number(version), known)
@@ -335,10 +335,6 @@ class Supervisor:
         """Listings show versions: a rollout change is a change of every facet of ``app``."""
         for key in self.registry.listed(app):
             self.residency.touch(key)
-
-    def _writable(self) -> None:
-        if self.readonly:
-            raise FacetsError("the supervisor was opened read-only", ErrorCode.REFUSED)
 
     # -- alarms (runtime.alarms) ------------------------------------------------------
     def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
@@ -427,7 +423,7 @@ class Supervisor:
     def reset(self, target: str) -> HealthInfo | None:
         """Clear the facet's supervision record (backoff, quarantine, a failed migration):
         its next request runs. Returns what was cleared (None: it was healthy)."""
-        self._writable()
+        self.admin.refuse_if_readonly("reset")
         key = self.registry.known(target)
         slot = self.registry.slot(*key)
         slot.blocked = None
