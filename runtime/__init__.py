@@ -11,6 +11,8 @@ never imports the console.
 
 ``Supervisor`` (``supervisor``) is a façade over these parts:
 
+* getting data back: ``history`` (snapshots, restore, fork, undelete) over ``archive``
+  (every committed WAL frame, for point-in-time restore);
 * a facet's life beyond one request: ``supervision`` (crash loops: backoff,
   quarantine, reset), ``alarms`` (a facet's own wake-up: the scheduler, at-least-once
   delivery), ``rollout`` (which version each facet runs: pins, canaries, rollbacks);
@@ -44,6 +46,7 @@ from .errors import (
     QuotaError,
     ToolchainMissing,
 )
+from .history import parse_when
 from .http import HttpRequest, HttpResponse, error_body, public_message, status_for
 from .logs import LogRecord, neutralize
 from .owner import OwnerInfo, owner_of
@@ -54,7 +57,7 @@ from .settings import SupervisorSettings, default_data_dir
 from .supervision import HealthInfo
 from .supervisor import Supervisor
 from .toolchain import BuildProgress, Built, is_source
-from .types import AppInfo, CallResult, FacetChanges, FacetInfo, Usage
+from .types import AppInfo, CallResult, FacetChanges, FacetInfo, HistoryInfo, RestoreInfo, SnapshotInfo, Usage
 from .wasm import EngineSettings
 
 __all__ = [
@@ -75,6 +78,7 @@ __all__ = [
     "FacetInfo",
     "FacetsError",
     "HealthInfo",
+    "HistoryInfo",
     "HttpRequest",
     "HttpResponse",
     "LogRecord",
@@ -85,6 +89,8 @@ __all__ = [
     "QuotaPolicy",
     "Quotas",
     "Refusal",
+    "RestoreInfo",
+    "SnapshotInfo",
     "Supervisor",
     "SupervisorSettings",
     "ToolchainMissing",
@@ -96,6 +102,7 @@ __all__ = [
     "owner_of",
     "parse_facet_target",
     "parse_quota",
+    "parse_when",
     "public_message",
     "status_for",
 ]

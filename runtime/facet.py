@@ -20,12 +20,14 @@ belongs to the residency and is guarded by its lock.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .apps import LoadedModule
+from .archive import ArchiveCorrupt, FacetArchive
 from .errors import ErrorCode
 from .faults import failure_code
 from .gate import Gate, Request, fail_all
@@ -86,6 +88,10 @@ class FacetSlot:
         self.migrated_changed = False
         #: Where ``get_alarm`` reads the facet's pending alarm (the scheduler; set by the registry).
         self.alarms: AlarmStore | None = None
+        #: Bytes of its snapshots (``runtime.history``): billed as storage with the database.
+        self.snapshot_bytes = 0
+        #: Its WAL archive (``runtime.archive``), or None when history is off.
+        self.archive: FacetArchive | None = None
         #: A request of the group just run staged an alarm change (``Serving`` applies it).
         self.alarm_changed = False
         #: A migration failed in the group just run, ``(code, message)`` (``Serving`` counts it).
@@ -135,9 +141,12 @@ class FacetSlot:
     def close_db(self) -> None:
         """Close the database connection (the warm instance, if any, stays)."""
         if self.db is not None:
+            tap = self.db.tap
             self.db.close()
             self.db = None
             self._storage_limit_applied = None
+            if tap is not None:
+                tap.detach()  # after the close: no commit can follow what it copies
 
     def _event(self, events: list[LogRecord], request_id: str, level: str, message: str) -> None:
         """A supervisor event (instantiated, trapped...): it returns with the request's logs."""
@@ -167,11 +176,33 @@ class FacetSlot:
     def _ensure_db(self, quotas: Quotas) -> FacetDB:
         if self.db is None:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = FacetDB(str(self.db_path), durability=self.durability)
+            self.db = (
+                self._open_archived(self.archive)
+                if self.archive is not None
+                else FacetDB(str(self.db_path), durability=self.durability)
+            )
         if self._storage_limit_applied != quotas.storage:
             self.db.set_storage_limit(quotas.storage)
             self._storage_limit_applied = quotas.storage
         return self.db
+
+    def _open_archived(self, archive: FacetArchive) -> FacetDB:
+        """Open the database with its WAL archived (``runtime.archive``); if the archive
+        cannot start, the facet serves anyway, with SQLite checkpointing as it would."""
+        db = FacetDB(str(self.db_path), durability=self.durability, checkpoints=False)
+        try:
+            if not db.keeps_wal_on_close:
+                raise OSError("this SQLite cannot keep the WAL on close")
+            archive.attach(db)
+        except (OSError, sqlite3.Error, ArchiveCorrupt) as exc:
+            archive.log("error", f"archive not started: {type(exc).__name__}: {exc}")
+            db.query_platform("PRAGMA wal_autocheckpoint=1000")
+            return db
+        if not archive.broken:
+            db.tap = archive
+        else:
+            db.query_platform("PRAGMA wal_autocheckpoint=1000")
+        return db
 
     def _context(self, request_id: str, quotas: Quotas) -> RequestContext:
         assert self.db is not None  # opened by run() before any request
@@ -412,7 +443,7 @@ class FacetSlot:
                 ):
                     # Read inside the write transaction (cheap here; a fresh read lock after
                     # COMMIT), at most every STORAGE_GAUGE_PERIOD.
-                    self.storage = request.storage = db.storage_bytes()
+                    self.storage = request.storage = db.storage_bytes() + self.snapshot_bytes
                     self._storage_measured = started
                 end()
                 done = True

@@ -22,14 +22,16 @@ backoff_ms    the first backoff delay; it doubles    250ms, 2s, or integer ms
 backoff_max_ms  the longest backoff delay            250ms, 5min, or integer ms
 quarantine_faults  consecutive faults after which    integer, or ``off``
               it is quarantined until reset
+history_ms    how far back data can be restored    7d, 36h, or integer ms
 ============  =====================================  ==========================
 
 Every value is finite and within its key's accepted range (``accepted_range``:
 fuel 1 to 10**15, timeout_ms 1 to 600000, memory 64 KiB to 4 GiB, storage 8 KiB
 to 1 TiB, log_bytes 0 to 16 MiB, rate 0.001 to 1000000, queue 1 to 100000,
 max_facets 1 to 10000000, max_body 0 to 1 GiB, crash_faults 1 to 10000, backoff_ms and
-backoff_max_ms 1 ms to 1 day, quarantine_faults 1 to 1000000); anything else (inf, NaN, 1e400, a negative number, a
-value past the range) is refused with a ``QuotaError`` naming the key and the range.
+backoff_max_ms 1 ms to 1 day, quarantine_faults 1 to 1000000, history_ms 1 min to 90
+days); anything else (inf, NaN, 1e400, a negative number, a value past the range) is
+refused with a ``QuotaError`` naming the key and the range.
 
 ``off`` (stored as 0) means unlimited (for crash_faults and quarantine_faults: never). The value ``default`` removes the
 setting at that level so the next less specific level applies.
@@ -66,7 +68,7 @@ _SIZE_UNITS = {
     "g": 1024**3,
 }
 _COUNT_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
-_DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+_DURATION_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 
 
@@ -87,6 +89,8 @@ class Quotas:
     backoff_ms: int = 1_000
     backoff_max_ms: int = 300_000
     quarantine_faults: int = 10
+    #: How far back the facet's data can be restored (``runtime.archive``): 7 days.
+    history_ms: int = 7 * 86_400_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +112,7 @@ _KINDS = {
     "backoff_ms": "duration",
     "backoff_max_ms": "duration",
     "quarantine_faults": "count_off",
+    "history_ms": "duration",
 }
 _FORMS = {
     "count": "a whole number such as 5000000 or 5M",
@@ -134,6 +139,7 @@ _FORMS = {
 #:               1,000,000 before quarantine (runtime/supervision.py has the defaults' why).
 #:   backoff_ms, backoff_max_ms  1 ms .. 1 day: a facet refused for longer than a day is
 #:               better quarantined, where an operator sees it.
+#:   history_ms  1 minute .. 90 days of restorable history (Cloudflare keeps 30 days).
 _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "fuel": (Fraction(1), Fraction(10**15)),
     "timeout_ms": (Fraction(1), Fraction(10 * 60_000)),
@@ -148,6 +154,7 @@ _RANGE: dict[str, tuple[Fraction, Fraction]] = {
     "backoff_ms": (Fraction(1), Fraction(86_400_000)),
     "backoff_max_ms": (Fraction(1), Fraction(86_400_000)),
     "quarantine_faults": (Fraction(1), Fraction(1_000_000)),
+    "history_ms": (Fraction(60_000), Fraction(90 * 86_400_000)),
 }
 #: A value written by hand is short; a longer string is refused before it is parsed
 #: (Python refuses int() of more than 4,300 digits, and the message quotes the value).

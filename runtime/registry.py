@@ -40,6 +40,7 @@ from pathlib import Path
 
 from . import transfer
 from .abi import is_valid_name
+from .archive import Archiver
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, NotFound
 from .facet import FacetSlot
@@ -108,6 +109,8 @@ class FacetRegistry:
         self._versions = control.facet_versions()
         #: The alarm scheduler, handed to each slot (the supervisor sets it before any slot exists).
         self.alarms: AlarmStore | None = None
+        #: The WAL archive, likewise (None: history is off).
+        self.archiver: Archiver | None = None
 
     def db_path(self, app: str, facet: str) -> Path:
         return self.root / app / f"{facet}.sqlite3"
@@ -139,6 +142,9 @@ class FacetRegistry:
                     slot = FacetSlot(app, facet, self.db_path(app, facet), durability=self._durability)
                     slot.migrated = self._versions.get(key)
                     slot.alarms = self.alarms
+                    if self.archiver is not None:
+                        slot.archive = self.archiver.archive(app, facet, slot.db_path)
+                        slot.snapshot_bytes = self.archiver.snapshot_bytes(app, facet)
                     self.slots[key] = slot
         return slot
 
@@ -160,6 +166,8 @@ class FacetRegistry:
         remove its database files, unregister it and forget its quotas."""
         app, facet = slot.app, slot.name
         slot.deleted = True
+        if self.archiver is not None:  # its history stays for undelete (runtime.history)
+            self.archiver.retire(app, facet)
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{slot.db_path}{suffix}").unlink(missing_ok=True)
         with self.lock:
@@ -246,6 +254,8 @@ class FacetRegistry:
         installed = False
         try:
             dest.parent.mkdir(exist_ok=True)
+            if self.archiver is not None:  # a history left by another facet of this name stays its own
+                self.archiver.retire(app, facet)
             created_at = time.time()
             with self.lock:
                 if move_from is not None:

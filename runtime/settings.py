@@ -48,6 +48,8 @@ class SupervisorSettings:
         role: what the owner of the data directory is (``serve``, ``console``, ``run``,
             ``command``, ``python``): written to ``owner.json`` for whoever is refused
             (``runtime.owner``).
+        history: archive every facet's committed WAL frames in ``DATA/archive`` for
+            point-in-time restore (``runtime.archive``, kept for the ``history_ms`` quota).
     """
 
     durability: str = "full"
@@ -65,6 +67,7 @@ class SupervisorSettings:
     memory_budget: int | None = None
     readonly: bool = False
     role: str = "python"
+    history: bool = True
 
     def validate(self) -> None:
         if self.durability not in DURABILITIES:

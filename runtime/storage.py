@@ -690,7 +690,9 @@ class StatementResult:
 class FacetDB:
     """The facet's read-write connection. Used only under its facet's lock."""
 
-    def __init__(self, path: str, *, durability: str = "full", storage_limit: int | None = None) -> None:
+    def __init__(
+        self, path: str, *, durability: str = "full", storage_limit: int | None = None, checkpoints: bool = True
+    ) -> None:
         if durability not in ("full", "process"):
             raise BadRequest(f"durability must be 'full' or 'process', not {durability!r}")
         self.path = path
@@ -709,6 +711,8 @@ class FacetDB:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         cursor.execute("PRAGMA trusted_schema=OFF")
+        if not checkpoints:  # the archive checkpoints, once it has copied the frames (runtime.archive)
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         # Sorts, GROUP BY, DISTINCT and materialized subqueries keep their temporary data in
         # memory, bounded per statement by TEMP_MEMORY (see _progress), instead of in temp
         # files outside the data directory and past every quota: an ORDER BY over 100 MB of
@@ -719,7 +723,8 @@ class FacetDB:
         for limit, value in GUEST_LIMITS.items():
             conn.setlimit(limit, value)
         self.page_size = cursor.execute("PRAGMA page_size").fetchone()[0]
-        skip_checkpoint_on_close(conn, path)
+        #: Closing never checkpoints (and so never deletes the WAL): what the archive needs.
+        self.keeps_wal_on_close = skip_checkpoint_on_close(conn, path)
         #: The ``sqlite3*`` handle when ctypes could confirm it (None: the fallbacks below).
         self._handle = handle = _db_handle(conn, path)
         #: The connection's statement cache when its statements' counters can be read directly
@@ -740,6 +745,8 @@ class FacetDB:
                 self._handle = None
         if handle is not None:
             _guard_builtins(handle)
+        #: Told of each COMMIT (``runtime.archive.FacetArchive.committed``), if archived.
+        self.tap: Any = None
         #: The platform's transaction statements, prepared by ``_platform``.
         self._statements: dict[str, ctypes.c_void_p] = {}
         #: Per SQL text: does it count a whole table with OP_Count (``SELECT count(*) FROM t``)?
@@ -882,6 +889,18 @@ class FacetDB:
     def commit(self) -> None:
         self._deadline = math.inf
         self._platform(_COMMIT)
+        if self.tap is not None:
+            self.tap.committed(self)
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: (busy, frames in the WAL, frames copied into
+        the database). Never waits for a reader; complete when the last two are equal."""
+        busy, frames, copied = self._cursor.execute(f"PRAGMA wal_checkpoint(PASSIVE) {_NONCE}").fetchone()
+        return int(busy), int(frames), int(copied)
+
+    def query_platform(self, sql: str) -> list[tuple[Any, ...]]:
+        """A read of the platform's own (outside any guest statement)."""
+        return self._cursor.execute(f"{sql} {_NONCE}").fetchall()
 
     def rollback(self) -> None:
         self._deadline = math.inf

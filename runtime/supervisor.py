@@ -32,12 +32,14 @@ from typing import Any
 from .admin import Admin
 from .alarms import RETRY_DELAYS_S, Alarm, AlarmScheduler
 from .apps import AppStore, AppVersion
+from .archive import Archiver
 from .browse import Browser
 from .control import ControlDB
 from .errors import BadRequest, ErrorCode, NotFound
 from .events import SupervisorLog, discard
 from .facet import FacetSlot
 from .gate import Request, as_body, pass_batch, pass_gate
+from .history import History
 from .housekeeper import Housekeeper
 from .http import HttpRequest, status_for
 from .logs import LogRecord, LogSink
@@ -54,7 +56,7 @@ from .settings import SupervisorSettings
 from .storage import FacetReader
 from .supervision import HealthInfo, Supervision
 from .toolchain import Progress
-from .types import AppInfo, CallResult, FacetChanges, FacetInfo
+from .types import AppInfo, CallResult, FacetChanges, FacetInfo, HistoryInfo, RestoreInfo, SnapshotInfo
 from .wasm import WasmRuntime
 
 #: How often an alarm of a quarantined facet looks again (``reset`` wakes it at once).
@@ -111,6 +113,13 @@ class Supervisor:
         )
         self.alarms = AlarmScheduler(self.control, self._dispatch_alarm, log)
         registry.alarms = self.alarms  # before any slot is made: each reads it
+        quota_book = self.quota_book
+        self.archiver: Archiver | None = None
+        if settings.history and not readonly:
+            self.archiver = Archiver(
+                self.data_dir / "archive", log, lambda app, facet: quota_book.effective(app, facet).history_ms / 1000
+            )
+        registry.archiver = self.archiver  # likewise
         if not readonly:
             registry.adopt_orphans()
         self.rollouts = Rollouts(self.control, {name: self.apps.current(name).version for name in self.apps.names()})
@@ -131,6 +140,15 @@ class Supervisor:
             quota_book=self.quota_book,
             control=self.control,
             log=log,
+        )
+        self.history_ops = History(
+            self.data_dir / "archive",
+            registry,
+            self.residency,
+            self.quota_book,
+            self.archiver,
+            self.browser.reader,
+            log,
         )
         self._housekeeper = Housekeeper(
             settings, meters=self.meters, control=self.control, evict_idle=self.residency.evict_idle, log=log
@@ -174,6 +192,8 @@ class Supervisor:
         else:
             self._housekeeper.start()
             self.alarms.start()  # after everything it delivers through exists
+            if self.archiver is not None:
+                self.archiver.start()
 
     def __enter__(self) -> Supervisor:
         return self
@@ -191,6 +211,8 @@ class Supervisor:
         self._pool.shutdown(wait=True)  # the deliveries handed out finish here
         self._housekeeper.stop()
         self.registry.close_all()
+        if self.archiver is not None:  # after every database closed: each archive is drained
+            self.archiver.stop()
         self.flush_usage()
         self.log_sink.close()
         self.wasm.close()
@@ -484,6 +506,44 @@ class Supervisor:
         """Create the new facet ``target`` from a copy of a checked SQLite database file
         (``Transfer.import_`` says what is checked). Returns the imported table names."""
         return self.admin.import_facet(path, target)
+
+    # -- getting data back (history.py; the WAL archive: archive.py) ---------------------
+    def snapshot(self, target: str, name: str | None = None) -> SnapshotInfo:
+        """A consistent copy of the facet's data, taken online (no request waits)."""
+        self.admin.refuse_if_readonly("snapshot")
+        return self.history_ops.snapshot(target, name)
+
+    def snapshots(self, target: str) -> list[SnapshotInfo]:
+        """The facet's snapshots (a deleted facet's too), newest first."""
+        return self.history_ops.snapshots(target)
+
+    def delete_snapshot(self, target: str, name: str) -> None:
+        self.admin.refuse_if_readonly("deleting a snapshot")
+        self.history_ops.delete_snapshot(target, name)
+
+    def restore(self, target: str, *, snapshot: str | None = None, at: str | float | None = None) -> RestoreInfo:
+        """Replace the facet's data with a snapshot, or with its state after its last
+        commit at or before ``at`` (``parse_when``), checked first; the state replaced is
+        snapshotted (``undo_snapshot``). Requests wait at the gate meanwhile."""
+        self.admin.refuse_if_readonly("restore")
+        return self.history_ops.restore(target, snapshot=snapshot, at=at)
+
+    def fork(
+        self, target: str, new_target: str, *, snapshot: str | None = None, at: str | float | None = None
+    ) -> RestoreInfo:
+        """Create ``new_target`` (same app) from the facet's current data, a snapshot or a
+        moment; the app's policy and the new facet's quotas apply."""
+        self.admin.refuse_if_readonly("fork")
+        return self.history_ops.fork(target, new_target, snapshot=snapshot, at=at)
+
+    def undelete(self, target: str) -> RestoreInfo:
+        """Bring back a deleted facet as it was when deleted, from the history kept."""
+        self.admin.refuse_if_readonly("undelete")
+        return self.history_ops.undelete(target)
+
+    def history(self, target: str) -> HistoryInfo:
+        """The restorable window, the archive's size and the snapshots of a facet (live or deleted)."""
+        return self.history_ops.info(target)
 
     def db_path(self, target: str) -> Path:
         return self.registry.db_path(*self.registry.known(target))

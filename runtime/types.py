@@ -165,3 +165,71 @@ class AppInfo:
             "exports": list(self.version.exports),
             "imports": list(self.version.imports),
         }
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A named, consistent copy of a facet's database (``runtime.history``).
+
+    Attributes:
+        reason: ``manual`` (``snapshot``) or ``before-restore`` (taken by a restore, so
+            that the restore can itself be undone).
+    """
+
+    name: str
+    created_at: float
+    size: int
+    reason: str = "manual"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HistoryInfo:
+    """What can be got back of one facet (``Supervisor.history``).
+
+    Attributes:
+        window_start: the oldest moment a point-in-time restore reaches (epoch seconds),
+            or None before anything is archived.
+        window_end: the newest archived commit.
+        archive_bytes: the WAL archive on disk (bases and logs), snapshots not included.
+        retention_s: how long history is kept (the ``history_ms`` quota).
+        deleted: the facet was deleted and its history kept: ``undelete`` brings it back.
+    """
+
+    target: str
+    window_start: float | None
+    window_end: float | None
+    archive_bytes: int
+    snapshot_bytes: int
+    retention_s: float
+    snapshots: list[SnapshotInfo] = field(default_factory=list)
+    deleted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["snapshots"] = [s.as_dict() for s in self.snapshots]
+        return out
+
+
+@dataclass(frozen=True)
+class RestoreInfo:
+    """The outcome of a restore, a fork or an undelete.
+
+    Attributes:
+        source: what the data came from: ``snapshot NAME``, a moment (ISO 8601), or
+            ``current data``.
+        restored_to: the time of the last commit the data includes (epoch seconds), when
+            it came from the archive.
+        undo_snapshot: the snapshot a restore took of the state it replaced.
+    """
+
+    target: str
+    source: str
+    restored_to: float | None
+    undo_snapshot: str | None
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
