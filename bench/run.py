@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import wasmtime  # noqa: E402
 from components_bench import TARGETS as COMPONENT_TARGETS  # noqa: E402
 from components_bench import components_section  # noqa: E402
+from history_bench import history_section  # noqa: E402
 from http_bench import http_section  # noqa: E402
 from lifecycle_bench import alarms_section, supervision_section  # noqa: E402
 
@@ -529,6 +530,12 @@ TARGETS += [
      "{:.0f} us", "~0 (asleep)", lambda v: v < 1000),
     ("100,000 pending alarms, warm throughput vs none", ("alarms", "warm_ratio_pending_vs_none"),
      "{:.2f}x", ">= 0.95x", lambda v: v >= 0.95),
+    ("WAL archive on, warm write throughput vs off", ("history", "archiver_ratio"),
+     "{:.2f}x", ">= 0.95x (< 5% cost)", lambda v: v >= 0.95),
+    ("WAL archive size per million small writes", ("history", "archive_bytes_per_million_writes"),
+     "{:,.0f} B", "reported", lambda v: True),
+    ("restore of a 100 MB facet with a day of history", ("history", "restore_100mb", "restore_middle_s"),
+     "{:.1f} s", "reported", lambda v: True),
 ]  # fmt: skip
 
 
@@ -589,6 +596,7 @@ def main() -> int:
             "components",
             "supervision",
             "alarms",
+            "history",
         ]
     )
     started = time.perf_counter()
@@ -640,6 +648,7 @@ def main() -> int:
         section("table", lambda: table_browsing(tmp, 100_000 if quick else 1_000_000))
         section("supervision", lambda: supervision_section(tmp, quick))
         section("alarms", lambda: alarms_section(tmp, quick))
+        section("history", lambda: history_section(tmp, quick))
         # Servers in subprocesses driven by wrk: last, so nothing of theirs runs beside the
         # in-process sections. 2 s per wrk run: 3 rounds take about a minute.
         section("http", lambda: http_section(tmp, 1 if quick else 3, 1 if quick else 2))

@@ -144,6 +144,7 @@ class FacetRegistry:
                     slot.alarms = self.alarms
                     if self.archiver is not None:
                         slot.archive = self.archiver.archive(app, facet, slot.db_path)
+                        slot.archive.durable = self._durability == "full"
                         slot.snapshot_bytes = self.archiver.snapshot_bytes(app, facet)
                     self.slots[key] = slot
         return slot

@@ -270,3 +270,23 @@ def test_snapshots_are_billed_as_storage(table):
     table.evict("probe/a")  # the gauge is read at a cold start
     insert(table, "probe/a", "y")
     assert table.usage("probe/a")["storage"] >= before + snap.size
+
+
+def test_compaction_starts_a_segment_with_a_base_and_every_moment_still_restores(table, monkeypatch):
+    import runtime.archive as archive
+
+    monkeypatch.setattr(archive, "COMPACT_MIN_BYTES", 20_000)
+    early = moment_between(table, "probe/a", "e1", "e2")
+    for _ in range(40):  # random: compressed, the log still outgrows the bound
+        assert table.call("probe/a", sql_body("INSERT INTO t VALUES (randomblob(3000))")).ok
+    directory = table.data_dir / "archive" / "probe" / "a"
+    deadline = time.time() + 20
+    while time.time() < deadline and not any(s.base and s.continues for s in read_segments(directory)):
+        time.sleep(0.05)
+    compacted = [s for s in read_segments(directory) if s.continues]
+    assert compacted and compacted[0].base is not None, "the archiver compacts a log past its bound"
+    late = moment_between(table, "probe/a", "l1", "l2")
+    table.restore("probe/a", at=late)
+    assert rows(table, "probe/a")[-1] == "l1" and len(rows(table, "probe/a")) == 2 + 40 + 1
+    table.restore("probe/a", at=early)
+    assert rows(table, "probe/a") == ["e1"]
