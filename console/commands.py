@@ -35,10 +35,11 @@ from rich.table import Table
 from rich.text import Text
 
 from runtime import BuildProgress, ErrorCode, FacetsError, QuotaError, Supervisor, neutralize, parse_quota
+from runtime import parse_when as runtime_parse_when
 from runtime.billing import format_bill
 from runtime.logs import LEVELS
 
-from .format import iso_utc, parse_response, relative
+from .format import duration, human_bytes, iso_utc, parse_response, relative
 from .render import key_values, safe, table_of
 
 
@@ -321,12 +322,29 @@ def parse(line: str) -> Command | None:
             args.append(token)
     if name in ("load", "import") and len(args) > 1 and (len(args) != 3 or args[1] != "as"):
         raise UsageError(f"{name}: wrong arguments; usage: {spec.usage}")
+    if name == "fork" and len(args) >= 2 and args[1] != "as":
+        raise UsageError(f"{name}: wrong arguments; usage: {spec.usage}")
+    if name in ("restore", "fork"):  # the state to take: a SNAPSHOT or at=WHEN, not both
+        given = len(args) - spec.min_args + ("at" in options)
+        if given > 1 or (name == "restore" and given == 0):
+            raise UsageError(f"{name}: give a SNAPSHOT or at=WHEN{' (not both)' if given else ''}; usage: {spec.usage}")
+        if "at" in options:
+            _check_when(name, options["at"], spec)
     if not spec.min_args <= len(args) <= spec.max_args:
         raise UsageError(f"{name}: wrong number of arguments; usage: {spec.usage}")
     for index in spec.int_args:
         if index < len(args) and not re.fullmatch(r"[0-9]{1,9}", args[index]):
             raise UsageError(f"{name}: VERSION must be a version number, not {args[index][:40]!r}; usage: {spec.usage}")
     return Command(line=line.strip(), name=name, args=args, options=options, flags=flags)
+
+
+def _check_when(name: str, raw: str, spec: Spec) -> None:
+    """A bad WHEN stops a script before its first line runs (as a bad VERSION does); the
+    text itself goes to the runtime, which resolves a relative one when the command runs."""
+    try:
+        runtime_parse_when(raw)
+    except FacetsError as exc:
+        raise UsageError(f"{name}: {exc.message}; usage: {spec.usage}") from None
 
 
 def args_complete(name: str, args: list[str]) -> bool:
@@ -547,10 +565,17 @@ class Evicted(Result):
     was_warm: bool
 
 
+#: What a delete keeps: said by ``delete``'s refusal, its result and the console's confirmation.
+KEPT_FOR_UNDELETE = "its history is kept for the retention window (the history_ms quota) and undelete {} brings it back"
+
+
 @dataclass
 class Deleted(Result):
     facet: str
     deleted: bool
+
+    def __rich__(self) -> RenderableType:
+        return Text(f"deleted {neutralize(self.facet)}; {KEPT_FOR_UNDELETE.format(neutralize(self.facet))}")
 
 
 @dataclass
@@ -745,6 +770,110 @@ def rollout_of(sup: Supervisor, app: str, described: dict[str, Any] | None = Non
     return RolloutView({"app": app, **data})
 
 
+# -- history: snapshots, restore, fork, undelete ------------------------------------------
+def snapshots_table(snapshots: list[dict[str, Any]], title: str | None = None) -> Table:
+    """name, created (UTC), size, reason: newest first, as ``Supervisor.snapshots`` lists them."""
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in ("snapshot", "created (UTC)", "size", "reason"):
+        grid.add_column(column, justify="right" if column == "size" else "left")
+    for s in snapshots:
+        grid.add_row(safe(s["name"]), iso_utc(s["created_at"]), human_bytes(s["size"]), safe(s["reason"]))
+    return grid
+
+
+@dataclass
+class SnapshotTaken(Mapped):
+    """``snapshot``: ``{"target", "name", "created_at", "size", "reason"}`` (``SnapshotInfo``)."""
+
+    def __rich__(self) -> RenderableType:
+        d = self.data
+        return Text.assemble(
+            ("snapshot ", "bold"),
+            safe(d["name"]),
+            " of ",
+            safe(d["target"]),
+            f" taken at {iso_utc(d['created_at'])} ({human_bytes(d['size'])})",
+        )
+
+
+@dataclass
+class SnapshotList(Result):
+    target: str
+    snapshots: list[dict[str, Any]]
+
+    def __rich__(self) -> RenderableType:
+        if not self.snapshots:
+            return Text(f"{neutralize(self.target)} has no snapshots")
+        return snapshots_table(self.snapshots, title=f"snapshots of {neutralize(self.target)}")
+
+
+@dataclass
+class Restored(Mapped):
+    """``restore``, ``fork``, ``undelete``: ``RestoreInfo.as_dict()`` (target, source,
+    restored_to, undo_snapshot, size)."""
+
+    def __rich__(self) -> RenderableType:
+        d = self.data
+        head = Text.assemble(
+            (f"{self.verb()} ", "bold"), safe(d["target"]), " from ", safe(d["source"]), f" ({human_bytes(d['size'])})"
+        )
+        lines: list[RenderableType] = [head]
+        if d.get("restored_to") is not None:
+            lines.append(Text(f"includes every commit up to {iso_utc(d['restored_to'])}"))
+        if d.get("undo_snapshot"):
+            target = neutralize(str(d["target"]))
+            undo = neutralize(str(d["undo_snapshot"]))
+            lines.append(Text(f"the state it replaced is snapshot {undo}: restore {target} {undo} undoes this"))
+        return Group(*lines)
+
+    def verb(self) -> str:
+        return "restored"
+
+
+@dataclass
+class Forked(Restored):
+    def verb(self) -> str:
+        return "forked"
+
+
+@dataclass
+class Undeleted(Restored):
+    def verb(self) -> str:
+        return "undeleted"
+
+
+def window_text(history: Mapping[str, Any]) -> str:
+    """``2026-12-01T14:05:00Z .. 2026-12-02T09:00:00Z``, or why there is none."""
+    start, end = history.get("window_start"), history.get("window_end")
+    if start is None or end is None:
+        return "nothing archived yet"
+    return f"{iso_utc(start)} .. {iso_utc(end)}"
+
+
+@dataclass
+class HistoryView(Mapped):
+    """``history``: ``HistoryInfo.as_dict()`` (target, window_start, window_end,
+    archive_bytes, snapshot_bytes, retention_s, snapshots, deleted)."""
+
+    def __rich__(self) -> RenderableType:
+        d = self.data
+        head = key_values(
+            {
+                "restorable": window_text(d),
+                "retention": duration(d["retention_s"]),
+                "archive": human_bytes(d["archive_bytes"]),
+                "snapshots": f"{len(d['snapshots'])} ({human_bytes(d['snapshot_bytes'])})",
+            },
+            title=f"history of {neutralize(d['target'])}",
+        )
+        parts: list[RenderableType] = [head]
+        if d.get("deleted"):
+            parts.insert(0, Text(f"deleted: undelete {neutralize(d['target'])} brings it back", style="bold yellow"))
+        if d["snapshots"]:
+            parts.append(snapshots_table(d["snapshots"]))
+        return Group(*parts)
+
+
 @dataclass
 class Metrics(Result):
     text: str
@@ -918,7 +1047,9 @@ def _evict(sup: Supervisor, cmd: Command) -> Evicted:
 )
 def _delete(sup: Supervisor, cmd: Command) -> Deleted:
     if "--yes" not in cmd.flags:
-        raise RefusedError(f"delete removes {cmd.args[0]} and all its data; repeat with --yes")
+        raise RefusedError(
+            f"delete removes {cmd.args[0]} and all its data; {KEPT_FOR_UNDELETE.format(cmd.args[0])}; repeat with --yes"
+        )
     sup.delete(cmd.args[0])
     return Deleted(cmd.args[0], True)
 
@@ -1022,6 +1153,88 @@ def _promote(sup: Supervisor, cmd: Command) -> RolloutView:
 def _rollback(sup: Supervisor, cmd: Command) -> RolloutView:
     version = int(cmd.args[1]) if len(cmd.args) > 1 else None
     return rollout_of(sup, cmd.args[0], sup.rollback(cmd.args[0], version))
+
+
+@command(
+    "snapshot",
+    "snapshot APP/FACET [NAME]",
+    "take a consistent copy of a facet's data, online (NAME: default a timestamp)",
+    (1, 2),
+    result=SnapshotTaken,
+    writes=True,
+)
+def _snapshot(sup: Supervisor, cmd: Command) -> SnapshotTaken:
+    taken = sup.snapshot(cmd.args[0], cmd.args[1] if len(cmd.args) > 1 else None)
+    return SnapshotTaken({"target": cmd.args[0], **taken.as_dict()})
+
+
+@command("snapshots", "snapshots APP/FACET", "a facet's snapshots, newest first", (1, 1), result=SnapshotList)
+def _snapshots(sup: Supervisor, cmd: Command) -> SnapshotList:
+    return SnapshotList(cmd.args[0], [s.as_dict() for s in sup.snapshots(cmd.args[0])])
+
+
+@command(
+    "restore",
+    "restore APP/FACET SNAPSHOT|at=WHEN --yes",
+    "replace a facet's data with a snapshot, or with its state at WHEN (2026-12-01T14:05:00Z, -15m, epoch"
+    " seconds); the state replaced is snapshotted first, so a restore can be undone",
+    (1, 2),
+    result=Restored,
+    options=("at",),
+    flags=("--yes",),
+    writes=True,
+)
+def _restore(sup: Supervisor, cmd: Command) -> Restored:
+    snapshot, at = _source(cmd, cmd.args[1:])
+    if "--yes" not in cmd.flags:
+        what = f"snapshot {snapshot}" if snapshot is not None else f"its state at {at}"
+        raise RefusedError(
+            f"restore replaces the data of {cmd.args[0]} with {what} (the current state is snapshotted first);"
+            " repeat with --yes"
+        )
+    return Restored(sup.restore(cmd.args[0], snapshot=snapshot, at=at).as_dict())
+
+
+@command(
+    "fork",
+    "fork APP/FACET as APP/NEW [SNAPSHOT|at=WHEN]",
+    "create a new facet of the same app from a facet's current data, a snapshot, or its state at WHEN",
+    (3, 4),
+    result=Forked,
+    options=("at",),
+    writes=True,
+)
+def _fork(sup: Supervisor, cmd: Command) -> Forked:
+    snapshot, at = _source(cmd, cmd.args[3:])
+    return Forked(sup.fork(cmd.args[0], cmd.args[2], snapshot=snapshot, at=at).as_dict())
+
+
+@command(
+    "undelete",
+    "undelete APP/FACET",
+    "bring back a deleted facet as it was when deleted (within the retention window)",
+    (1, 1),
+    result=Undeleted,
+    writes=True,
+)
+def _undelete(sup: Supervisor, cmd: Command) -> Undeleted:
+    return Undeleted(sup.undelete(cmd.args[0]).as_dict())
+
+
+@command(
+    "history",
+    "history APP/FACET",
+    "what can be got back: the restorable window, the archive's size, the snapshots (a deleted facet's too)",
+    (1, 1),
+    result=HistoryView,
+)
+def _history(sup: Supervisor, cmd: Command) -> HistoryView:
+    return HistoryView(sup.history(cmd.args[0]).as_dict())
+
+
+def _source(cmd: Command, rest: list[str]) -> tuple[str | None, str | None]:
+    """``(snapshot, at)`` of a restore or a fork: the parser has checked that at most one is given."""
+    return (rest[0] if rest else None), cmd.options.get("at")
 
 
 @command(

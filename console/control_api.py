@@ -50,9 +50,12 @@ from runtime import (
     FacetChanges,
     FacetInfo,
     FacetsError,
+    HistoryInfo,
     HttpResponse,
     LogRecord,
     Quotas,
+    RestoreInfo,
+    SnapshotInfo,
     Supervisor,
     Usage,
 )
@@ -125,7 +128,9 @@ def encode(value: Any) -> Any:
         }
     if isinstance(value, HttpResponse):
         return {"status": value.status, "headers": [list(h) for h in value.headers], "body": encode(value.body)}
-    if isinstance(value, AppVersion | FacetInfo | Quotas | LogRecord | Usage | HealthInfo):
+    if isinstance(value, AppVersion | FacetInfo | Quotas | LogRecord | Usage | HealthInfo | SnapshotInfo | RestoreInfo):
+        return value.as_dict()
+    if isinstance(value, HistoryInfo):
         return value.as_dict()
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
@@ -195,6 +200,10 @@ def _http_response(d: dict[str, Any]) -> HttpResponse:
     return HttpResponse(d["status"], tuple((name, value) for name, value in d["headers"]), decode_bytes(d["body"]))
 
 
+def _history(d: dict[str, Any]) -> HistoryInfo:
+    return HistoryInfo(**{**d, "snapshots": [SnapshotInfo(**s) for s in d["snapshots"]]})
+
+
 def _plain(d: Any) -> Any:
     return d
 
@@ -236,6 +245,8 @@ RPC_METHODS: dict[str, Method] = {
     "faulting": Method(False, lambda d: [HealthInfo(**h) for h in d]),
     "alarm_list": Method(False),
     "rollout": Method(False),
+    "snapshots": Method(False, lambda d: [SnapshotInfo(**s) for s in d]),
+    "history": Method(False, _history),
     "warm_count": Method(False, attribute=True),
     "max_open_dbs": Method(False, attribute=True),
     "data_dir": Method(False, str, attribute=True),
@@ -254,6 +265,11 @@ RPC_METHODS: dict[str, Method] = {
     "unpin": Method(True),
     "promote": Method(True),
     "rollback": Method(True),
+    "snapshot": Method(True, lambda d: SnapshotInfo(**d)),
+    "delete_snapshot": Method(True),
+    "restore": Method(True, lambda d: RestoreInfo(**d)),
+    "fork": Method(True, lambda d: RestoreInfo(**d)),
+    "undelete": Method(True, lambda d: RestoreInfo(**d)),
 }
 
 

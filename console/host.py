@@ -17,7 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from runtime import AppInfo, AppVersion, CallResult, FacetChanges, FacetInfo, LogRecord, Quotas
+from runtime import (
+    AppInfo,
+    AppVersion,
+    CallResult,
+    FacetChanges,
+    FacetInfo,
+    HistoryInfo,
+    LogRecord,
+    Quotas,
+    RestoreInfo,
+    SnapshotInfo,
+)
 from runtime.storage import FacetReader
 from runtime.supervision import HealthInfo
 from runtime.toolchain import Progress
@@ -53,6 +64,22 @@ class ConsoleSupervisor(Protocol):
     def reset(self, target: str) -> HealthInfo | None: ...
 
     def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def snapshot(self, target: str, name: str | None = None) -> SnapshotInfo: ...
+
+    def snapshots(self, target: str) -> list[SnapshotInfo]: ...
+
+    def delete_snapshot(self, target: str, name: str) -> None: ...
+
+    def restore(self, target: str, *, snapshot: str | None = None, at: str | float | None = None) -> RestoreInfo: ...
+
+    def fork(
+        self, target: str, new_target: str, *, snapshot: str | None = None, at: str | float | None = None
+    ) -> RestoreInfo: ...
+
+    def undelete(self, target: str) -> RestoreInfo: ...
+
+    def history(self, target: str) -> HistoryInfo: ...
 
     def facet_list(self, app: str | None = None) -> list[FacetInfo]: ...
 

@@ -50,11 +50,14 @@ from runtime import (
     FacetChanges,
     FacetInfo,
     FacetsError,
+    HistoryInfo,
     LogRecord,
     NotFound,
     OwnerInfo,
     QuotaError,
     Quotas,
+    RestoreInfo,
+    SnapshotInfo,
     parse_facet_target,
 )
 from runtime.apps import precompile
@@ -247,6 +250,30 @@ class RemoteSupervisor:
 
     def alarm_list(self, target: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
         return self._rpc("alarm_list", target, limit=limit)
+
+    # -- history: snapshots, restore, fork, undelete -------------------------------------
+    def snapshot(self, target: str, name: str | None = None) -> SnapshotInfo:
+        return self._rpc("snapshot", target, name)
+
+    def snapshots(self, target: str) -> list[SnapshotInfo]:
+        return self._rpc("snapshots", target)
+
+    def delete_snapshot(self, target: str, name: str) -> None:
+        self._rpc("delete_snapshot", target, name)
+
+    def restore(self, target: str, *, snapshot: str | None = None, at: str | float | None = None) -> RestoreInfo:
+        return self._rpc("restore", target, snapshot=snapshot, at=at)
+
+    def fork(
+        self, target: str, new_target: str, *, snapshot: str | None = None, at: str | float | None = None
+    ) -> RestoreInfo:
+        return self._rpc("fork", target, new_target, snapshot=snapshot, at=at)
+
+    def undelete(self, target: str) -> RestoreInfo:
+        return self._rpc("undelete", target)
+
+    def history(self, target: str) -> HistoryInfo:
+        return self._rpc("history", target)
 
     # -- facets --------------------------------------------------------------------------
     def facet_list(self, app: str | None = None) -> list[FacetInfo]:

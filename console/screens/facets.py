@@ -38,6 +38,7 @@ from textual.widgets import DataTable, Input, Static
 
 from runtime import AppInfo, FacetsError, neutralize
 
+from ..commands import KEPT_FOR_UNDELETE
 from ..format import bar, duration, human_bytes, human_count, iso_utc, plain, relative, state_text
 from ..messages import OpenFacet
 from ..widgets.console_table import ConsoleTable
@@ -508,7 +509,11 @@ class FacetsScreen(ConsoleScreen):
                 self._delete(key)
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete {neutralize(key)} and all its data? This cannot be undone."), answered
+            ConfirmScreen(
+                f"Delete {neutralize(key)} and all its data? It can be got back:"
+                f" {KEPT_FOR_UNDELETE.format(neutralize(key))}."
+            ),
+            answered,
         )
 
     @work(thread=True, group="facets-action")

@@ -235,7 +235,7 @@ def test_readonly_refuses_every_command_that_writes_anything_files_included(load
     assert not path.exists()  # export wrote nothing
     assert loaded.warm_count == 1  # evict dropped nothing
     readers = {"quota", "apps", "facets", "tables", "rows", "sql", "logs", "usage", "bill", "metrics", "help"}
-    readers |= {"health", "alarms", "rollout"}
+    readers |= {"health", "alarms", "rollout", "snapshots", "history"}
     assert {name for name, spec in SPECS.items() if spec.writes} == set(SPECS) - readers
     assert not is_write(parse("quota counter/a")) and is_write(parse("quota counter/a fuel=1M"))
 
@@ -339,7 +339,7 @@ def test_a_command_is_declared_once_with_its_spec_executor_and_typed_result(sup,
 def test_every_command_has_a_typed_result_that_renders_itself(loaded):
     from console.commands import COMMANDS, SPECS, Result
 
-    assert list(COMMANDS) == list(SPECS) and len(SPECS) == 25
+    assert list(COMMANDS) == list(SPECS) and len(SPECS) == 31
     for name, registered in COMMANDS.items():
         assert registered.spec is SPECS[name] and issubclass(registered.result, Result)
     reply = ok(loaded, "call counter/a")

@@ -322,3 +322,37 @@ def test_rpc_supervision_alarms_and_rollouts_decode_to_what_the_supervisor_retur
     assert rpc("unpin", "app/x") is True
     assert rpc("promote", "app")["active"] == 2
     assert rpc("rollback", "app", None)["active"] == 1
+
+
+def test_rpc_history_methods_decode_to_what_the_supervisor_returns(api):
+    """snapshot, snapshots, history, restore, fork, undelete, delete_snapshot through JSON."""
+    from runtime import HistoryInfo, RestoreInfo, SnapshotInfo
+
+    sup = api.sup
+    sup.call("counter/a")
+
+    def rpc(method: str, *args: Any, **kwargs: Any) -> Any:
+        status, answer = post(api, "/control/rpc", {"method": method, "args": list(args), "kwargs": kwargs})
+        assert status == 200 and answer["ok"], (method, answer)
+        return decode(method, json.loads(json.dumps(answer["result"])))
+
+    taken = rpc("snapshot", "counter/a", "one")
+    assert isinstance(taken, SnapshotInfo) and taken.name == "one"
+    assert rpc("snapshots", "counter/a") == sup.snapshots("counter/a")
+    history = rpc("history", "counter/a")
+    assert isinstance(history, HistoryInfo) and history == sup.history("counter/a")
+    _, answer = post(
+        api,
+        "/control/rpc",
+        {"method": "restore", "args": ["counter/a"], "kwargs": {"snapshot": "one"}, "readonly": True},
+    )
+    assert answer["error"]["code"] == "refused"
+    restored = rpc("restore", "counter/a", snapshot="one")
+    assert isinstance(restored, RestoreInfo) and restored.source == "snapshot one"
+    forked = rpc("fork", "counter/a", "counter/b")
+    assert isinstance(forked, RestoreInfo) and forked.target == "counter/b"
+    sup.call("counter/b")  # a commit of its own: the fork is archived
+    sup.delete("counter/b")
+    assert rpc("undelete", "counter/b").target == "counter/b"
+    assert rpc("delete_snapshot", "counter/a", "one") is None
+    assert "one" not in [s.name for s in sup.snapshots("counter/a")]
