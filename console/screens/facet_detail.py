@@ -1,4 +1,4 @@
-"""FacetDetailScreen: one facet in tabs: Data, Logs, Usage, Quotas, Call, Health.
+"""FacetDetailScreen: one facet in tabs: Data, Logs, Usage, Quotas, Call, Health, History.
 
 Above the tabs, one line says how the facet is doing: its supervision state (with the
 faults in a row and the next retry), the version it runs (and why: a canary, a pin) and
@@ -27,6 +27,7 @@ from runtime.supervision import HealthInfo
 from ..format import STATE_STYLES, iso_utc, plain, relative
 from ..widgets.call_panel import CallPanel
 from ..widgets.console_table import ConsoleTable
+from ..widgets.history_panel import HistoryPanel
 from ..widgets.log_view import LogView
 from ..widgets.quota_form import QuotaForm
 from ..widgets.table_browser import TableBrowser
@@ -114,6 +115,7 @@ class FacetDetailScreen(ConsoleScreen):
         Binding("o", "tab('quotas')", "Quotas"),
         Binding("c", "tab('call')", "Call"),
         Binding("h", "tab('health')", "Health"),
+        Binding("i", "tab('history')", "History"),
         Binding("x", "sql", "SQL"),
         Binding("R", "reset", "Reset"),
     ]
@@ -173,6 +175,8 @@ class FacetDetailScreen(ConsoleScreen):
             with TabPane("Health (h)", id="health"):
                 yield Static("", id="health-state")
                 yield ConsoleTable(cursor_type="row", id="health-faults")
+            with TabPane("History (i)", id="history"):
+                yield HistoryPanel(self.sup, self.target, readonly=self.readonly)
 
     def on_mount(self) -> None:
         self.sub_title = self.target
@@ -383,6 +387,7 @@ class FacetDetailScreen(ConsoleScreen):
         "quotas": "#quota-fuel",
         "call": "#call-body",
         "health": "#health-faults",
+        "history": "#history-snapshots",
     }
 
     def action_tab(self, tab: str) -> None:
@@ -390,6 +395,8 @@ class FacetDetailScreen(ConsoleScreen):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "history":  # read when shown: it reads the archive's logs
+            self.query_one(HistoryPanel).refresh_history()
         selector = self.FOCUS_ON_TAB.get(event.pane.id or "")
         if selector:
             widget = self.query_one(selector)
