@@ -11,21 +11,10 @@ import time
 import pytest
 from rich.console import Console
 
-from console.commands import UsageError, parse, render, result_of, run_line
+from console.commands import UsageError, parse, render, result_of
 from console.headless import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run_script
 from tests.console.test_headless import COUNTER_WAT, cli
-
-
-def ok(sup, line, **kw):
-    result = run_line(sup, line, **kw)
-    assert result["ok"], result
-    return result
-
-
-def fails(sup, line, code, **kw):
-    result = run_line(sup, line, **kw)
-    assert result["ok"] is False and result["error"]["code"] == code, result
-    return result
+from tests.console.test_operate_commands import fails, ok
 
 
 def text(result) -> str:
