@@ -280,8 +280,8 @@ def rebuild(
         for segment in segments[start_index:]:
             if segment is not first and not segment.continues:
                 break
-            if until is not None and segment.start_time > until:
-                break
+            # No cut at a continuing segment's start time: a commit noted just before a
+            # compaction may be copied into the next log; each record's own time decides.
             for record in segment_records(segment):
                 if until is not None and record.time > until:
                     break
@@ -334,6 +334,8 @@ class FacetArchive:
         with self.lock:
             self.page_size = db.page_size
             db.query_platform("SELECT count(*) FROM sqlite_master")  # builds the WAL index
+            if self._shm is not None:  # a failed attach before this one left it open
+                os.close(self._shm)
             self._shm = os.open(f"{self.db_path}-shm", os.O_RDONLY | os.O_CLOEXEC)
             salt, frame = self._header()
             if self.position is None:
@@ -446,6 +448,7 @@ class FacetArchive:
                 return
             if self._log_bytes < max(COMPACT_MIN_BYTES, self._base_bytes):
                 return
+            self._drain()  # every commit noted so far goes into the sealed log
             self._close_log()
             self.segment = self._next_number()
             self._start_log(continues=True)
@@ -478,7 +481,11 @@ class FacetArchive:
         """Copy the frames of the pending commits; False if the archive is broken."""
         if not self.pending or self.position is None:
             return not self.broken
-        pending, self.pending = self.pending, []
+        # Taken and removed by count, never by swapping the list: an append by the facet's
+        # thread between a swap's read and its assignment would land on the old list.
+        count = len(self.pending)
+        pending = self.pending[:count]
+        del self.pending[:count]
         try:
             payload, salt, frame = self._read(pending)
         except (ArchiveGap, OSError) as exc:
@@ -769,8 +776,8 @@ class Archiver:
                 continue
             for directory in app_dir.iterdir():
                 name, sep, deleted_ms = directory.name.partition("@")
-                retention = self._retention(app_dir.name, name)
                 try:
+                    retention = self._retention(app_dir.name, name)
                     if sep:
                         if deleted_ms.isdigit() and int(deleted_ms) / 1000 < now - retention:
                             freed += sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
@@ -778,6 +785,6 @@ class Archiver:
                             self._log(app_dir.name, name, "info", "deleted facet's history pruned past its retention")
                     elif directory.is_dir():
                         freed += prune(directory, now - retention)
-                except (OSError, ArchiveCorrupt) as exc:
-                    self._log(app_dir.name, name, "error", f"retention failed: {exc}")
+                except Exception as exc:  # one directory's trouble never stops the others' retention
+                    self._log(app_dir.name, name, "error", f"retention failed: {type(exc).__name__}: {exc}")
         return freed

@@ -313,11 +313,33 @@ class History:
         if self._archiver is None or not self._archiver.retired(app, facet):
             raise NotFound(f"no history of a deleted {target} is kept (past its retention, or never archived)")
         retired = self._archiver.retired(app, facet)[0]
-        info = self._create_from(app, facet, facet, snapshot=None, at=None, live=False, what="undeleted from")
-        live_dir = self.directory(app, facet)
-        if not live_dir.exists():  # its history is the facet's again (a first request may have begun one)
+        temp = temp_path(self._registry.db_path(app, facet), "undelete")
+        try:
+            self._registry.db_path(app, facet).parent.mkdir(parents=True, exist_ok=True)
+            reached, _ = wal_archive.rebuild(retired, temp, None)
+            _check(temp)
+            # The history is the facet's again before the facet exists: a first request
+            # then continues it, and no new one can begin in its place.
+            live_dir = self.directory(app, facet)
+            if live_dir.exists():
+                self._archiver.retire(app, facet)  # a stray one stays a deleted history of its own
             os.rename(retired, live_dir)
-        return info
+            try:
+                refused = self._registry.create(app, facet, move_from=temp, keep_history=True)
+                if refused is not None:
+                    raise FacetsError(refused.message, refused.error)
+            except BaseException:
+                if live_dir.exists() and not retired.exists():
+                    os.rename(live_dir, retired)  # still a deleted facet's history
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise FacetsError(f"cannot undelete {target}: {type(exc).__name__}: {exc}", failure_code(exc)) from None
+        finally:
+            discard(temp)
+        self._residency.touch((app, facet))
+        size = self._registry.db_path(app, facet).stat().st_size
+        self._log(app, facet, "info", f"facet {target} undeleted from its kept history")
+        return RestoreInfo(target, "the last archived commit", reached, None, size)
 
     def _create_from(
         self,

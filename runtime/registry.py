@@ -194,7 +194,15 @@ class FacetRegistry:
                 self._control.add_facet(app, facet, created_at)
                 self._register(app, facet, created_at)
 
-    def create(self, app: str, facet: str, *, move_from: Path | None = None, request_id: str = "") -> CallResult | None:
+    def create(
+        self,
+        app: str,
+        facet: str,
+        *,
+        move_from: Path | None = None,
+        request_id: str = "",
+        keep_history: bool = False,
+    ) -> CallResult | None:
         """Create the facet on its first call (``request_id``); a ``CallResult`` when the
         policy refuses or the disk does, logged (never raises for a call: it reports a
         code and keeps serving).
@@ -230,7 +238,7 @@ class FacetRegistry:
             else:
                 refused = CallResult.failure(refusal.code, refusal.message) if refusal is not None else None
                 if refused is None:
-                    refused = self._install(app, facet, move_from)
+                    refused = self._install(app, facet, move_from, keep_history)
         finally:
             with self.lock:
                 del self._creating[key]
@@ -248,14 +256,14 @@ class FacetRegistry:
         self._log(app, facet, "info", f"facet {app}/{facet} created")
         return None
 
-    def _install(self, app: str, facet: str, move_from: Path | None) -> CallResult | None:
+    def _install(self, app: str, facet: str, move_from: Path | None, keep_history: bool = False) -> CallResult | None:
         """Make the facet's directory, give an import's copy its name, register: a
         ``CallResult`` if the disk refused (then nothing is registered)."""
         dest = self.db_path(app, facet)
         installed = False
         try:
             dest.parent.mkdir(exist_ok=True)
-            if self.archiver is not None:  # a history left by another facet of this name stays its own
+            if self.archiver is not None and not keep_history:  # another facet's history stays its own
                 self.archiver.retire(app, facet)
             created_at = time.time()
             with self.lock:
